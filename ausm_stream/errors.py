@@ -1,0 +1,19 @@
+"""The project's one exception root.
+
+Every error the project raises on purpose derives from :class:`AUSMStreamError`, so callers
+can catch the project's errors apart from bugs. Caller mistakes also derive from
+``ValueError`` (wrong shapes, bad blobs, bad config), so plain ``except ValueError`` works too.
+Messages name the stream, the record or the argument, and the fix.
+"""
+
+
+class AUSMStreamError(Exception):
+    """Root of every error ausm-stream raises on purpose."""
+
+
+class InvalidInputError(AUSMStreamError, ValueError):
+    """The caller passed something malformed: the message says what and how to fix it."""
+
+
+class StateError(InvalidInputError):
+    """A serialized stream state is corrupt or belongs to another model configuration."""

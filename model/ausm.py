@@ -1,0 +1,222 @@
+"""The public model API: ``init_state`` -> ``add_prompt`` -> ``step``, plus teacher forcing.
+
+The model holds no per-stream data: every stream's memory is a :class:`StreamState` the
+caller owns, passes in and may serialise between frames, so one model serves many streams
+and ``step`` batches any set of them::
+
+    cfg = AUSMConfig.preset("tiny")
+    model = AUSM(cfg).eval()
+    state = model.init_state(seed=7)
+    model.add_prompt(state, masks, object_ids)       # optional, at any frame
+    results = model.step([state], frames)            # frames (N, H, W, 3) uint8
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from ausm_stream.errors import InvalidInputError
+from ausm_stream.model.config import AUSMConfig
+from ausm_stream.model.mamba import MambaState
+from ausm_stream.model.network import AUSMNet, NetOutputs, RecurrentTensors
+from ausm_stream.model.state import StreamState, empty_state_tensors
+from ausm_stream.model.tracking import StepResult, update_stream
+
+WEIGHTS_FORMAT = "ausm-stream-weights"
+
+
+class AUSM(nn.Module):
+    def __init__(self, cfg: AUSMConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.net = AUSMNet(cfg)
+
+    @property
+    def device(self) -> torch.device:
+        return self.net.x_init.device
+
+    # -- streams ---------------------------------------------------------------------------
+    def init_state(self, seed: int = 0) -> StreamState:
+        """A fresh stream. ``seed`` keys the ID sampler: same seed and input, same tracks."""
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            raise InvalidInputError(f"seed must be an int, got {type(seed).__name__}")
+        tensors = empty_state_tensors(self.cfg)
+        recurrent = self.net.initial_recurrent(1)
+        tensors["x_prev"] = recurrent.x_prev[0].cpu()
+        state = StreamState(arch=self.cfg.arch_fingerprint(), **tensors, seed=seed,
+                            frames_seen=0, alloc_count=0, next_track_id=1)
+        return state.to(self.device)
+
+    def add_prompt(self, state: StreamState, masks: Tensor | np.ndarray,
+                   object_ids: Iterable[int]) -> None:
+        """Queue objects to track from the next ``step`` of this stream on.
+
+        masks (K, H, W) bool at the model's input size, for the frame the next ``step``
+        receives; object_ids are the caller's non-negative ids. A known id replaces that
+        object's mask. Boxes and points become masks with :mod:`ausm_stream.model.prompts`.
+        """
+        self._check_state(state)
+        masks_t = torch.as_tensor(masks)
+        ids = [int(i) for i in object_ids]
+        h, w = self.cfg.image_size
+        if masks_t.ndim != 3 or tuple(masks_t.shape[1:]) != (h, w):
+            raise InvalidInputError(
+                f"prompt masks must be (K, {h}, {w}) at the model's input size, got "
+                f"{tuple(masks_t.shape)}; resize them like the frames"
+            )
+        if masks_t.dtype != torch.bool:
+            raise InvalidInputError(f"prompt masks must be bool, got {masks_t.dtype}")
+        if len(ids) != masks_t.shape[0]:
+            raise InvalidInputError(f"{masks_t.shape[0]} prompt masks but {len(ids)} object ids")
+        if len(set(ids)) != len(ids) or any(i < 0 for i in ids):
+            raise InvalidInputError(f"object ids must be distinct and >= 0, got {ids}")
+        empty = [i for i, m in zip(ids, masks_t, strict=True) if not bool(m.any())]
+        if empty:
+            raise InvalidInputError(f"prompt masks for object ids {empty} are empty")
+
+        pending = state.pending_object_id.tolist()
+        known = set(state.slot_object_id[state.slot_active].tolist())
+        queued = [i for i in pending if i >= 0]
+        new_objects = {i for i in [*queued, *ids] if i not in known}
+        free = int((~state.slot_active).sum())
+        if len(new_objects) > free:
+            raise InvalidInputError(
+                f"stream tracks {self.cfg.n_id - free} objects and the ID buffer holds "
+                f"{self.cfg.n_id}: no room for {len(new_objects)} new prompted objects"
+            )
+        for object_id, mask in zip(ids, masks_t.to(state.device), strict=True):
+            slot = pending.index(object_id) if object_id in pending else pending.index(-1)
+            pending[slot] = object_id
+            state.pending_object_id[slot] = object_id
+            state.pending_masks[slot] = mask
+
+    @torch.no_grad()
+    def step(self, states: list[StreamState], frames: Tensor | np.ndarray) -> list[StepResult]:
+        """Advance N streams by one frame each, as one batch; ``states`` are updated in place."""
+        if not isinstance(states, list | tuple) or not states:
+            raise InvalidInputError("states must be a non-empty list of StreamState")
+        for s in states:
+            self._check_state(s)
+        frames_t = self._check_frames(frames, expected_ndim=4)
+        if frames_t.shape[0] != len(states):
+            raise InvalidInputError(f"{frames_t.shape[0]} frames for {len(states)} states")
+        outputs, recurrent = self.net.step(
+            frames_t,
+            torch.stack([s.slot_active for s in states]),
+            torch.stack([s.slot_masks for s in states]),
+            _stack_recurrent(states),
+        )
+        _unstack_recurrent(recurrent, states)
+        return [
+            update_stream(self.cfg, s, outputs.class_logits[i], outputs.mask_logits[i])
+            for i, s in enumerate(states)
+        ]
+
+    def iter_video(self, frames: Iterable[Tensor | np.ndarray], state: StreamState | None = None,
+                   prompts: dict[int, tuple[Tensor, list[int]]] | None = None,
+                   ) -> Iterator[StepResult]:
+        """Segment one video lazily, frame by frame, holding only the fixed-size state.
+
+        ``prompts`` maps a frame index to (masks, object_ids) applied at that frame.
+        """
+        state = state if state is not None else self.init_state()
+        prompts = prompts or {}
+        for frame in frames:
+            if state.frames_seen in prompts:
+                self.add_prompt(state, *prompts[state.frames_seen])
+            yield self.step([state], torch.as_tensor(frame)[None])[0]
+
+    # -- training --------------------------------------------------------------------------
+    def forward_parallel(self, frames: Tensor, history_masks: Tensor,
+                         history_active: Tensor) -> NetOutputs:
+        """Teacher-forced forward over whole clips (MODEL.md section 5).
+
+        frames (B, T, H, W, 3) uint8; history_masks (B, T, N_id, H, W) and history_active
+        (B, T, N_id) bool: the masks and ID slots fed in at step t, i.e. M_{t-1} and A_{t-1}
+        (all empty at t = 0 for an unprompted clip). Outputs are indexed (B, T, query, ...),
+        ID slots first, then the detection queries.
+        """
+        frames_t = self._check_frames(frames, expected_ndim=5)
+        b, t = frames_t.shape[:2]
+        n, (h, w) = self.cfg.n_id, self.cfg.image_size
+        history_masks = torch.as_tensor(history_masks, device=self.device)
+        history_active = torch.as_tensor(history_active, device=self.device)
+        if tuple(history_masks.shape) != (b, t, n, h, w):
+            raise InvalidInputError(f"history_masks must be {(b, t, n, h, w)}, got "
+                                    f"{tuple(history_masks.shape)}")
+        if tuple(history_active.shape) != (b, t, n) or history_active.dtype != torch.bool:
+            raise InvalidInputError(f"history_active must be bool {(b, t, n)}, got "
+                                    f"{history_active.dtype} {tuple(history_active.shape)}")
+        return self.net.forward_parallel(frames_t, history_masks, history_active)
+
+    # -- weights ---------------------------------------------------------------------------
+    def save_weights(self, path: str | Path, extra: dict[str, str] | None = None) -> None:
+        """safetensors weights with the config inside, so a file is enough to rebuild."""
+        metadata = {"format": WEIGHTS_FORMAT, "config": self.cfg.to_json(), **(extra or {})}
+        tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        save_file(tensors, str(path), metadata=metadata)
+
+    @classmethod
+    def from_weights(cls, path: str | Path, **runtime: object) -> AUSM:
+        """Load weights written by :meth:`save_weights`; ``runtime`` overrides thresholds etc."""
+        path = Path(path)
+        if not path.is_file():
+            raise InvalidInputError(f"weights file {str(path)!r} does not exist")
+        from safetensors import safe_open
+
+        with safe_open(str(path), "pt") as fh:
+            metadata = fh.metadata() or {}
+        if metadata.get("format") != WEIGHTS_FORMAT:
+            raise InvalidInputError(f"{path} is not an ausm-stream weights file")
+        cfg = dataclasses.replace(AUSMConfig.from_dict(json.loads(metadata["config"])), **runtime)
+        model = cls(cfg)
+        model.load_state_dict(load_file(str(path)))
+        return model.eval()
+
+    # -- validation ------------------------------------------------------------------------
+    def _check_state(self, state: StreamState) -> None:
+        if not isinstance(state, StreamState):
+            raise InvalidInputError(f"expected a StreamState, got {type(state).__name__}")
+        if state.arch != self.cfg.arch_fingerprint():
+            raise InvalidInputError(
+                f"state was made for another model config (arch {state.arch}, this model "
+                f"{self.cfg.arch_fingerprint()})"
+            )
+
+    def _check_frames(self, frames: Tensor | np.ndarray, expected_ndim: int) -> Tensor:
+        frames_t = torch.as_tensor(frames)
+        h, w = self.cfg.image_size
+        lead = "N" if expected_ndim == 4 else "B, T"
+        if frames_t.dtype != torch.uint8:
+            raise InvalidInputError(f"frames must be uint8 RGB, got {frames_t.dtype}")
+        if frames_t.ndim != expected_ndim or tuple(frames_t.shape[-3:]) != (h, w, 3):
+            raise InvalidInputError(
+                f"frames must be ({lead}, {h}, {w}, 3) uint8 at the model's input size, got "
+                f"{tuple(frames_t.shape)}; resize them first (the pipeline's ingest does)"
+            )
+        return frames_t.to(self.device)
+
+
+def _stack_recurrent(states: list[StreamState]) -> RecurrentTensors:
+    conv = torch.stack([s.conv for s in states], dim=1)  # (L, N, hw, d_inner, d_conv)
+    ssm = torch.stack([s.ssm for s in states], dim=1)
+    return RecurrentTensors(
+        x_prev=torch.stack([s.x_prev for s in states]),
+        mamba=[MambaState(c.flatten(0, 1), m.flatten(0, 1)) for c, m in zip(conv, ssm, strict=True)],
+    )
+
+
+def _unstack_recurrent(rec: RecurrentTensors, states: list[StreamState]) -> None:
+    n = len(states)
+    conv = torch.stack([m.conv.unflatten(0, (n, -1)) for m in rec.mamba], dim=1)
+    ssm = torch.stack([m.ssm.unflatten(0, (n, -1)) for m in rec.mamba], dim=1)
+    for i, s in enumerate(states):
+        s.x_prev, s.conv, s.ssm = rec.x_prev[i].clone(), conv[i].clone(), ssm[i].clone()

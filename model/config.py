@@ -1,0 +1,191 @@
+"""Model configuration: a frozen dataclass with named presets.
+
+Fields fall in two groups. *Architecture* fields fix the weights and the size of a stream's
+state; a state blob or checkpoint records their fingerprint and refuses to load under another.
+*Runtime* fields (thresholds, retirement, kernel choice) only steer inference and may differ
+between the run that wrote a state and the run that reads it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from ausm_stream.errors import InvalidInputError
+
+ScanBackend = Literal["auto", "torch", "mamba_ssm"]
+
+RUNTIME_FIELDS = frozenset(
+    {
+        "fg_threshold",
+        "dedup_iou",
+        "min_mask_area",
+        "max_missing",
+        "scan_backend",
+        "scan_chunk",
+        "backbone_weights",
+    }
+)
+
+
+@dataclass(frozen=True)
+class AUSMConfig:
+    """Sizes of every module (MODEL.md sections 2-4) and the streaming bookkeeping knobs."""
+
+    # -- architecture ------------------------------------------------------------------------
+    image_size: tuple[int, int] = (128, 128)
+    """(H, W) of the frames the model sees; a multiple of 8 (features live on the 1/8 grid)."""
+    d_model: int = 64
+    """D: channels of backbone features, queries and history."""
+    backbone: str = "conv"
+    """``"conv"``: our small convolutional backbone; ``"timm:<name>"``: a timm model by name."""
+    backbone_widths: tuple[int, int] = (32, 48)
+    """Channels of the conv backbone at 1/2 and 1/4 resolution."""
+    compressor_layers: int = 2
+    history_decoder_layers: int = 2
+    pixel_decoder_layers: int = 3
+    n_heads: int = 4
+    ffn_dim: int = 128
+    n_det: int = 16
+    """Detection queries V, looking for new objects every frame."""
+    n_id: int = 16
+    """ID buffer B: the most objects one stream can track at once."""
+    d_state: int = 16
+    d_conv: int = 4
+    expand: int = 2
+    class_names: tuple[str, ...] = ("circle", "square", "triangle", "ring")
+    marker_eps: float = 1e-6
+
+    # -- runtime -----------------------------------------------------------------------------
+    backbone_weights: str | None = None
+    """Local file with weights for a timm backbone (nothing is ever downloaded)."""
+    fg_threshold: float = 0.5
+    """filter_fg: a query is foreground when 1 - p(no object) exceeds this."""
+    dedup_iou: float = 0.5
+    """A new detection overlapping a visible track (or another detection) this much is dropped."""
+    min_mask_area: int = 4
+    """A new detection needs at least this many mask pixels (input resolution)."""
+    max_missing: int = 15
+    """A track is retired after this many consecutive frames without a visible mask."""
+    scan_backend: ScanBackend = "auto"
+    """``auto``: mamba_ssm kernels on CUDA when importable, else pure PyTorch."""
+    scan_chunk: int = 64
+    """Frames per chunk of the parallel scan (bounds its memory on long clips)."""
+
+    def __post_init__(self) -> None:
+        h, w = self.image_size
+        _require(h > 0 and w > 0 and h % 8 == 0 and w % 8 == 0, "image_size",
+                 f"must be positive multiples of 8, got {self.image_size}")
+        for name in ("d_model", "compressor_layers", "history_decoder_layers", "n_heads",
+                     "ffn_dim", "n_det", "n_id", "d_state", "d_conv", "expand", "scan_chunk"):
+            value = getattr(self, name)
+            _require(isinstance(value, int) and value > 0, name, f"must be a positive int, got {value!r}")
+        _require(self.pixel_decoder_layers >= 0, "pixel_decoder_layers", "must be >= 0")
+        _require(self.d_model % self.n_heads == 0, "n_heads",
+                 f"must divide d_model={self.d_model}, got {self.n_heads}")
+        _require(len(self.backbone_widths) == 2 and all(c > 0 for c in self.backbone_widths),
+                 "backbone_widths", f"must be two positive ints, got {self.backbone_widths}")
+        _require(self.backbone == "conv" or self.backbone.startswith("timm:"), "backbone",
+                 f"must be 'conv' or 'timm:<name>', got {self.backbone!r}")
+        _require(len(self.class_names) > 0 and len(set(self.class_names)) == len(self.class_names),
+                 "class_names", "must be a non-empty tuple of distinct names")
+        _require(0.0 < self.fg_threshold < 1.0, "fg_threshold", "must lie in (0, 1)")
+        _require(0.0 < self.dedup_iou <= 1.0, "dedup_iou", "must lie in (0, 1]")
+        _require(self.min_mask_area >= 1, "min_mask_area", "must be >= 1")
+        _require(self.max_missing >= 0, "max_missing", "must be >= 0")
+        _require(self.scan_backend in ("auto", "torch", "mamba_ssm"), "scan_backend",
+                 f"must be auto, torch or mamba_ssm, got {self.scan_backend!r}")
+
+    # -- derived sizes -----------------------------------------------------------------------
+    @property
+    def grid_size(self) -> tuple[int, int]:
+        """(h, w) of the 1/8 feature grid where history lives."""
+        return self.image_size[0] // 8, self.image_size[1] // 8
+
+    @property
+    def mask_size(self) -> tuple[int, int]:
+        """(h, w) of the 1/4 grid where mask logits are predicted."""
+        return self.image_size[0] // 4, self.image_size[1] // 4
+
+    @property
+    def d_inner(self) -> int:
+        return self.expand * self.d_model
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def num_queries(self) -> int:
+        """Pixel-decoder queries: N_id tracking slots followed by N_det detection queries."""
+        return self.n_id + self.n_det
+
+    # -- presets and (de)serialisation -------------------------------------------------------
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> AUSMConfig:
+        """``tiny`` runs on 2 CPU cores; ``paper`` has the paper's module sizes.
+
+        ``paper`` keeps the paper's D, layer and query counts but a 512 x 512 input: at the
+        paper's 1024-pixel short side one stream's state takes several GB (MODEL.md section 8).
+        Overrides replace fields, e.g. ``AUSMConfig.preset("tiny", image_size=(256, 256))``.
+        """
+        if name not in _PRESETS:
+            raise InvalidInputError(f"unknown preset {name!r}; choose one of {sorted(_PRESETS)}")
+        unknown = set(overrides) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise InvalidInputError(f"unknown AUSMConfig field(s) {sorted(unknown)}")
+        return cls(**{**_PRESETS[name], **_normalise(overrides)})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AUSMConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise InvalidInputError(f"unknown AUSMConfig field(s) {sorted(unknown)}")
+        return cls(**_normalise(data))
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    def arch_fingerprint(self) -> str:
+        """Hash of the architecture fields: equal fingerprints mean compatible weights and state."""
+        arch = {k: v for k, v in self.to_dict().items() if k not in RUNTIME_FIELDS}
+        return hashlib.sha256(json.dumps(arch, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _require(ok: bool, field: str, message: str) -> None:
+    if not ok:
+        raise InvalidInputError(f"AUSMConfig.{field} {message}")
+
+
+def _normalise(data: dict[str, Any]) -> dict[str, Any]:
+    """JSON round trips turn tuples into lists; put them back so configs compare equal."""
+    out = dict(data)
+    for key in ("image_size", "backbone_widths", "class_names"):
+        if key in out and isinstance(out[key], list):
+            out[key] = tuple(out[key])
+    return out
+
+
+_PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": {},
+    "paper": {
+        "image_size": (512, 512),
+        "d_model": 256,
+        "backbone_widths": (64, 128),
+        "compressor_layers": 6,
+        "history_decoder_layers": 6,
+        "pixel_decoder_layers": 6,
+        "n_heads": 8,
+        "ffn_dim": 2048,
+        "n_det": 100,
+        "n_id": 100,
+        "class_names": ("object",),
+    },
+}

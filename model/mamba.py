@@ -1,0 +1,122 @@
+"""A Mamba (S6) layer with a whole-sequence forward and a one-step recurrence on the same weights.
+
+Names follow the paper and mamba_ssm (``A_log``, ``dt_proj``, ``d_state``). The recurrent
+state is explicit and functional: :meth:`Mamba.forward` and :meth:`Mamba.step` take a
+:class:`MambaState` and return the next one, so callers decide where states live.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+
+from ausm_stream.model.scan import (
+    resolve_backend,
+    selective_scan,
+    selective_scan_cuda,
+    selective_state_update,
+)
+
+
+@dataclass
+class MambaState:
+    """Per-sequence recurrent memory: the last ``d_conv`` conv inputs and the SSM state."""
+
+    conv: Tensor  # (b, d_inner, d_conv)
+    ssm: Tensor  # (b, d_inner, d_state)
+
+
+class Mamba(nn.Module):
+    def __init__(
+        self,
+        d_model: int,
+        d_state: int = 16,
+        d_conv: int = 4,
+        expand: int = 2,
+        dt_min: float = 1e-3,
+        dt_max: float = 1e-1,
+        scan_backend: str = "auto",
+        scan_chunk: int = 64,
+    ) -> None:
+        super().__init__()
+        self.d_inner = expand * d_model
+        self.d_state = d_state
+        self.d_conv = d_conv
+        self.dt_rank = math.ceil(d_model / 16)
+        self.scan_backend = scan_backend
+        self.scan_chunk = scan_chunk
+
+        self.in_proj = nn.Linear(d_model, 2 * self.d_inner, bias=False)
+        self.conv1d = nn.Conv1d(self.d_inner, self.d_inner, d_conv, groups=self.d_inner)
+        self.x_proj = nn.Linear(self.d_inner, self.dt_rank + 2 * d_state, bias=False)
+        self.dt_proj = nn.Linear(self.dt_rank, self.d_inner)
+        self.out_proj = nn.Linear(self.d_inner, d_model, bias=False)
+
+        # dt starts log-uniform in [dt_min, dt_max]; the bias holds softplus^-1(dt).
+        dt = torch.exp(torch.rand(self.d_inner) * (math.log(dt_max) - math.log(dt_min))
+                       + math.log(dt_min))
+        with torch.no_grad():
+            self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))
+        # S4D-real initialisation; A_log stays in fp32 whatever the module dtype.
+        A = torch.arange(1, d_state + 1, dtype=torch.float32).repeat(self.d_inner, 1)
+        self.A_log = nn.Parameter(torch.log(A))
+        self.D = nn.Parameter(torch.ones(self.d_inner))
+
+    def init_state(self, batch: int, device: torch.device | None = None,
+                   dtype: torch.dtype = torch.float32) -> MambaState:
+        return MambaState(
+            conv=torch.zeros(batch, self.d_inner, self.d_conv, device=device, dtype=dtype),
+            ssm=torch.zeros(batch, self.d_inner, self.d_state, device=device, dtype=dtype),
+        )
+
+    def _ssm_inputs(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """delta (pre-softplus), B, C from the conv output x (b, d_inner, l)."""
+        x_dbl = self.x_proj(rearrange(x, "b d l -> b l d"))
+        dt, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
+        delta = rearrange(dt @ self.dt_proj.weight.T, "b l d -> b d l")
+        return delta, rearrange(B, "b l n -> b n l"), rearrange(C, "b l n -> b n l")
+
+    def forward(self, u: Tensor, state: MambaState | None = None) -> tuple[Tensor, MambaState]:
+        """Whole sequence: u (b, l, d_model) -> (y (b, l, d_model), state after the last step).
+
+        With ``state`` the sequence continues one that stopped there (chunked inference).
+        """
+        length = u.shape[1]
+        xz = rearrange(self.in_proj(u), "b l d -> b d l")
+        x, z = xz.chunk(2, dim=1)
+        if state is None:
+            state = self.init_state(u.shape[0], u.device, u.dtype)
+        # The conv sees the previous d_conv - 1 inputs as left context.
+        x_ctx = torch.cat([state.conv[..., 1:], x], dim=-1)
+        new_conv = x_ctx[..., -self.d_conv :]
+        x = F.silu(self.conv1d(x_ctx)[..., :length])
+        delta, B, C = self._ssm_inputs(x)
+        A = -torch.exp(self.A_log.float())
+        if resolve_backend(self.scan_backend, u.device) == "mamba_ssm":
+            y, ssm = selective_scan_cuda(x, delta, A, B, C, self.D.float(), z,
+                                         self.dt_proj.bias.float(), state.ssm)
+        else:
+            y, ssm = selective_scan(x, delta, A, B, C, self.D.float(), z,
+                                    delta_bias=self.dt_proj.bias.float(), delta_softplus=True,
+                                    initial_state=state.ssm, chunk=self.scan_chunk)
+        out = self.out_proj(rearrange(y, "b d l -> b l d"))
+        return out, MambaState(conv=new_conv, ssm=ssm)
+
+    def step(self, u: Tensor, state: MambaState) -> tuple[Tensor, MambaState]:
+        """One time step: u (b, d_model) -> (y (b, d_model), next state)."""
+        x, z = self.in_proj(u).chunk(2, dim=-1)
+        conv = torch.cat([state.conv[..., 1:], x.unsqueeze(-1)], dim=-1)
+        x = F.silu((conv * rearrange(self.conv1d.weight, "d 1 w -> d w")).sum(-1)
+                   + self.conv1d.bias)
+        delta, B, C = self._ssm_inputs(x.unsqueeze(-1))
+        A = -torch.exp(self.A_log.float())
+        y, ssm = selective_state_update(
+            state.ssm, x, delta.squeeze(-1), A, B.squeeze(-1), C.squeeze(-1), self.D.float(), z,
+            delta_bias=self.dt_proj.bias.float(), delta_softplus=True,
+        )
+        return self.out_proj(y), MambaState(conv=conv, ssm=ssm)

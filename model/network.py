@@ -1,0 +1,143 @@
+"""The AUSM network (MODEL.md section 4): pure tensors in, tensors out, no bookkeeping.
+
+Two entry points share every weight:
+
+- :meth:`AUSMNet.forward_parallel` runs all T frames of a clip at once with given
+  (teacher-forced) history masks: the training path.
+- :meth:`AUSMNet.step` runs one frame per stream for a batch of streams, carrying the
+  recurrent tensors explicitly: the serving path.
+
+Both compute, per frame t::
+
+    E_t = X_{t-1} + HistoryMarker(A_{t-1}, M_{t-1})
+    F_t = HistoryCompressor(E_<=t)
+    G_t = HistoryDecoder(query=X_t, memory=F_t)
+    preds = PixelDecoder(queries=[ID slots..., detection queries...], memory=G_t)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from einops import rearrange
+from torch import Tensor, nn
+
+from ausm_stream.model.backbone import build_backbone, normalise_frames
+from ausm_stream.model.compressor import HistoryCompressor
+from ausm_stream.model.config import AUSMConfig
+from ausm_stream.model.layers import DecoderLayer, sine_position_embedding
+from ausm_stream.model.mamba import MambaState
+from ausm_stream.model.marker import HistoryMarker, masks_to_grid
+from ausm_stream.model.pixel_decoder import PixelDecoder, QueryPredictions
+
+
+@dataclass
+class NetOutputs:
+    """Final predictions plus the earlier decoder stages (for deep supervision)."""
+
+    class_logits: Tensor  # (..., Q, C + 1)
+    mask_logits: Tensor  # (..., Q, h4, w4)
+    aux: list[QueryPredictions]
+
+
+@dataclass
+class RecurrentTensors:
+    """What one step hands to the next, batched over streams."""
+
+    x_prev: Tensor  # (b, D, h8, w8): X_{t-1}
+    mamba: list[MambaState]  # per compressor layer, batch (b * h8 * w8)
+
+
+class AUSMNet(nn.Module):
+    def __init__(self, cfg: AUSMConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        d = cfg.d_model
+        self.backbone = build_backbone(cfg)
+        self.x_init = nn.Parameter(torch.zeros(d))  # X_0: the "frame" before the first one
+        self.id_vectors = nn.Parameter(torch.randn(cfg.n_id, d))  # ID buffer B
+        self.det_queries = nn.Parameter(torch.randn(cfg.n_det, d))  # V
+        self.det_pos = nn.Parameter(torch.randn(cfg.n_det, d))
+        self.track_pos = nn.Parameter(torch.randn(d))
+        self.marker = HistoryMarker(cfg.marker_eps)
+        self.compressor = HistoryCompressor(cfg)
+        self.history_decoder = nn.ModuleList(
+            DecoderLayer(d, cfg.n_heads, cfg.ffn_dim) for _ in range(cfg.history_decoder_layers)
+        )
+        self.history_norm = nn.LayerNorm(d)
+        self.pixel_decoder = PixelDecoder(cfg, self.backbone.channels_4)
+        self.register_buffer("pos", sine_position_embedding(*cfg.grid_size, d), persistent=False)
+
+    # -- shared pieces ---------------------------------------------------------------------
+    def _decode(self, x: Tensor, f: Tensor, feats_4: Tensor, slot_active: Tensor) -> NetOutputs:
+        """History Decoder + Pixel Decoder for a batch of frames (b, D, h8, w8)."""
+        b, _, h, w = x.shape
+        g = rearrange(x, "b d h w -> b (h w) d")
+        for layer in self.history_decoder:
+            g = layer(g, self.pos, f, self.pos)
+        g = self.history_norm(g)
+        mask_features = self.pixel_decoder.mask_features(
+            rearrange(g, "b (h w) d -> b d h w", h=h, w=w), feats_4
+        )
+        cfg = self.cfg
+        queries = torch.cat([self.id_vectors, self.det_queries]).expand(b, -1, -1)
+        query_pos = torch.cat([self.track_pos.expand(cfg.n_id, -1), self.det_pos]).unsqueeze(0)
+        valid = torch.cat([slot_active, slot_active.new_ones(b, cfg.n_det)], dim=1)
+        stages = self.pixel_decoder(queries, query_pos, valid, g, self.pos, mask_features)
+        return NetOutputs(stages[-1].class_logits, stages[-1].mask_logits, stages[:-1])
+
+    def _history(self, x_prev: Tensor, slot_active: Tensor, grid_masks: Tensor) -> Tensor:
+        """E = X_{t-1} + marker, as tokens (b, h8*w8, D)."""
+        e = x_prev + self.marker(self.id_vectors, slot_active, grid_masks)
+        return rearrange(e, "b d h w -> b (h w) d")
+
+    # -- entry points ----------------------------------------------------------------------
+    def initial_recurrent(self, batch: int) -> RecurrentTensors:
+        h, w = self.cfg.grid_size
+        x0 = self.x_init.detach().view(1, -1, 1, 1).expand(batch, -1, h, w).clone()
+        states = [layer.mamba.init_state(batch * h * w, x0.device) for layer in
+                  self.compressor.layers]
+        return RecurrentTensors(x0, states)
+
+    def step(
+        self,
+        frames: Tensor,
+        slot_active: Tensor,
+        grid_masks: Tensor,
+        recurrent: RecurrentTensors,
+    ) -> tuple[NetOutputs, RecurrentTensors]:
+        """One frame for each of b streams.
+
+        frames (b, H, W, 3) uint8; slot_active (b, N_id) bool and grid_masks (b, N_id, h8, w8)
+        are A_{t-1} and M_{t-1} on the 1/8 grid.
+        """
+        feats_4, x = self.backbone(normalise_frames(frames))
+        e = self._history(recurrent.x_prev, slot_active, grid_masks)
+        f, states = self.compressor.step(e, self.pos, recurrent.mamba)
+        return self._decode(x, f, feats_4, slot_active), RecurrentTensors(x, states)
+
+    def forward_parallel(
+        self, frames: Tensor, history_masks: Tensor, history_active: Tensor
+    ) -> NetOutputs:
+        """All T frames at once, teacher forced.
+
+        frames (b, T, H, W, 3) uint8; history_masks (b, T, N_id, H, W) and history_active
+        (b, T, N_id): the masks and slots fed in at step t (i.e. M_{t-1}, A_{t-1}).
+        Outputs have leading dims (b, T).
+        """
+        b, t = frames.shape[:2]
+        feats_4, x = self.backbone(normalise_frames(frames.flatten(0, 1)))
+        x_seq = x.unflatten(0, (b, t))
+        x0 = self.x_init.view(1, 1, -1, 1, 1).expand(b, 1, *x_seq.shape[2:])
+        x_prev = torch.cat([x0, x_seq[:, :-1]], dim=1).flatten(0, 1)
+        active = history_active.flatten(0, 1)
+        e = self._history(x_prev, active, masks_to_grid(history_masks.flatten(0, 1)))
+        f, _ = self.compressor(e.unflatten(0, (b, t)), self.pos)
+        out = self._decode(x, f.flatten(0, 1), feats_4, active)
+        return NetOutputs(
+            out.class_logits.unflatten(0, (b, t)),
+            out.mask_logits.unflatten(0, (b, t)),
+            [QueryPredictions(a.class_logits.unflatten(0, (b, t)), a.mask_logits.unflatten(0, (b, t)))
+             for a in out.aux],
+        )

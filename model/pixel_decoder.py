@@ -1,0 +1,82 @@
+"""Pixel Decoder (MODEL.md section 3.4): Mask2Former-style masked-attention query decoder.
+
+Queries are the N_id ID slots (tracking) followed by the N_det detection queries. Mask logits
+are dot products of query embeddings with per-pixel embeddings at 1/4 of the input, made by a
+light FPN step that fuses the upsampled history-decoded features G_t with the backbone's
+1/4-resolution features, so boundaries are not blocky.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ausm_stream.model.config import AUSMConfig
+from ausm_stream.model.layers import MLP, DecoderLayer, group_norm
+
+
+@dataclass
+class QueryPredictions:
+    """Per-query class logits (b, Q, C + 1; last = no object) and mask logits (b, Q, h4, w4)."""
+
+    class_logits: Tensor
+    mask_logits: Tensor
+
+
+class PixelDecoder(nn.Module):
+    def __init__(self, cfg: AUSMConfig, channels_4: int) -> None:
+        super().__init__()
+        d = cfg.d_model
+        self.lateral = nn.Conv2d(channels_4, d, 1)
+        self.fuse = nn.Sequential(
+            nn.Conv2d(d, d, 3, padding=1, bias=False), group_norm(d), nn.GELU()
+        )
+        self.mask_proj = nn.Conv2d(d, d, 1)
+        self.layers = nn.ModuleList(
+            DecoderLayer(d, cfg.n_heads, cfg.ffn_dim) for _ in range(cfg.pixel_decoder_layers)
+        )
+        self.norm = nn.LayerNorm(d)
+        self.class_head = nn.Linear(d, cfg.num_classes + 1)
+        self.mask_head = MLP(d, d, 3)
+
+    def mask_features(self, g_grid: Tensor, feats_4: Tensor) -> Tensor:
+        """G_t on the 1/8 grid (b, D, h8, w8) + backbone 1/4 features -> (b, D, h4, w4)."""
+        up = F.interpolate(g_grid, size=feats_4.shape[-2:], mode="bilinear", align_corners=False)
+        return self.mask_proj(self.fuse(up + self.lateral(feats_4)))
+
+    def predict(self, queries: Tensor, mask_features: Tensor) -> QueryPredictions:
+        h = self.norm(queries)
+        masks = torch.einsum("bqc,bchw->bqhw", self.mask_head(h), mask_features)
+        return QueryPredictions(self.class_head(h), masks)
+
+    @staticmethod
+    def attention_mask(mask_logits: Tensor) -> Tensor:
+        """Masked attention: each query sees the 1/8 cells its current mask covers.
+
+        A query whose mask is empty sees every cell (as in Mask2Former), so no row is all
+        masked. Returns (b, 1, Q, h8*w8) bool, True = may attend.
+        """
+        allowed = (F.avg_pool2d(mask_logits.detach(), 2) >= 0).flatten(2)
+        allowed = allowed | ~allowed.any(-1, keepdim=True)
+        return allowed.unsqueeze(1)
+
+    def forward(
+        self,
+        queries: Tensor,
+        query_pos: Tensor,
+        query_valid: Tensor,
+        memory: Tensor,
+        memory_pos: Tensor,
+        mask_features: Tensor,
+    ) -> list[QueryPredictions]:
+        """Predictions before the first layer and after each one (deep supervision)."""
+        self_mask = query_valid[:, None, None, :]
+        stages = [self.predict(queries, mask_features)]
+        for layer in self.layers:
+            cross_mask = self.attention_mask(stages[-1].mask_logits)
+            queries = layer(queries, query_pos, memory, memory_pos, cross_mask, self_mask)
+            stages.append(self.predict(queries, mask_features))
+        return stages

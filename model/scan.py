@@ -1,0 +1,198 @@
+"""Selective scan (Mamba's S6 recurrence) in plain PyTorch, with an explicit CUDA-kernel choice.
+
+The recurrence, per channel d and state index n::
+
+    h_t = exp(delta_t * A) * h_{t-1} + delta_t * B_t * u_t
+    y_t = C_t . h_t + D * u_t            (then gated by silu(z_t) when z is given)
+
+Three implementations share one set of parameters:
+
+- :func:`selective_scan` runs a whole sequence at once: an inclusive associative
+  (Hillis-Steele) scan over time inside chunks of ``chunk`` steps, carrying the state from
+  chunk to chunk, so memory is bounded on long clips and a sequence can be continued from a
+  stored state (chunked inference that carries state).
+- :func:`selective_state_update` advances one time step: the streaming path.
+- :func:`selective_scan_ref` is the naive loop, kept beside the fast paths for tests.
+
+Tensor layout follows mamba_ssm so the kernels drop in: ``u, delta, z: (b, d, l)``,
+``A: (d, n)``, ``B, C: (b, n, l)``, ``D: (d,)``, state ``(b, d, n)``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ausm_stream.errors import InvalidInputError
+
+log = logging.getLogger(__name__)
+
+_logged_backends: set[str] = set()
+
+
+def mamba_ssm_available() -> bool:
+    return importlib.util.find_spec("mamba_ssm") is not None
+
+
+def resolve_backend(choice: str, device: torch.device) -> str:
+    """Pick the scan implementation explicitly and log the choice once per process.
+
+    ``auto`` takes the mamba_ssm kernels only for CUDA tensors when the package imports;
+    ``mamba_ssm`` demands them and fails loudly (never a silent ``None`` fallback).
+    """
+    if choice == "torch":
+        backend = "torch"
+    elif choice == "mamba_ssm":
+        if device.type != "cuda" or not mamba_ssm_available():
+            raise InvalidInputError(
+                "scan_backend='mamba_ssm' needs CUDA tensors and the mamba-ssm package "
+                "(pip install 'ausm-stream[cuda]'); use scan_backend='auto' or 'torch'"
+            )
+        backend = "mamba_ssm"
+    else:
+        backend = "mamba_ssm" if device.type == "cuda" and mamba_ssm_available() else "torch"
+    if backend not in _logged_backends:
+        _logged_backends.add(backend)
+        log.info("selective scan backend: %s (requested %s, device %s)", backend, choice, device)
+    return backend
+
+
+def _discretise(u: Tensor, delta: Tensor, A: Tensor, B: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-step decay exp(delta*A) and input delta*B*u, both (b, l, d, n)."""
+    delta_t = delta.transpose(1, 2).unsqueeze(-1)  # (b, l, d, 1)
+    decay = torch.exp(delta_t * A)  # (b, l, d, n)
+    drive = delta_t * u.transpose(1, 2).unsqueeze(-1) * B.transpose(1, 2).unsqueeze(2)
+    return decay, drive
+
+
+def _readout(h: Tensor, u: Tensor, C: Tensor, D: Tensor | None, z: Tensor | None) -> Tensor:
+    """y = C.h + D*u, gated by silu(z); h is (b, l, d, n), result (b, d, l)."""
+    y = torch.einsum("bldn,bnl->bdl", h, C)
+    if D is not None:
+        y = y + D.unsqueeze(-1) * u
+    if z is not None:
+        y = y * F.silu(z)
+    return y
+
+
+def _prepare_delta(delta: Tensor, delta_bias: Tensor | None, delta_softplus: bool) -> Tensor:
+    if delta_bias is not None:
+        delta = delta + delta_bias.unsqueeze(-1)
+    return F.softplus(delta) if delta_softplus else delta
+
+
+def _associative_scan(decay: Tensor, drive: Tensor) -> Tensor:
+    """Inclusive scan of h_t = decay_t * h_{t-1} + drive_t along dim 1, in log2(l) steps."""
+    length = decay.shape[1]
+    offset = 1
+    while offset < length:
+        drive = torch.cat(
+            [drive[:, :offset], decay[:, offset:] * drive[:, :-offset] + drive[:, offset:]], dim=1
+        )
+        decay = torch.cat([decay[:, :offset], decay[:, offset:] * decay[:, :-offset]], dim=1)
+        offset *= 2
+    return drive
+
+
+def selective_scan(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None = None,
+    z: Tensor | None = None,
+    delta_bias: Tensor | None = None,
+    delta_softplus: bool = False,
+    initial_state: Tensor | None = None,
+    chunk: int = 64,
+) -> tuple[Tensor, Tensor]:
+    """Whole-sequence scan; returns ``(y (b, d, l), final_state (b, d, n))``."""
+    delta = _prepare_delta(delta, delta_bias, delta_softplus)
+    b, d, length = u.shape
+    h = initial_state if initial_state is not None else u.new_zeros(b, d, A.shape[1])
+    outputs = []
+    for start in range(0, length, chunk):
+        stop = min(start + chunk, length)
+        decay, drive = _discretise(u[..., start:stop], delta[..., start:stop], A,
+                                   B[..., start:stop])
+        # Fold the carried state into the first step of the chunk.
+        drive = torch.cat([drive[:, :1] + decay[:, :1] * h.unsqueeze(1), drive[:, 1:]], dim=1)
+        hs = _associative_scan(decay, drive)  # (b, l, d, n)
+        outputs.append(_readout(hs, u[..., start:stop], C[..., start:stop], D,
+                                None if z is None else z[..., start:stop]))
+        h = hs[:, -1]
+    return torch.cat(outputs, dim=-1), h
+
+
+def selective_scan_ref(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None = None,
+    z: Tensor | None = None,
+    delta_bias: Tensor | None = None,
+    delta_softplus: bool = False,
+    initial_state: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    """The recurrence as a plain loop over time: the reference the fast paths are tested against."""
+    delta = _prepare_delta(delta, delta_bias, delta_softplus)
+    b, d, length = u.shape
+    h = initial_state if initial_state is not None else u.new_zeros(b, d, A.shape[1])
+    decay, drive = _discretise(u, delta, A, B)
+    hs = []
+    for t in range(length):
+        h = decay[:, t] * h + drive[:, t]
+        hs.append(h)
+    return _readout(torch.stack(hs, dim=1), u, C, D, z), h
+
+
+def selective_state_update(
+    state: Tensor,
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None = None,
+    z: Tensor | None = None,
+    delta_bias: Tensor | None = None,
+    delta_softplus: bool = False,
+) -> tuple[Tensor, Tensor]:
+    """One streaming step. ``u, delta, z: (b, d)``, ``B, C: (b, n)``; returns (y (b, d), state)."""
+    y, new_state = selective_scan_ref(
+        u.unsqueeze(-1),
+        delta.unsqueeze(-1),
+        A,
+        B.unsqueeze(-1),
+        C.unsqueeze(-1),
+        D,
+        None if z is None else z.unsqueeze(-1),
+        delta_bias,
+        delta_softplus,
+        initial_state=state,
+    )
+    return y.squeeze(-1), new_state
+
+
+def selective_scan_cuda(
+    u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, z: Tensor,
+    delta_bias: Tensor, initial_state: Tensor | None,
+) -> tuple[Tensor, Tensor]:
+    """mamba_ssm's fused kernel (CUDA only, never exercised on the CPU test machines).
+
+    The kernel starts from a zero state, so a carried state falls back to the PyTorch scan.
+    """
+    if initial_state is not None:
+        return selective_scan(u, delta, A, B, C, D, z, delta_bias, True, initial_state)
+    from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
+
+    y, last = selective_scan_fn(u, delta, A, B, C, D, z, delta_bias, delta_softplus=True,
+                                return_last_state=True)
+    return y, last

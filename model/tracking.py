@@ -1,0 +1,244 @@
+"""Track bookkeeping after each network step (MODEL.md section 3.5 and the streaming choices).
+
+Kept apart from the ``nn.Module``s so the network stays pure tensors. Per stream and frame:
+
+1. **Tracks** (active ID slots): visible when their foreground score exceeds
+   ``fg_threshold`` and their mask is non-empty. A track unseen for more than ``max_missing``
+   consecutive frames is retired and its ID vector returns to the pool. While unseen it
+   stays in A with an empty mask, so its ID query can find the object again after an
+   occlusion.
+2. **Prompts** queued by ``add_prompt`` for this frame: a prompt for an object id the stream
+   already tracks replaces that track's mask; a prompt whose mask overlaps an unprompted
+   visible track by more than ``dedup_iou`` adopts that track (same track id, now carrying
+   the object id); otherwise it starts a new track. On this frame the prompted track's mask
+   is the prompt itself (score 1). This matches training: a prompt is a perfect detection at
+   its frame, and the object is tracked from the next frame on.
+3. **Detections** (``filter_fg``): detection queries with score above ``fg_threshold`` and at
+   least ``min_mask_area`` pixels, greedily de-duplicated (highest score first) against each
+   other, visible tracks and prompts by mask IoU, each get a fresh slot from the unused part
+   of the ID buffer while there is room.
+
+Track ids shown to users are a per-stream counter from 1, never reused; they are separate
+from the buffer slot. Slots are drawn by :func:`sample_slot`, a pure function of
+(stream seed, allocation count), so a replayed stream reproduces its ids bit for bit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ausm_stream.model.config import AUSMConfig
+from ausm_stream.model.marker import masks_to_grid
+from ausm_stream.model.state import StreamState
+
+_MASK64 = (1 << 64) - 1
+
+
+def _splitmix64(x: int) -> int:
+    x = (x + 0x9E3779B97F4A7C15) & _MASK64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return x ^ (x >> 31)
+
+
+def sample_slot(free_slots: list[int], seed: int, count: int) -> int:
+    """Deterministic draw from the unused ID slots, keyed by (seed, allocation count)."""
+    return free_slots[_splitmix64(_splitmix64(seed & _MASK64) ^ count) % len(free_slots)]
+
+
+@dataclass
+class StepResult:
+    """The visible tracks of one stream at one frame, ordered by track id.
+
+    ``prompt_object_ids`` is -1 for tracks that were not prompted. ``class_logits`` and
+    ``mask_logits`` are the raw network outputs of every query (ID slots first, then the
+    detection queries), for analysis and tests.
+    """
+
+    frame_index: int
+    track_ids: Tensor  # (K,) int64
+    labels: Tensor  # (K,) int64, index into the config's class_names
+    label_names: list[str]
+    scores: Tensor  # (K,) float32
+    masks: Tensor  # (K, H, W) bool
+    prompt_object_ids: Tensor  # (K,) int64
+    class_logits: Tensor  # (Q, C + 1)
+    mask_logits: Tensor  # (Q, h4, w4)
+
+    def __len__(self) -> int:
+        return int(self.track_ids.numel())
+
+
+def mask_iou(a: Tensor, b: Tensor) -> Tensor:
+    """Pairwise IoU of bool masks a (m, H, W) and b (n, H, W) -> (m, n)."""
+    af, bf = a.flatten(1).float(), b.flatten(1).float()
+    inter = af @ bf.T
+    union = af.sum(1, keepdim=True) + bf.sum(1) - inter
+    return torch.where(union > 0, inter / union.clamp(min=1), torch.zeros_like(inter))
+
+
+def upsample_masks(mask_logits: Tensor, size: tuple[int, int]) -> Tensor:
+    """Mask logits (k, h4, w4) -> bool masks (k, H, W) at the input size."""
+    if mask_logits.shape[0] == 0:
+        return torch.zeros(0, *size, dtype=torch.bool, device=mask_logits.device)
+    up = F.interpolate(mask_logits[:, None], size=size, mode="bilinear", align_corners=False)
+    return up[:, 0] > 0
+
+
+class _Frame:
+    """Working set for one stream's update: the emitted tracks are collected per slot."""
+
+    def __init__(self, cfg: AUSMConfig, state: StreamState, class_logits: Tensor,
+                 mask_logits: Tensor) -> None:
+        self.cfg, self.state = cfg, state
+        probs = class_logits.float().softmax(-1)
+        self.scores = 1.0 - probs[:, -1]
+        self.labels = probs[:, :-1].argmax(-1)
+        self.mask_logits = mask_logits
+        self.emitted: dict[int, tuple[Tensor, float, int]] = {}  # slot -> (mask, score, label)
+
+    def visible_masks(self) -> tuple[list[int], Tensor]:
+        slots = sorted(self.emitted)
+        if not slots:
+            return [], torch.zeros(0, *self.cfg.image_size, dtype=torch.bool)
+        return slots, torch.stack([self.emitted[s][0] for s in slots])
+
+    def free_slots(self) -> list[int]:
+        return [i for i, a in enumerate(self.state.slot_active.tolist()) if not a]
+
+    def allocate(self, object_id: int = -1) -> int:
+        s = self.state
+        slot = sample_slot(self.free_slots(), s.seed, s.alloc_count)
+        s.alloc_count += 1
+        s.slot_active[slot] = True
+        s.slot_track_id[slot] = s.next_track_id
+        s.next_track_id += 1
+        s.slot_object_id[slot] = object_id
+        s.slot_missing[slot] = 0
+        return slot
+
+    def retire(self, slot: int) -> None:
+        s = self.state
+        s.slot_active[slot] = False
+        s.slot_track_id[slot] = -1
+        s.slot_object_id[slot] = -1
+        s.slot_missing[slot] = 0
+        self.emitted.pop(slot, None)
+
+
+def _update_tracks(f: _Frame) -> None:
+    cfg, s = f.cfg, f.state
+    slots = s.slot_active.nonzero().flatten().tolist()
+    masks = upsample_masks(f.mask_logits[slots], cfg.image_size)
+    for slot, mask in zip(slots, masks, strict=True):
+        score = float(f.scores[slot])
+        if score > cfg.fg_threshold and bool(mask.any()):
+            s.slot_missing[slot] = 0
+            f.emitted[slot] = (mask, score, int(f.labels[slot]))
+        else:
+            s.slot_missing[slot] += 1
+            if int(s.slot_missing[slot]) > cfg.max_missing:
+                f.retire(slot)
+
+
+def _apply_prompts(f: _Frame) -> list[Tensor]:
+    """Install queued prompts; returns their masks for de-duplicating detections."""
+    cfg, s = f.cfg, f.state
+    pending = (s.pending_object_id >= 0).nonzero().flatten().tolist()
+    if not pending:
+        return []
+    # A prompt's label: the class of the query whose 1/4-grid mask overlaps it best.
+    query_masks = f.mask_logits > 0
+    installed = []
+    for p in pending:
+        object_id = int(s.pending_object_id[p])
+        mask = s.pending_masks[p].clone()
+        bound = ((s.slot_object_id == object_id) & s.slot_active).nonzero().flatten().tolist()
+        if bound:
+            slot = bound[0]
+        else:
+            slot = _adoptable(f, mask)
+            if slot is None:
+                slot = f.allocate(object_id)
+            s.slot_object_id[slot] = object_id
+        s.slot_missing[slot] = 0
+        small = F.avg_pool2d(mask[None, None].float(), 4)[0] > 0.5
+        best = int(mask_iou(small, query_masks).argmax())
+        f.emitted[slot] = (mask, 1.0, int(f.labels[best]))
+        installed.append(mask)
+        s.pending_object_id[p] = -1
+        s.pending_masks[p] = False
+    return installed
+
+
+def _adoptable(f: _Frame, mask: Tensor) -> int | None:
+    """The unprompted visible track this prompt points at, if its mask overlaps enough."""
+    candidates = [slot for slot in sorted(f.emitted) if int(f.state.slot_object_id[slot]) < 0]
+    if not candidates:
+        return None
+    ious = mask_iou(mask[None], torch.stack([f.emitted[c][0] for c in candidates]))[0]
+    best = int(ious.argmax())
+    return candidates[best] if float(ious[best]) > f.cfg.dedup_iou else None
+
+
+def _add_detections(f: _Frame, prompt_masks: list[Tensor]) -> None:
+    cfg = f.cfg
+    det = torch.arange(cfg.n_id, cfg.num_queries)
+    keep = (f.scores[det] > cfg.fg_threshold).nonzero().flatten()
+    if keep.numel() == 0:
+        return
+    det = det[keep]
+    # Highest score first; ties broken by query index so the order is deterministic.
+    order = sorted(range(det.numel()), key=lambda i: (-float(f.scores[det[i]]), int(det[i])))
+    det = det[order]
+    masks = upsample_masks(f.mask_logits[det], cfg.image_size)
+    _, taken = f.visible_masks()
+    taken = list(taken) + prompt_masks
+    for q, mask in zip(det.tolist(), masks, strict=True):
+        if int(mask.sum()) < cfg.min_mask_area:
+            continue
+        if taken and float(mask_iou(mask[None], torch.stack(taken)).max()) > cfg.dedup_iou:
+            continue
+        if not f.free_slots():
+            break
+        slot = f.allocate()
+        f.emitted[slot] = (mask, float(f.scores[q]), int(f.labels[q]))
+        taken.append(mask)
+
+
+def update_stream(cfg: AUSMConfig, state: StreamState, class_logits: Tensor,
+                  mask_logits: Tensor) -> StepResult:
+    """Advance one stream's track table after its network step; mutates ``state``."""
+    f = _Frame(cfg, state, class_logits, mask_logits)
+    _update_tracks(f)
+    prompt_masks = _apply_prompts(f)
+    _add_detections(f, prompt_masks)
+
+    slots, masks = f.visible_masks()
+    grid = torch.zeros_like(state.slot_masks)
+    if slots:
+        grid[slots] = masks_to_grid(masks).to(grid.dtype)
+    state.slot_masks = grid  # M_t: unseen tracks keep an empty mask
+    frame_index = state.frames_seen
+    state.frames_seen += 1
+
+    track_ids = state.slot_track_id[slots] if slots else torch.zeros(0, dtype=torch.int64)
+    order = torch.argsort(track_ids).tolist()
+    slots = [slots[i] for i in order]
+    labels = [f.emitted[s][2] for s in slots]
+    return StepResult(
+        frame_index=frame_index,
+        track_ids=track_ids[order].clone(),
+        labels=torch.tensor(labels, dtype=torch.int64),
+        label_names=[cfg.class_names[i] for i in labels],
+        scores=torch.tensor([f.emitted[s][1] for s in slots], dtype=torch.float32),
+        masks=masks[order] if slots else masks,
+        prompt_object_ids=state.slot_object_id[slots].clone() if slots
+        else torch.zeros(0, dtype=torch.int64),
+        class_logits=class_logits,
+        mask_logits=mask_logits,
+    )
