@@ -61,7 +61,8 @@ class AUSM(nn.Module):
 
         masks (K, H, W) bool at the model's input size, for the frame the next ``step``
         receives; object_ids are the caller's non-negative ids. A known id replaces that
-        object's mask. Boxes and points become masks with :mod:`ausm_stream.model.prompts`.
+        object's mask. When the ID buffer is full, prompts displace unprompted tracks.
+        Boxes and points become masks with :mod:`ausm_stream.model.prompts`.
         """
         self._check_state(state)
         masks_t = torch.as_tensor(masks)
@@ -83,14 +84,13 @@ class AUSM(nn.Module):
             raise InvalidInputError(f"prompt masks for object ids {empty} are empty")
 
         pending = state.pending_object_id.tolist()
-        known = set(state.slot_object_id[state.slot_active].tolist())
-        queued = [i for i in pending if i >= 0]
-        new_objects = {i for i in [*queued, *ids] if i not in known}
-        free = int((~state.slot_active).sum())
-        if len(new_objects) > free:
+        prompted = {i for i in state.slot_object_id[state.slot_active].tolist() if i >= 0}
+        wanted = prompted | {i for i in pending if i >= 0} | set(ids)
+        if len(wanted) > self.cfg.n_id:
             raise InvalidInputError(
-                f"stream tracks {self.cfg.n_id - free} objects and the ID buffer holds "
-                f"{self.cfg.n_id}: no room for {len(new_objects)} new prompted objects"
+                f"{len(wanted)} prompted objects would exceed the ID buffer of "
+                f"{self.cfg.n_id} (AUSMConfig.n_id); prompted objects can only displace "
+                "unprompted tracks"
             )
         for object_id, mask in zip(ids, masks_t.to(state.device), strict=True):
             slot = pending.index(object_id) if object_id in pending else pending.index(-1)

@@ -17,6 +17,7 @@ Both compute, per frame t::
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -49,6 +50,19 @@ class RecurrentTensors:
     mamba: list[MambaState]  # per compressor layer, batch (b * h8 * w8)
 
 
+def frame_by_frame(fn: Callable[..., tuple[Tensor, ...]], *batched: Tensor) -> tuple[Tensor, ...]:
+    """Apply ``fn`` to one sample at a time and concatenate its outputs.
+
+    Used for the convolutions of the streaming path: oneDNN picks conv algorithms by batch
+    shape, so a batched conv would make a stream's output depend on its batch mates (~1e-5,
+    amplified by masked attention's thresholds). Frame by frame, a replay that batches
+    streams differently is bit-identical, which recovery relies on. The convs are a small
+    part of a step, so this costs little.
+    """
+    outs = [fn(*(t[i : i + 1] for t in batched)) for i in range(batched[0].shape[0])]
+    return tuple(torch.cat(parts) for parts in zip(*outs, strict=True))
+
+
 class AUSMNet(nn.Module):
     def __init__(self, cfg: AUSMConfig) -> None:
         super().__init__()
@@ -70,16 +84,21 @@ class AUSMNet(nn.Module):
         self.register_buffer("pos", sine_position_embedding(*cfg.grid_size, d), persistent=False)
 
     # -- shared pieces ---------------------------------------------------------------------
-    def _decode(self, x: Tensor, f: Tensor, feats_4: Tensor, slot_active: Tensor) -> NetOutputs:
+    def _decode(self, x: Tensor, f: Tensor, feats_4: Tensor, slot_active: Tensor,
+                batch_invariant: bool = False) -> NetOutputs:
         """History Decoder + Pixel Decoder for a batch of frames (b, D, h8, w8)."""
         b, _, h, w = x.shape
         g = rearrange(x, "b d h w -> b (h w) d")
         for layer in self.history_decoder:
             g = layer(g, self.pos, f, self.pos)
         g = self.history_norm(g)
-        mask_features = self.pixel_decoder.mask_features(
-            rearrange(g, "b (h w) d -> b d h w", h=h, w=w), feats_4
-        )
+        g_grid = rearrange(g, "b (h w) d -> b d h w", h=h, w=w)
+        if batch_invariant:
+            (mask_features,) = frame_by_frame(
+                lambda gg, ff: (self.pixel_decoder.mask_features(gg, ff),), g_grid, feats_4
+            )
+        else:
+            mask_features = self.pixel_decoder.mask_features(g_grid, feats_4)
         cfg = self.cfg
         queries = torch.cat([self.id_vectors, self.det_queries]).expand(b, -1, -1)
         query_pos = torch.cat([self.track_pos.expand(cfg.n_id, -1), self.det_pos]).unsqueeze(0)
@@ -112,10 +131,11 @@ class AUSMNet(nn.Module):
         frames (b, H, W, 3) uint8; slot_active (b, N_id) bool and grid_masks (b, N_id, h8, w8)
         are A_{t-1} and M_{t-1} on the 1/8 grid.
         """
-        feats_4, x = self.backbone(normalise_frames(frames))
+        feats_4, x = frame_by_frame(lambda fr: self.backbone(normalise_frames(fr)), frames)
         e = self._history(recurrent.x_prev, slot_active, grid_masks)
         f, states = self.compressor.step(e, self.pos, recurrent.mamba)
-        return self._decode(x, f, feats_4, slot_active), RecurrentTensors(x, states)
+        outputs = self._decode(x, f, feats_4, slot_active, batch_invariant=True)
+        return outputs, RecurrentTensors(x, states)
 
     def forward_parallel(
         self, frames: Tensor, history_masks: Tensor, history_active: Tensor

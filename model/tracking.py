@@ -163,6 +163,8 @@ def _apply_prompts(f: _Frame) -> list[Tensor]:
         else:
             slot = _adoptable(f, mask)
             if slot is None:
+                if not f.free_slots():
+                    f.retire(_eviction_victim(f))
                 slot = f.allocate(object_id)
             s.slot_object_id[slot] = object_id
         s.slot_missing[slot] = 0
@@ -173,6 +175,16 @@ def _apply_prompts(f: _Frame) -> list[Tensor]:
         s.pending_object_id[p] = -1
         s.pending_masks[p] = False
     return installed
+
+
+def _eviction_victim(f: _Frame) -> int:
+    """The unprompted track a prompt displaces when the ID buffer is full: the one unseen
+    longest, else the visible one with the lowest score (``add_prompt`` guarantees one)."""
+    s = f.state
+    unprompted = [i for i in s.slot_active.nonzero().flatten().tolist()
+                  if int(s.slot_object_id[i]) < 0]
+    return min(unprompted, key=lambda i: (-int(s.slot_missing[i]),
+                                          f.emitted[i][1] if i in f.emitted else 0.0, i))
 
 
 def _adoptable(f: _Frame, mask: Tensor) -> int | None:
