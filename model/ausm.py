@@ -51,12 +51,19 @@ class AUSM(nn.Module):
         tensors = empty_state_tensors(self.cfg)
         recurrent = self.net.initial_recurrent(1)
         tensors["x_prev"] = recurrent.x_prev[0].cpu()
-        state = StreamState(arch=self.cfg.arch_fingerprint(), **tensors, seed=seed,
-                            frames_seen=0, alloc_count=0, next_track_id=1)
+        state = StreamState(
+            arch=self.cfg.arch_fingerprint(),
+            **tensors,
+            seed=seed,
+            frames_seen=0,
+            alloc_count=0,
+            next_track_id=1,
+        )
         return state.to(self.device)
 
-    def add_prompt(self, state: StreamState, masks: Tensor | np.ndarray,
-                   object_ids: Iterable[int]) -> None:
+    def add_prompt(
+        self, state: StreamState, masks: Tensor | np.ndarray, object_ids: Iterable[int]
+    ) -> None:
         """Queue objects to track from the next ``step`` of this stream on.
 
         masks (K, H, W) bool at the model's input size, for the frame the next ``step``
@@ -108,8 +115,25 @@ class AUSM(nn.Module):
         frames_t = self._check_frames(frames, expected_ndim=4)
         if frames_t.shape[0] != len(states):
             raise InvalidInputError(f"{frames_t.shape[0]} frames for {len(states)} states")
+        results: list[StepResult] = []
+        for group in self._micro_batches(len(states)):
+            results.extend(self._step_group(list(states[group]), frames_t[group]))
+        return results
+
+    def _micro_batches(self, n: int) -> list[slice]:
+        """Split a batch so each group holds at most ``batch_cells`` grid cells.
+
+        On a CPU the step is bound by memory traffic over the recurrent state; past a few
+        streams a bigger batch falls out of cache and gets slower, not faster. The split never
+        changes a result: a stream's output does not depend on its batch mates.
+        """
+        h, w = self.cfg.grid_size
+        size = max(1, self.cfg.batch_cells // (h * w))
+        return [slice(i, min(i + size, n)) for i in range(0, n, size)]
+
+    def _step_group(self, states: list[StreamState], frames: Tensor) -> list[StepResult]:
         outputs, recurrent = self.net.step(
-            frames_t,
+            frames,
             torch.stack([s.slot_active for s in states]),
             torch.stack([s.slot_masks for s in states]),
             _stack_recurrent(states),
@@ -120,9 +144,12 @@ class AUSM(nn.Module):
             for i, s in enumerate(states)
         ]
 
-    def iter_video(self, frames: Iterable[Tensor | np.ndarray], state: StreamState | None = None,
-                   prompts: dict[int, tuple[Tensor, list[int]]] | None = None,
-                   ) -> Iterator[StepResult]:
+    def iter_video(
+        self,
+        frames: Iterable[Tensor | np.ndarray],
+        state: StreamState | None = None,
+        prompts: dict[int, tuple[Tensor, list[int]]] | None = None,
+    ) -> Iterator[StepResult]:
         """Segment one video lazily, frame by frame, holding only the fixed-size state.
 
         ``prompts`` maps a frame index to (masks, object_ids) applied at that frame.
@@ -135,8 +162,9 @@ class AUSM(nn.Module):
             yield self.step([state], torch.as_tensor(frame)[None])[0]
 
     # -- training --------------------------------------------------------------------------
-    def forward_parallel(self, frames: Tensor, history_masks: Tensor,
-                         history_active: Tensor) -> NetOutputs:
+    def forward_parallel(
+        self, frames: Tensor, history_masks: Tensor, history_active: Tensor
+    ) -> NetOutputs:
         """Teacher-forced forward over whole clips (MODEL.md section 5).
 
         frames (B, T, H, W, 3) uint8; history_masks (B, T, N_id, H, W) and history_active
@@ -150,11 +178,14 @@ class AUSM(nn.Module):
         history_masks = torch.as_tensor(history_masks, device=self.device)
         history_active = torch.as_tensor(history_active, device=self.device)
         if tuple(history_masks.shape) != (b, t, n, h, w):
-            raise InvalidInputError(f"history_masks must be {(b, t, n, h, w)}, got "
-                                    f"{tuple(history_masks.shape)}")
+            raise InvalidInputError(
+                f"history_masks must be {(b, t, n, h, w)}, got {tuple(history_masks.shape)}"
+            )
         if tuple(history_active.shape) != (b, t, n) or history_active.dtype != torch.bool:
-            raise InvalidInputError(f"history_active must be bool {(b, t, n)}, got "
-                                    f"{history_active.dtype} {tuple(history_active.shape)}")
+            raise InvalidInputError(
+                f"history_active must be bool {(b, t, n)}, got "
+                f"{history_active.dtype} {tuple(history_active.shape)}"
+            )
         return self.net.forward_parallel(frames_t, history_masks, history_active)
 
     # -- weights ---------------------------------------------------------------------------
@@ -210,7 +241,9 @@ def _stack_recurrent(states: list[StreamState]) -> RecurrentTensors:
     ssm = torch.stack([s.ssm for s in states], dim=1)
     return RecurrentTensors(
         x_prev=torch.stack([s.x_prev for s in states]),
-        mamba=[MambaState(c.flatten(0, 1), m.flatten(0, 1)) for c, m in zip(conv, ssm, strict=True)],
+        mamba=[
+            MambaState(c.flatten(0, 1), m.flatten(0, 1)) for c, m in zip(conv, ssm, strict=True)
+        ],
     )
 
 

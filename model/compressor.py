@@ -19,8 +19,14 @@ class CompressorLayer(nn.Module):
         super().__init__()
         d = cfg.d_model
         self.norm_time = nn.LayerNorm(d)
-        self.mamba = Mamba(d, cfg.d_state, cfg.d_conv, cfg.expand,
-                           scan_backend=cfg.scan_backend, scan_chunk=cfg.scan_chunk)
+        self.mamba = Mamba(
+            d,
+            cfg.d_state,
+            cfg.d_conv,
+            cfg.expand,
+            scan_backend=cfg.scan_backend,
+            scan_chunk=cfg.scan_chunk,
+        )
         self.norm_space = nn.LayerNorm(d)
         self.attn = Attention(d, cfg.n_heads)
         self.norm_ffn = nn.LayerNorm(d)
@@ -31,7 +37,9 @@ class CompressorLayer(nn.Module):
         x = x + self.attn(h + pos, h + pos, h)
         return x + self.ffn(self.norm_ffn(x))
 
-    def forward(self, x: Tensor, pos: Tensor, state: MambaState | None) -> tuple[Tensor, MambaState]:
+    def forward(
+        self, x: Tensor, pos: Tensor, state: MambaState | None
+    ) -> tuple[Tensor, MambaState]:
         """x (b, t, n, D) over all t at once."""
         b = x.shape[0]
         y, state = self.mamba(rearrange(self.norm_time(x), "b t n d -> (b n) t d"), state)

@@ -26,6 +26,7 @@ RUNTIME_FIELDS = frozenset(
         "max_missing",
         "scan_backend",
         "scan_chunk",
+        "batch_cells",
         "backbone_weights",
     }
 )
@@ -74,30 +75,65 @@ class AUSMConfig:
     """``auto``: mamba_ssm kernels on CUDA when importable, else pure PyTorch."""
     scan_chunk: int = 64
     """Frames per chunk of the parallel scan (bounds its memory on long clips)."""
+    batch_cells: int = 1024
+    """Most 1/8-grid cells (streams x h8 x w8) stepped together; larger batches are split.
+    1024 = four 128-pixel streams, the CPU's sweet spot; raise it on a GPU."""
 
     def __post_init__(self) -> None:
         h, w = self.image_size
-        _require(h > 0 and w > 0 and h % 8 == 0 and w % 8 == 0, "image_size",
-                 f"must be positive multiples of 8, got {self.image_size}")
-        for name in ("d_model", "compressor_layers", "history_decoder_layers", "n_heads",
-                     "ffn_dim", "n_det", "n_id", "d_state", "d_conv", "expand", "scan_chunk"):
+        _require(
+            h > 0 and w > 0 and h % 8 == 0 and w % 8 == 0,
+            "image_size",
+            f"must be positive multiples of 8, got {self.image_size}",
+        )
+        for name in (
+            "d_model",
+            "compressor_layers",
+            "history_decoder_layers",
+            "n_heads",
+            "ffn_dim",
+            "n_det",
+            "n_id",
+            "d_state",
+            "d_conv",
+            "expand",
+            "scan_chunk",
+            "batch_cells",
+        ):
             value = getattr(self, name)
-            _require(isinstance(value, int) and value > 0, name, f"must be a positive int, got {value!r}")
+            _require(
+                isinstance(value, int) and value > 0, name, f"must be a positive int, got {value!r}"
+            )
         _require(self.pixel_decoder_layers >= 0, "pixel_decoder_layers", "must be >= 0")
-        _require(self.d_model % self.n_heads == 0, "n_heads",
-                 f"must divide d_model={self.d_model}, got {self.n_heads}")
-        _require(len(self.backbone_widths) == 2 and all(c > 0 for c in self.backbone_widths),
-                 "backbone_widths", f"must be two positive ints, got {self.backbone_widths}")
-        _require(self.backbone == "conv" or self.backbone.startswith("timm:"), "backbone",
-                 f"must be 'conv' or 'timm:<name>', got {self.backbone!r}")
-        _require(len(self.class_names) > 0 and len(set(self.class_names)) == len(self.class_names),
-                 "class_names", "must be a non-empty tuple of distinct names")
+        _require(
+            self.d_model % self.n_heads == 0,
+            "n_heads",
+            f"must divide d_model={self.d_model}, got {self.n_heads}",
+        )
+        _require(
+            len(self.backbone_widths) == 2 and all(c > 0 for c in self.backbone_widths),
+            "backbone_widths",
+            f"must be two positive ints, got {self.backbone_widths}",
+        )
+        _require(
+            self.backbone == "conv" or self.backbone.startswith("timm:"),
+            "backbone",
+            f"must be 'conv' or 'timm:<name>', got {self.backbone!r}",
+        )
+        _require(
+            len(self.class_names) > 0 and len(set(self.class_names)) == len(self.class_names),
+            "class_names",
+            "must be a non-empty tuple of distinct names",
+        )
         _require(0.0 < self.fg_threshold < 1.0, "fg_threshold", "must lie in (0, 1)")
         _require(0.0 < self.dedup_iou <= 1.0, "dedup_iou", "must lie in (0, 1]")
         _require(self.min_mask_area >= 1, "min_mask_area", "must be >= 1")
         _require(self.max_missing >= 0, "max_missing", "must be >= 0")
-        _require(self.scan_backend in ("auto", "torch", "mamba_ssm"), "scan_backend",
-                 f"must be auto, torch or mamba_ssm, got {self.scan_backend!r}")
+        _require(
+            self.scan_backend in ("auto", "torch", "mamba_ssm"),
+            "scan_backend",
+            f"must be auto, torch or mamba_ssm, got {self.scan_backend!r}",
+        )
 
     # -- derived sizes -----------------------------------------------------------------------
     @property

@@ -58,8 +58,9 @@ class Mamba(nn.Module):
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=False)
 
         # dt starts log-uniform in [dt_min, dt_max]; the bias holds softplus^-1(dt).
-        dt = torch.exp(torch.rand(self.d_inner) * (math.log(dt_max) - math.log(dt_min))
-                       + math.log(dt_min))
+        dt = torch.exp(
+            torch.rand(self.d_inner) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)
+        )
         with torch.no_grad():
             self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))
         # S4D-real initialisation; A_log stays in fp32 whatever the module dtype.
@@ -67,8 +68,9 @@ class Mamba(nn.Module):
         self.A_log = nn.Parameter(torch.log(A))
         self.D = nn.Parameter(torch.ones(self.d_inner))
 
-    def init_state(self, batch: int, device: torch.device | None = None,
-                   dtype: torch.dtype = torch.float32) -> MambaState:
+    def init_state(
+        self, batch: int, device: torch.device | None = None, dtype: torch.dtype = torch.float32
+    ) -> MambaState:
         return MambaState(
             conv=torch.zeros(batch, self.d_inner, self.d_conv, device=device, dtype=dtype),
             ssm=torch.zeros(batch, self.d_inner, self.d_state, device=device, dtype=dtype),
@@ -98,25 +100,67 @@ class Mamba(nn.Module):
         delta, B, C = self._ssm_inputs(x)
         A = -torch.exp(self.A_log.float())
         if resolve_backend(self.scan_backend, u.device) == "mamba_ssm":
-            y, ssm = selective_scan_cuda(x, delta, A, B, C, self.D.float(), z,
-                                         self.dt_proj.bias.float(), state.ssm)
+            y, ssm = selective_scan_cuda(
+                x, delta, A, B, C, self.D.float(), z, self.dt_proj.bias.float(), state.ssm
+            )
         else:
-            y, ssm = selective_scan(x, delta, A, B, C, self.D.float(), z,
-                                    delta_bias=self.dt_proj.bias.float(), delta_softplus=True,
-                                    initial_state=state.ssm, chunk=self.scan_chunk)
+            y, ssm = selective_scan(
+                x,
+                delta,
+                A,
+                B,
+                C,
+                self.D.float(),
+                z,
+                delta_bias=self.dt_proj.bias.float(),
+                delta_softplus=True,
+                initial_state=state.ssm,
+                chunk=self.scan_chunk,
+            )
         out = self.out_proj(rearrange(y, "b d l -> b l d"))
         return out, MambaState(conv=new_conv, ssm=ssm)
 
     def step(self, u: Tensor, state: MambaState) -> tuple[Tensor, MambaState]:
-        """One time step: u (b, d_model) -> (y (b, d_model), next state)."""
+        """One time step: u (b, d_model) -> (y (b, d_model), next state).
+
+        The recurrent update runs over blocks of ``STEP_BLOCK`` sequences: for many streams
+        the state is tens of MB, and block by block each intermediate stays in cache instead
+        of streaming through memory several times (rows are independent, so blocking does
+        not change a single bit of the result).
+        """
         x, z = self.in_proj(u).chunk(2, dim=-1)
-        conv = torch.cat([state.conv[..., 1:], x.unsqueeze(-1)], dim=-1)
-        x = F.silu((conv * rearrange(self.conv1d.weight, "d 1 w -> d w")).sum(-1)
-                   + self.conv1d.bias)
-        delta, B, C = self._ssm_inputs(x.unsqueeze(-1))
         A = -torch.exp(self.A_log.float())
-        y, ssm = selective_state_update(
-            state.ssm, x, delta.squeeze(-1), A, B.squeeze(-1), C.squeeze(-1), self.D.float(), z,
-            delta_bias=self.dt_proj.bias.float(), delta_softplus=True,
-        )
-        return self.out_proj(y), MambaState(conv=conv, ssm=ssm)
+        weight = rearrange(self.conv1d.weight, "d 1 w -> d w")
+        ys, convs, ssms = [], [], []
+        for rows in _blocks(u.shape[0], STEP_BLOCK):
+            conv = torch.cat([state.conv[rows, :, 1:], x[rows].unsqueeze(-1)], dim=-1)
+            xb = F.silu((conv * weight).sum(-1) + self.conv1d.bias)
+            delta, B, C = self._ssm_inputs(xb.unsqueeze(-1))
+            y, ssm = selective_state_update(
+                state.ssm[rows],
+                xb,
+                delta.squeeze(-1),
+                A,
+                B.squeeze(-1),
+                C.squeeze(-1),
+                self.D.float(),
+                z[rows],
+                delta_bias=self.dt_proj.bias.float(),
+                delta_softplus=True,
+            )
+            ys.append(y)
+            convs.append(conv)
+            ssms.append(ssm)
+        return self.out_proj(_join(ys)), MambaState(conv=_join(convs), ssm=_join(ssms))
+
+
+STEP_BLOCK = 256
+"""Sequences per block of the streaming update (one 128-pixel frame's 1/8 grid)."""
+
+
+def _blocks(n: int, size: int) -> list[slice]:
+    return [slice(i, min(i + size, n)) for i in range(0, n, size)]
+
+
+def _join(parts: list[Tensor]) -> Tensor:
+    return parts[0] if len(parts) == 1 else torch.cat(parts)

@@ -84,8 +84,14 @@ class AUSMNet(nn.Module):
         self.register_buffer("pos", sine_position_embedding(*cfg.grid_size, d), persistent=False)
 
     # -- shared pieces ---------------------------------------------------------------------
-    def _decode(self, x: Tensor, f: Tensor, feats_4: Tensor, slot_active: Tensor,
-                batch_invariant: bool = False) -> NetOutputs:
+    def _decode(
+        self,
+        x: Tensor,
+        f: Tensor,
+        feats_4: Tensor,
+        slot_active: Tensor,
+        batch_invariant: bool = False,
+    ) -> NetOutputs:
         """History Decoder + Pixel Decoder for a batch of frames (b, D, h8, w8)."""
         b, _, h, w = x.shape
         g = rearrange(x, "b d h w -> b (h w) d")
@@ -115,8 +121,9 @@ class AUSMNet(nn.Module):
     def initial_recurrent(self, batch: int) -> RecurrentTensors:
         h, w = self.cfg.grid_size
         x0 = self.x_init.detach().view(1, -1, 1, 1).expand(batch, -1, h, w).clone()
-        states = [layer.mamba.init_state(batch * h * w, x0.device) for layer in
-                  self.compressor.layers]
+        states = [
+            layer.mamba.init_state(batch * h * w, x0.device) for layer in self.compressor.layers
+        ]
         return RecurrentTensors(x0, states)
 
     def step(
@@ -158,6 +165,10 @@ class AUSMNet(nn.Module):
         return NetOutputs(
             out.class_logits.unflatten(0, (b, t)),
             out.mask_logits.unflatten(0, (b, t)),
-            [QueryPredictions(a.class_logits.unflatten(0, (b, t)), a.mask_logits.unflatten(0, (b, t)))
-             for a in out.aux],
+            [
+                QueryPredictions(
+                    a.class_logits.unflatten(0, (b, t)), a.mask_logits.unflatten(0, (b, t))
+                )
+                for a in out.aux
+            ],
         )

@@ -33,8 +33,9 @@ def box_masks(boxes: Sequence[Sequence[float]], size: tuple[int, int]) -> Tensor
     return out
 
 
-def point_masks(points: Sequence[Sequence[Sequence[float]]], size: tuple[int, int],
-                radius: float | None = None) -> Tensor:
+def point_masks(
+    points: Sequence[Sequence[Sequence[float]]], size: tuple[int, int], radius: float | None = None
+) -> Tensor:
     """Per object a list of (x, y) points -> (K, H, W) bool discs."""
     h, w = size
     r = radius if radius is not None else max(2.0, 0.02 * min(h, w))

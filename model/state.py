@@ -63,8 +63,11 @@ class StreamState:
         return sorted(int(t) for t in self.slot_track_id[self.slot_active].tolist())
 
     def tensors(self) -> dict[str, Tensor]:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                if isinstance(getattr(self, f.name), Tensor)}
+        return {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if isinstance(getattr(self, f.name), Tensor)
+        }
 
     def to(self, device: torch.device | str) -> StreamState:
         """A copy on another device (state paging between accelerator and host)."""
@@ -94,16 +97,19 @@ class StreamState:
         return st_save(tensors, metadata=metadata)
 
     @classmethod
-    def from_bytes(cls, blob: bytes, cfg: AUSMConfig, device: str | torch.device = "cpu"
-                   ) -> StreamState:
+    def from_bytes(
+        cls, blob: bytes, cfg: AUSMConfig, device: str | torch.device = "cpu"
+    ) -> StreamState:
         """Read a blob written by :meth:`to_bytes`; raises :class:`StateError` if it is not one
         for ``cfg`` or if any byte changed."""
         metadata = _read_metadata(blob)
         if metadata.get("format") != STATE_FORMAT:
             raise StateError("blob is not an ausm-stream state (format tag missing)")
         if metadata.get("version") != STATE_VERSION:
-            raise StateError(f"state format version {metadata.get('version')!r} is not "
-                             f"supported (this build reads {STATE_VERSION})")
+            raise StateError(
+                f"state format version {metadata.get('version')!r} is not "
+                f"supported (this build reads {STATE_VERSION})"
+            )
         if metadata.get("arch") != cfg.arch_fingerprint():
             raise StateError(
                 f"state blob belongs to another model config (arch {metadata.get('arch')}, "
@@ -114,8 +120,9 @@ class StreamState:
         except (SafetensorError, ValueError, RuntimeError) as exc:
             raise StateError(f"state blob is corrupt: {exc}") from exc
         if _digest(tensors) != metadata.get("sha256"):
-            raise StateError("state blob is corrupt: checksum mismatch (bytes changed after "
-                             "it was written)")
+            raise StateError(
+                "state blob is corrupt: checksum mismatch (bytes changed after it was written)"
+            )
         expected = empty_state_tensors(cfg)
         width = int(metadata.get("pending_width", "0"))
         packed = tensors.pop("pending_masks", None)
@@ -134,13 +141,16 @@ class StreamState:
             got = tensors.get(name)
             if got is None or got.shape != ref.shape or got.dtype != ref.dtype:
                 desc = "missing" if got is None else f"{tuple(got.shape)} {got.dtype}"
-                raise StateError(f"state tensor {name!r} is {desc}, expected "
-                                 f"{tuple(ref.shape)} {ref.dtype} for this config")
+                raise StateError(
+                    f"state tensor {name!r} is {desc}, expected "
+                    f"{tuple(ref.shape)} {ref.dtype} for this config"
+                )
         extra = set(tensors) - set(expected)
         if extra:
             raise StateError(f"state blob has unknown tensors {sorted(extra)}")
-        return cls(arch=cfg.arch_fingerprint(),
-                   **{k: v.to(device) for k, v in tensors.items()}, **counters)
+        return cls(
+            arch=cfg.arch_fingerprint(), **{k: v.to(device) for k, v in tensors.items()}, **counters
+        )
 
 
 def empty_state_tensors(cfg: AUSMConfig) -> dict[str, Tensor]:

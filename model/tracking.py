@@ -92,8 +92,9 @@ def upsample_masks(mask_logits: Tensor, size: tuple[int, int]) -> Tensor:
 class _Frame:
     """Working set for one stream's update: the emitted tracks are collected per slot."""
 
-    def __init__(self, cfg: AUSMConfig, state: StreamState, class_logits: Tensor,
-                 mask_logits: Tensor) -> None:
+    def __init__(
+        self, cfg: AUSMConfig, state: StreamState, class_logits: Tensor, mask_logits: Tensor
+    ) -> None:
         self.cfg, self.state = cfg, state
         probs = class_logits.float().softmax(-1)
         self.scores = 1.0 - probs[:, -1]
@@ -147,7 +148,7 @@ def _update_tracks(f: _Frame) -> None:
 
 def _apply_prompts(f: _Frame) -> list[Tensor]:
     """Install queued prompts; returns their masks for de-duplicating detections."""
-    cfg, s = f.cfg, f.state
+    s = f.state
     pending = (s.pending_object_id >= 0).nonzero().flatten().tolist()
     if not pending:
         return []
@@ -181,10 +182,13 @@ def _eviction_victim(f: _Frame) -> int:
     """The unprompted track a prompt displaces when the ID buffer is full: the one unseen
     longest, else the visible one with the lowest score (``add_prompt`` guarantees one)."""
     s = f.state
-    unprompted = [i for i in s.slot_active.nonzero().flatten().tolist()
-                  if int(s.slot_object_id[i]) < 0]
-    return min(unprompted, key=lambda i: (-int(s.slot_missing[i]),
-                                          f.emitted[i][1] if i in f.emitted else 0.0, i))
+    unprompted = [
+        i for i in s.slot_active.nonzero().flatten().tolist() if int(s.slot_object_id[i]) < 0
+    ]
+    return min(
+        unprompted,
+        key=lambda i: (-int(s.slot_missing[i]), f.emitted[i][1] if i in f.emitted else 0.0, i),
+    )
 
 
 def _adoptable(f: _Frame, mask: Tensor) -> int | None:
@@ -222,8 +226,9 @@ def _add_detections(f: _Frame, prompt_masks: list[Tensor]) -> None:
         taken.append(mask)
 
 
-def update_stream(cfg: AUSMConfig, state: StreamState, class_logits: Tensor,
-                  mask_logits: Tensor) -> StepResult:
+def update_stream(
+    cfg: AUSMConfig, state: StreamState, class_logits: Tensor, mask_logits: Tensor
+) -> StepResult:
     """Advance one stream's track table after its network step; mutates ``state``."""
     f = _Frame(cfg, state, class_logits, mask_logits)
     _update_tracks(f)
@@ -249,7 +254,8 @@ def update_stream(cfg: AUSMConfig, state: StreamState, class_logits: Tensor,
         label_names=[cfg.class_names[i] for i in labels],
         scores=torch.tensor([f.emitted[s][1] for s in slots], dtype=torch.float32),
         masks=masks[order] if slots else masks,
-        prompt_object_ids=state.slot_object_id[slots].clone() if slots
+        prompt_object_ids=state.slot_object_id[slots].clone()
+        if slots
         else torch.zeros(0, dtype=torch.int64),
         class_logits=class_logits,
         mask_logits=mask_logits,

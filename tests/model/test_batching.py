@@ -16,9 +16,13 @@ def _streams(model):
     size = model.cfg.image_size
     # Different numbers of prompted objects per stream: 0, 1 and 3.
     model.add_prompt(states[1], disc_mask(size, 40, 40, 12)[None], [5])
-    model.add_prompt(states[2], torch.stack([disc_mask(size, 30, 30, 10),
-                                             disc_mask(size, 90, 40, 14),
-                                             disc_mask(size, 60, 100, 8)]), [1, 2, 3])
+    model.add_prompt(
+        states[2],
+        torch.stack(
+            [disc_mask(size, 30, 30, 10), disc_mask(size, 90, 40, 14), disc_mask(size, 60, 100, 8)]
+        ),
+        [1, 2, 3],
+    )
     return states
 
 
@@ -44,3 +48,16 @@ def test_batched_step_equals_single_stream_steps():
         assert torch.equal(sb.ssm, ss.ssm) and torch.equal(sb.conv, ss.conv)
         assert torch.equal(sb.x_prev, ss.x_prev) and torch.equal(sb.slot_masks, ss.slot_masks)
     assert any(len(set(c)) > 1 for c in counts), f"streams never differed in tracks: {counts}"
+
+
+def test_micro_batches_split_large_batches_without_changing_results():
+    big = make_model(fg_threshold=0.85, batch_cells=10**6)  # all streams in one group
+    small = make_model(fg_threshold=0.85, batch_cells=256)  # one stream per group
+    assert len(small._micro_batches(5)) == 5 and len(big._micro_batches(5)) == 1
+    frames = make_frames(5, seed=30)
+    a = [big.init_state(seed=i) for i in range(5)]
+    b = [small.init_state(seed=i) for i in range(5)]
+    for _ in range(2):
+        ra, rb = big.step(a, frames), small.step(b, frames)
+    for x, y in zip(ra, rb, strict=True):
+        assert torch.equal(x.mask_logits, y.mask_logits) and torch.equal(x.track_ids, y.track_ids)

@@ -18,7 +18,9 @@ def teacher_forced_history(n_id: int, size: tuple[int, int]):
     for slot, start in joins.items():
         for t in range(start, T):
             active[0, t, slot] = True
-            masks[0, t, slot] = disc_mask(size, 20 + 10 * slot % 90 + 3 * t, 30 + 4 * t, 9 + slot % 5)
+            masks[0, t, slot] = disc_mask(
+                size, 20 + 10 * slot % 90 + 3 * t, 30 + 4 * t, 9 + slot % 5
+            )
     masks[0, 6, 7] = False  # slot 7 fully occluded at one step
     return masks, active
 
@@ -51,7 +53,8 @@ def test_history_changes_predictions(tiny_model):
     masks, active = teacher_forced_history(model.cfg.n_id, model.cfg.image_size)
     with torch.no_grad():
         with_history = model.forward_parallel(frames[None], masks, active)
-        without = model.forward_parallel(frames[None], torch.zeros_like(masks),
-                                         torch.zeros_like(active))
+        without = model.forward_parallel(
+            frames[None], torch.zeros_like(masks), torch.zeros_like(active)
+        )
     assert torch.equal(with_history.mask_logits[0, 0], without.mask_logits[0, 0])
     assert (with_history.mask_logits[0, -1] - without.mask_logits[0, -1]).abs().max() > 1e-2

@@ -26,8 +26,10 @@ def naive_scan(u, delta, A, B, C, D, z, delta_bias, h0):
     for t in range(length):
         for i in range(d):
             for k in range(n):
-                h[:, i, k] = (torch.exp(delta[:, i, t] * A[i, k]) * h[:, i, k]
-                              + delta[:, i, t] * B[:, k, t] * u[:, i, t])
+                h[:, i, k] = (
+                    torch.exp(delta[:, i, t] * A[i, k]) * h[:, i, k]
+                    + delta[:, i, t] * B[:, k, t] * u[:, i, t]
+                )
             y[:, i, t] = (h[:, i, :] * C[:, :, t]).sum(-1) + D[i] * u[:, i, t]
     return y * F.silu(z), h
 
@@ -38,8 +40,16 @@ def random_inputs(b=2, d=5, n=3, length=11, seed=0):
     def r(*shape):
         return torch.randn(*shape, generator=g, dtype=torch.float64)
 
-    return dict(u=r(b, d, length), delta=r(b, d, length), A=-torch.exp(r(d, n)), B=r(b, n, length),
-                C=r(b, n, length), D=r(d), z=r(b, d, length), delta_bias=r(d) * 0.1), r(b, d, n)
+    return dict(
+        u=r(b, d, length),
+        delta=r(b, d, length),
+        A=-torch.exp(r(d, n)),
+        B=r(b, n, length),
+        C=r(b, n, length),
+        D=r(d),
+        z=r(b, d, length),
+        delta_bias=r(d) * 0.1,
+    ), r(b, d, n)
 
 
 @pytest.mark.parametrize("chunk", [1, 3, 4, 64])

@@ -16,7 +16,9 @@ def test_state_size_is_constant_over_1000_frames(tiny_model):
     sizes = {}
     for t in range(1000):
         if t == 500:  # prompts queued and applied along the way do not change the size either
-            tiny_model.add_prompt(state, disc_mask(tiny_model.cfg.image_size, 64, 64, 10)[None], [9])
+            tiny_model.add_prompt(
+                state, disc_mask(tiny_model.cfg.image_size, 64, 64, 10)[None], [9]
+            )
         tiny_model.step([state], frames[t % 8 : t % 8 + 1])
         if t + 1 in (10, 1000):
             sizes[t + 1] = len(state.to_bytes())
@@ -50,7 +52,10 @@ def test_round_trip_gives_bit_identical_next_outputs(tiny_model):
     for name, tensor in state.tensors().items():
         assert torch.equal(tensor, again.tensors()[name]), name
     assert (state.frames_seen, state.next_track_id, state.alloc_count) == (
-        again.frames_seen, again.next_track_id, again.alloc_count)
+        again.frames_seen,
+        again.next_track_id,
+        again.alloc_count,
+    )
 
 
 def test_blob_from_another_config_is_refused(tiny_model):
@@ -82,8 +87,10 @@ def test_state_moves_between_devices_and_keeps_counters(tiny_model):
     state = tiny_model.init_state(seed=99)
     copy = state.to("cpu")
     assert copy.seed == 99 and copy is not state
-    assert all(torch.equal(a, b) for a, b in zip(state.tensors().values(), copy.tensors().values(),
-                                                 strict=True))
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(state.tensors().values(), copy.tensors().values(), strict=True)
+    )
 
 
 def test_model_refuses_state_of_another_config(tiny_model):

@@ -1,0 +1,105 @@
+"""Track bookkeeping on crafted network outputs: allocation, dedup, retirement, prompts."""
+
+from __future__ import annotations
+
+import torch
+
+from ausm_stream.model import AUSMConfig
+from ausm_stream.model.state import StreamState, empty_state_tensors
+from ausm_stream.model.tracking import sample_slot, update_stream
+
+CFG = AUSMConfig.preset("tiny", n_id=4, n_det=4, max_missing=2)
+H4, W4 = CFG.mask_size
+
+
+def fresh_state(seed: int = 0) -> StreamState:
+    return StreamState(
+        arch=CFG.arch_fingerprint(),
+        **empty_state_tensors(CFG),
+        seed=seed,
+        frames_seen=0,
+        alloc_count=0,
+        next_track_id=1,
+    )
+
+
+def outputs(visible: dict[int, tuple[int, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Class/mask logits where query q shows a 6x6 box at 1/4-grid (row, col), class 1."""
+    cls = torch.full((CFG.num_queries, CFG.num_classes + 1), -10.0)
+    cls[:, -1] = 10.0  # no object everywhere...
+    masks = torch.full((CFG.num_queries, H4, W4), -10.0)
+    for q, (r, c) in visible.items():  # ...except the queries shown
+        cls[q, -1], cls[q, 1] = -10.0, 10.0
+        masks[q, r : r + 6, c : c + 6] = 10.0
+    return cls, masks
+
+
+def det(i: int) -> int:
+    return CFG.n_id + i
+
+
+def test_detections_get_deterministic_slots_and_fresh_track_ids():
+    a, b = fresh_state(seed=5), fresh_state(seed=5)
+    ra = update_stream(CFG, a, *outputs({det(0): (2, 2), det(2): (20, 20)}))
+    rb = update_stream(CFG, b, *outputs({det(0): (2, 2), det(2): (20, 20)}))
+    assert torch.equal(ra.masks, rb.masks)
+    assert ra.track_ids.tolist() == [1, 2] and ra.label_names == ["square", "square"]
+    assert torch.equal(a.slot_track_id, b.slot_track_id)
+    first = sample_slot([0, 1, 2, 3], 5, 0)
+    assert int(a.slot_track_id[first]) == 1
+    assert ra.masks.shape == (2, *CFG.image_size)
+
+
+def test_duplicate_detections_and_tracked_objects_are_not_added_twice():
+    s = fresh_state()
+    r = update_stream(CFG, s, *outputs({det(0): (2, 2), det(1): (2, 2)}))
+    assert r.track_ids.tolist() == [1]
+    slot = int(s.slot_active.nonzero()[0])
+    # Next frame the track's own query sees it and a detection query finds it again.
+    r = update_stream(CFG, s, *outputs({slot: (3, 3), det(3): (3, 3)}))
+    assert r.track_ids.tolist() == [1]
+
+
+def test_track_survives_short_occlusion_and_retires_after_max_missing():
+    s = fresh_state()
+    update_stream(CFG, s, *outputs({det(0): (2, 2)}))
+    slot = int(s.slot_active.nonzero()[0])
+    for _ in range(CFG.max_missing):  # hidden, but kept
+        assert len(update_stream(CFG, s, *outputs({}))) == 0
+        assert bool(s.slot_active[slot]) and s.slot_masks[slot].sum() == 0
+    r = update_stream(CFG, s, *outputs({slot: (4, 4)}))
+    assert r.track_ids.tolist() == [1]  # same id after the occlusion
+    for _ in range(CFG.max_missing + 1):
+        update_stream(CFG, s, *outputs({}))
+    assert not bool(s.slot_active.any())
+    r = update_stream(CFG, s, *outputs({det(1): (9, 9)}))
+    assert r.track_ids.tolist() == [2]  # ids are never reused
+
+
+def test_full_buffer_drops_extra_detections_and_prompts_displace_them():
+    s = fresh_state()
+    shown = {det(i): (2 + 7 * i, 2) for i in range(4)}
+    update_stream(CFG, s, *outputs(shown))
+    assert bool(s.slot_active.all())
+    # The four tracks stay visible and a fifth object appears: there is no room for it.
+    tracks = s.slot_track_id.tolist()
+    seen = {slot: shown[det(tracks[slot] - 1)] for slot in range(CFG.n_id)}
+    r = update_stream(CFG, s, *outputs({**seen, det(0): (30, 30)}))
+    assert r.track_ids.tolist() == [1, 2, 3, 4]
+    # A prompt still gets in: it displaces an unprompted track that was unseen this frame.
+    s.pending_object_id[0] = 77
+    s.pending_masks[0] = False
+    s.pending_masks[0, 100:110, 100:110] = True
+    r = update_stream(CFG, s, *outputs({}))
+    assert r.prompt_object_ids.tolist() == [77] and bool(s.slot_active.all())
+
+
+def test_prompt_over_a_visible_track_adopts_it():
+    s = fresh_state()
+    update_stream(CFG, s, *outputs({det(0): (2, 2)}))
+    slot = int(s.slot_active.nonzero()[0])
+    s.pending_object_id[1] = 3
+    s.pending_masks[1, 8:32, 8:32] = True  # the 6x6 box on the 1/4 grid, at full resolution
+    r = update_stream(CFG, s, *outputs({slot: (2, 2)}))
+    assert r.track_ids.tolist() == [1] and r.prompt_object_ids.tolist() == [3]
+    assert int(s.pending_object_id.max()) == -1  # the queue is drained

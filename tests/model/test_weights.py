@@ -1,0 +1,33 @@
+"""Weights round trip through safetensors with the config inside."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ausm_stream.model import AUSM
+from tests.conftest import make_frames
+
+
+def test_save_and_load_give_identical_outputs(tiny_model, tmp_path):
+    path = tmp_path / "w.safetensors"
+    tiny_model.save_weights(path)
+    loaded = AUSM.from_weights(path, fg_threshold=0.9)
+    assert (
+        loaded.cfg.fg_threshold == 0.9
+        and loaded.cfg.arch_fingerprint() == tiny_model.cfg.arch_fingerprint()
+    )
+    frames = make_frames(2)
+    a = tiny_model.step([tiny_model.init_state()], frames[:1])[0]
+    b = loaded.step([loaded.init_state()], frames[:1])[0]
+    assert torch.equal(a.mask_logits, b.mask_logits)
+
+
+def test_bad_weight_files(tmp_path):
+    with pytest.raises(ValueError, match="does not exist"):
+        AUSM.from_weights(tmp_path / "missing.safetensors")
+    from safetensors.torch import save_file
+
+    save_file({"x": torch.zeros(1)}, str(tmp_path / "other.safetensors"))
+    with pytest.raises(ValueError, match="not an ausm-stream weights file"):
+        AUSM.from_weights(tmp_path / "other.safetensors")
