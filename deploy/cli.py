@@ -38,6 +38,15 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    from ausm_stream.model.training.loop import TrainConfig, train
+
+    cfg = TrainConfig.from_yaml(args.config)
+    weights = train(cfg, resume=args.resume)
+    print(f"weights: {weights}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ausm-stream", description="AUSM video segmentation over many live streams."
@@ -49,6 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--weights", help="a .safetensors file written by AUSM.save_weights")
     info.add_argument("--json", action="store_true", help="also print the full config")
     info.set_defaults(func=_info)
+    tr = sub.add_parser("train", help="train a model (teacher-forced, parallel over frames)")
+    tr.add_argument("--config", required=True, help="training YAML (see model/training/loop.py)")
+    tr.add_argument("--resume", action="store_true", help="continue from out_dir's checkpoint")
+    tr.set_defaults(func=_train)
     return parser
 
 

@@ -86,16 +86,49 @@ def _prepare_delta(delta: Tensor, delta_bias: Tensor | None, delta_softplus: boo
 
 
 def _associative_scan(decay: Tensor, drive: Tensor) -> Tensor:
-    """Inclusive scan of h_t = decay_t * h_{t-1} + drive_t along dim 1, in log2(l) steps."""
+    """Inclusive scan of h_t = decay_t * h_{t-1} + drive_t along dim 1, in log2(l) steps.
+
+    Hillis-Steele: after the step with offset k, element t holds the composition of steps
+    t-2k+1..t. Runs without an autograd graph; :class:`_LinearScan` supplies the gradient.
+    """
+    decay, drive = decay.clone(), drive.clone()
     length = decay.shape[1]
     offset = 1
     while offset < length:
-        drive = torch.cat(
-            [drive[:, :offset], decay[:, offset:] * drive[:, :-offset] + drive[:, offset:]], dim=1
-        )
-        decay = torch.cat([decay[:, :offset], decay[:, offset:] * decay[:, :-offset]], dim=1)
+        carry = decay[:, offset:] * drive[:, :-offset]
+        decay_prev = decay[:, :-offset].clone()
+        drive[:, offset:] += carry
+        decay[:, offset:] *= decay_prev
         offset *= 2
     return drive
+
+
+class _LinearScan(torch.autograd.Function):
+    """h_t = a_t * h_{t-1} + b_t over dim 1 (h_{-1} = 0), forward and backward both scans.
+
+    The gradient of a linear recurrence is the same recurrence run backwards in time:
+    g_t = dL/dh_t + a_{t+1} g_{t+1}; then dL/db_t = g_t and dL/da_t = g_t h_{t-1}. Doing it
+    by hand avoids autograd's per-slice buffers, which made backward 3x the forward.
+    """
+
+    @staticmethod
+    def forward(ctx, decay: Tensor, drive: Tensor) -> Tensor:
+        hs = _associative_scan(decay, drive)
+        ctx.save_for_backward(decay, hs)
+        return hs
+
+    @staticmethod
+    def backward(ctx, grad_hs: Tensor) -> tuple[Tensor, Tensor]:
+        decay, hs = ctx.saved_tensors
+        next_decay = torch.cat([decay[:, 1:], torch.zeros_like(decay[:, :1])], dim=1)
+        g = _associative_scan(next_decay.flip(1), grad_hs.flip(1)).flip(1)
+        h_prev = torch.cat([torch.zeros_like(hs[:, :1]), hs[:, :-1]], dim=1)
+        return g * h_prev, g
+
+
+def linear_scan(decay: Tensor, drive: Tensor) -> Tensor:
+    """Differentiable parallel scan of h_t = decay_t * h_{t-1} + drive_t along dim 1."""
+    return _LinearScan.apply(decay, drive)
 
 
 def selective_scan(
@@ -117,24 +150,22 @@ def selective_scan(
     h = initial_state if initial_state is not None else u.new_zeros(b, d, A.shape[1])
     outputs = []
     for start in range(0, length, chunk):
-        stop = min(start + chunk, length)
-        decay, drive = _discretise(
-            u[..., start:stop], delta[..., start:stop], A, B[..., start:stop]
-        )
+
+        def part(x: Tensor, start: int = start) -> Tensor:
+            # A one-chunk sequence is used as it is: a slice would cost a buffer in backward.
+            return x if length <= chunk else x[..., start : start + chunk]
+
+        decay, drive = _discretise(part(u), part(delta), A, part(B))
         # Fold the carried state into the first step of the chunk.
         drive = torch.cat([drive[:, :1] + decay[:, :1] * h.unsqueeze(1), drive[:, 1:]], dim=1)
-        hs = _associative_scan(decay, drive)  # (b, l, d, n)
-        outputs.append(
-            _readout(
-                hs,
-                u[..., start:stop],
-                C[..., start:stop],
-                D,
-                None if z is None else z[..., start:stop],
-            )
-        )
+        hs = linear_scan(decay, drive)  # (b, l, d, n)
+        outputs.append(_readout(hs, part(u), part(C), D, None if z is None else part(z)))
         h = hs[:, -1]
-    return torch.cat(outputs, dim=-1), h
+    return _cat_time(outputs), h
+
+
+def _cat_time(parts: list[Tensor]) -> Tensor:
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
 
 
 def selective_scan_ref(

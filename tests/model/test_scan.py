@@ -97,3 +97,15 @@ def test_backend_choice_is_explicit_on_cpu():
     assert resolve_backend("torch", torch.device("cpu")) == "torch"
     with pytest.raises(InvalidInputError, match="mamba_ssm"):
         resolve_backend("mamba_ssm", torch.device("cpu"))
+
+
+def test_parallel_scan_gradients_match_the_reference():
+    args, h0 = random_inputs(length=9)
+    args = {k: v.clone().requires_grad_(True) for k, v in args.items()}
+    h0.requires_grad_(True)
+    y_par, h_par = selective_scan(**args, delta_softplus=True, initial_state=h0, chunk=4)
+    grads_par = torch.autograd.grad((y_par.sum() + h_par.square().sum()), [*args.values(), h0])
+    y_ref, h_ref = selective_scan_ref(**args, delta_softplus=True, initial_state=h0)
+    grads_ref = torch.autograd.grad((y_ref.sum() + h_ref.square().sum()), [*args.values(), h0])
+    for name, gp, gr in zip([*args, "h0"], grads_par, grads_ref, strict=True):
+        assert (gp - gr).abs().max() <= 1e-8, name

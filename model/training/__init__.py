@@ -1,0 +1,1 @@
+"""Training: teacher-forced targets, Mask2Former losses, the loop and its checkpoints."""

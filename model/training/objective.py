@@ -1,0 +1,68 @@
+"""The training loss of a teacher-forced clip, with deep supervision on every decoder stage."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ausm_stream.model.config import AUSMConfig
+from ausm_stream.model.network import NetOutputs
+from ausm_stream.model.pixel_decoder import QueryPredictions
+from ausm_stream.model.training.losses import LossWeights, frame_loss, hungarian_match
+from ausm_stream.model.training.teacher import ClipBatch
+
+
+def clip_loss(
+    out: NetOutputs, batch: ClipBatch, cfg: AUSMConfig, weights: LossWeights | None = None
+) -> tuple[Tensor, dict[str, float]]:
+    """Sum over decoder stages of (mean class loss per frame + mean mask loss per mask)."""
+    w = weights or LossWeights()
+    stages = [*out.aux, QueryPredictions(out.class_logits, out.mask_logits)]
+    total = out.class_logits.new_zeros(())
+    logs = {"cls": 0.0, "mask": 0.0}
+    for stage in stages:
+        cls, mask = _stage_loss(stage, batch, cfg, w)
+        total = total + cls + mask
+        logs["cls"] += float(cls) / len(stages)
+        logs["mask"] += float(mask) / len(stages)
+    return total, logs
+
+
+def _stage_loss(
+    pred: QueryPredictions, batch: ClipBatch, cfg: AUSMConfig, w: LossWeights
+) -> tuple[Tensor, Tensor]:
+    no_object = cfg.num_classes
+    n_id = cfg.n_id
+    cls_sum = pred.class_logits.new_zeros(())
+    mask_sum = pred.class_logits.new_zeros(())
+    n_masks = 0
+    frames = 0
+    for b, per_frame in enumerate(batch.targets):
+        for t, tgt in enumerate(per_frame):
+            class_logits = pred.class_logits[b, t]
+            mask_logits = pred.mask_logits[b, t]
+            class_targets = torch.full((class_logits.shape[0],), no_object, dtype=torch.int64)
+            mask_targets = {}
+            for slot, (c, m) in tgt.track.items():
+                if c >= 0:
+                    class_targets[slot] = c
+                    mask_targets[slot] = m
+            rows, cols = hungarian_match(
+                class_logits[n_id:],
+                mask_logits[n_id:].flatten(1),
+                tgt.det_classes,
+                tgt.det_masks.flatten(1),
+                w,
+            )
+            for q, g in zip(rows.tolist(), cols.tolist(), strict=True):
+                class_targets[n_id + q] = tgt.det_classes[g]
+                mask_targets[n_id + q] = tgt.det_masks[g]
+            valid = torch.cat([batch.history_active[b, t], torch.ones(cfg.n_det, dtype=torch.bool)])
+            cls, mask, count = frame_loss(
+                class_logits, mask_logits, valid, class_targets, mask_targets, w
+            )
+            cls_sum = cls_sum + cls
+            mask_sum = mask_sum + mask
+            n_masks += count
+            frames += 1
+    return cls_sum / max(frames, 1), mask_sum / max(n_masks, 1)
