@@ -47,6 +47,18 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval(args: argparse.Namespace) -> int:
+    from ausm_stream.model import AUSM
+    from ausm_stream.model.data.sources import videos_from_spec
+    from ausm_stream.model.evaluation.runner import evaluate
+
+    model = AUSM.from_weights(args.weights)
+    videos = videos_from_spec(args.data, model.cfg.image_size)
+    report = evaluate(model, videos)
+    print(report.table())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ausm-stream", description="AUSM video segmentation over many live streams."
@@ -62,6 +74,15 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--config", required=True, help="training YAML (see model/training/loop.py)")
     tr.add_argument("--resume", action="store_true", help="continue from out_dir's checkpoint")
     tr.set_defaults(func=_train)
+    ev = sub.add_parser("eval", help="score a model: prompted J&F, unprompted AP, ID switches")
+    ev.add_argument("--weights", required=True, help="a .safetensors file from training")
+    ev.add_argument(
+        "--data",
+        default="synthetic:test:50:24",
+        help="synthetic[:split[:count[:frames]]], davis:ROOT[:split] or "
+        "ytvis:ANNOTATIONS.json:IMAGE_ROOT (default: %(default)s)",
+    )
+    ev.set_defaults(func=_eval)
     return parser
 
 

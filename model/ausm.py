@@ -49,7 +49,8 @@ class AUSM(nn.Module):
         if not isinstance(seed, int) or isinstance(seed, bool):
             raise InvalidInputError(f"seed must be an int, got {type(seed).__name__}")
         tensors = empty_state_tensors(self.cfg)
-        recurrent = self.net.initial_recurrent(1)
+        with torch.no_grad():
+            recurrent = self.net.initial_recurrent(1)
         tensors["x_prev"] = recurrent.x_prev[0].cpu()
         state = StreamState(
             arch=self.cfg.arch_fingerprint(),

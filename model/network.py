@@ -120,7 +120,7 @@ class AUSMNet(nn.Module):
     # -- entry points ----------------------------------------------------------------------
     def initial_recurrent(self, batch: int) -> RecurrentTensors:
         h, w = self.cfg.grid_size
-        x0 = self.x_init.detach().view(1, -1, 1, 1).expand(batch, -1, h, w).clone()
+        x0 = self.x_init.view(1, -1, 1, 1).expand(batch, -1, h, w).clone()
         states = [
             layer.mamba.init_state(batch * h * w, x0.device) for layer in self.compressor.layers
         ]

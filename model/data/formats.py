@@ -50,11 +50,11 @@ def write_davis(videos: list[Video], root: Path, split: str = "val") -> None:
         img_dir.mkdir(parents=True, exist_ok=True)
         ann_dir.mkdir(parents=True, exist_ok=True)
         for t in range(v.num_frames):
-            Image.fromarray(v.frames[t]).save(img_dir / f"{t:05d}.jpg", quality=95)
+            Image.fromarray(v.frames[t]).save(img_dir / f"{t:05d}.jpg", quality=95, subsampling=0)
             index = np.zeros(v.size, dtype=np.uint8)
             for k in range(v.num_instances):
                 index[v.masks[t, k]] = k + 1
-            png = Image.fromarray(index, mode="P")
+            png = Image.fromarray(index)  # L; putpalette makes it P with the same indices
             png.putpalette(_palette())
             png.save(ann_dir / f"{t:05d}.png")
     sets = root / "ImageSets" / "2017"
@@ -124,7 +124,7 @@ def write_ytvis(videos: list[Video], annotations: Path, image_root: Path) -> Non
         folder.mkdir(parents=True, exist_ok=True)
         names = []
         for t in range(v.num_frames):
-            Image.fromarray(v.frames[t]).save(folder / f"{t:05d}.jpg", quality=95)
+            Image.fromarray(v.frames[t]).save(folder / f"{t:05d}.jpg", quality=95, subsampling=0)
             names.append(f"{v.name}/{t:05d}.jpg")
         h, w = v.size
         out["videos"].append(

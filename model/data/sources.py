@@ -75,3 +75,31 @@ def build_source(data: dict[str, Any], cfg: AUSMConfig) -> ClipSource:
     if options:
         raise InvalidInputError(f"train config data: unknown option(s) {sorted(options)}")
     return DatasetSource([resize_video(v, cfg.image_size) for v in videos])
+
+
+def videos_from_spec(spec: str, size: tuple[int, int]) -> list[Video]:
+    """Evaluation videos named on the command line.
+
+    ``synthetic[:split[:count[:frames]]]`` (default ``synthetic:test:50:24``),
+    ``davis:ROOT[:split]`` or ``ytvis:ANNOTATIONS.json:IMAGE_ROOT``.
+    """
+    kind, _, rest = spec.partition(":")
+    parts = rest.split(":") if rest else []
+    if kind == "synthetic":
+        split = parts[0] if parts else "test"
+        try:
+            count = int(parts[1]) if len(parts) > 1 else 50
+            frames = int(parts[2]) if len(parts) > 2 else 24
+        except ValueError as exc:
+            raise InvalidInputError(f"--data {spec!r}: count and frames must be integers") from exc
+        return [
+            generate_video(split, i, ShapesSpec(size=size, frames=frames)) for i in range(count)
+        ]
+    if kind == "davis" and parts:
+        return read_davis(Path(parts[0]), parts[1] if len(parts) > 1 else None)
+    if kind == "ytvis" and len(parts) == 2:
+        return read_ytvis(Path(parts[0]), Path(parts[1]))
+    raise InvalidInputError(
+        f"--data {spec!r}: use synthetic[:split[:count[:frames]]], davis:ROOT[:split] or "
+        "ytvis:ANNOTATIONS.json:IMAGE_ROOT"
+    )

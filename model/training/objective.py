@@ -23,8 +23,8 @@ def clip_loss(
     for stage in stages:
         cls, mask = _stage_loss(stage, batch, cfg, w)
         total = total + cls + mask
-        logs["cls"] += float(cls) / len(stages)
-        logs["mask"] += float(mask) / len(stages)
+        logs["cls"] += float(cls.detach()) / len(stages)
+        logs["mask"] += float(mask.detach()) / len(stages)
     return total, logs
 
 

@@ -1,0 +1,192 @@
+"""Segmentation and tracking metrics, following the public benchmarks' conventions.
+
+- **J** (region similarity): mask IoU; a frame where both prediction and ground truth are
+  empty scores 1 (DAVIS 2017).
+- **F** (contour accuracy): boundary F-measure; boundaries are matched within
+  ``ceil(0.008 x image diagonal)`` pixels (DAVIS 2017). A boundary pixel is a foreground
+  pixel with a 4-connected background neighbour (pixels outside the image do not count).
+- **AP** (YouTube-VIS): COCO-style average precision over tracks, with the spatio-temporal
+  IoU ``sum_t |P_t n G_t| / sum_t |P_t u G_t|``, IoU thresholds 0.50:0.05:0.95, 101 recall
+  points, at most 100 tracks per video, averaged over categories that have ground truth.
+- **ID switches**: per ground-truth instance, the predicted track matched at each frame
+  (IoU >= 0.5, best IoU) changes from one matched frame to the next.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from itertools import pairwise
+
+import numpy as np
+from scipy import ndimage
+
+IOU_THRESHOLDS = np.round(np.arange(0.5, 0.951, 0.05), 2)
+RECALL_POINTS = np.linspace(0.0, 1.0, 101)
+
+
+def jaccard(pred: np.ndarray, gt: np.ndarray) -> float:
+    inter = np.logical_and(pred, gt).sum()
+    union = np.logical_or(pred, gt).sum()
+    return 1.0 if union == 0 else float(inter / union)
+
+
+def boundary(mask: np.ndarray) -> np.ndarray:
+    """Foreground pixels with a background 4-neighbour inside the image."""
+    m = mask.astype(bool)
+    inner = m.copy()
+    inner[1:, :] &= m[:-1, :]
+    inner[:-1, :] &= m[1:, :]
+    inner[:, 1:] &= m[:, :-1]
+    inner[:, :-1] &= m[:, 1:]
+    return m & ~inner
+
+
+def _disk(radius: int) -> np.ndarray:
+    r = np.arange(-radius, radius + 1)
+    return (r[:, None] ** 2 + r[None, :] ** 2) <= radius * radius
+
+
+def boundary_tolerance(shape: tuple[int, int], bound_th: float = 0.008) -> int:
+    return math.ceil(bound_th * math.hypot(*shape))
+
+
+def f_measure(pred: np.ndarray, gt: np.ndarray, bound_th: float = 0.008) -> float:
+    bp, bg = boundary(pred), boundary(gt)
+    n_p, n_g = int(bp.sum()), int(bg.sum())
+    if n_p == 0 and n_g == 0:
+        return 1.0
+    if n_p == 0 or n_g == 0:
+        return 0.0
+    disk = _disk(boundary_tolerance(pred.shape, bound_th))
+    precision = (bp & ndimage.binary_dilation(bg, disk)).sum() / n_p
+    recall = (bg & ndimage.binary_dilation(bp, disk)).sum() / n_g
+    return 0.0 if precision + recall == 0 else float(2 * precision * recall / (precision + recall))
+
+
+def davis_object_scores(
+    pred: np.ndarray,
+    gt: np.ndarray,
+    skip_ends: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-object mean J and F over frames; pred and gt are (T, K, H, W) bool.
+
+    DAVIS 2017 leaves out the first frame (it holds the prompt) and the last one.
+    """
+    t_len, k_len = gt.shape[:2]
+    frames = range(1, t_len - 1) if skip_ends and t_len > 2 else range(t_len)
+    j = np.array([[jaccard(pred[t, k], gt[t, k]) for t in frames] for k in range(k_len)])
+    f = np.array([[f_measure(pred[t, k], gt[t, k]) for t in frames] for k in range(k_len)])
+    return j.mean(axis=1) if k_len else j, f.mean(axis=1) if k_len else f
+
+
+@dataclass
+class Track:
+    """A predicted (or ground-truth) instance over a whole video."""
+
+    video: str
+    category: int
+    masks: np.ndarray  # (T, H, W) bool
+    score: float = 1.0
+    track_id: int = -1
+
+
+def st_iou(a: np.ndarray, b: np.ndarray) -> float:
+    inter = np.logical_and(a, b).sum()
+    union = np.logical_or(a, b).sum()
+    return 0.0 if union == 0 else float(inter / union)
+
+
+def _match(dts: list[Track], gts: list[Track], threshold: float, ious: np.ndarray) -> np.ndarray:
+    """Greedy COCO matching of score-sorted detections; returns a matched flag per detection."""
+    taken = np.zeros(len(gts), dtype=bool)
+    matched = np.zeros(len(dts), dtype=bool)
+    for d in range(len(dts)):
+        best, best_iou = -1, threshold
+        for g in range(len(gts)):
+            if not taken[g] and ious[d, g] >= best_iou:
+                best, best_iou = g, ious[d, g]
+        if best >= 0:
+            taken[best] = True
+            matched[d] = True
+    return matched
+
+
+def average_precision(
+    preds: list[Track], gts: list[Track], max_dets: int = 100
+) -> dict[str, float]:
+    """YouTube-VIS AP, AP50 and AP75 (NaN when there is no ground truth at all)."""
+    categories = sorted({g.category for g in gts})
+    if not categories:
+        return {"AP": float("nan"), "AP50": float("nan"), "AP75": float("nan")}
+    precision = np.zeros((len(IOU_THRESHOLDS), len(categories)))
+    videos = sorted({t.video for t in preds} | {g.video for g in gts})
+    for c_i, cat in enumerate(categories):
+        scores: list[float] = []
+        flags = [[] for _ in IOU_THRESHOLDS]
+        n_gt = 0
+        for video in videos:
+            g_v = [g for g in gts if g.video == video and g.category == cat]
+            d_v = sorted(
+                (d for d in preds if d.video == video and d.category == cat), key=lambda d: -d.score
+            )[:max_dets]
+            n_gt += len(g_v)
+            ious = np.array([[st_iou(d.masks, g.masks) for g in g_v] for d in d_v]).reshape(
+                len(d_v), len(g_v)
+            )
+            for i, th in enumerate(IOU_THRESHOLDS):
+                flags[i].extend(_match(d_v, g_v, th, ious).tolist())
+            scores.extend(d.score for d in d_v)
+        order = np.argsort(-np.array(scores), kind="mergesort")
+        for i in range(len(IOU_THRESHOLDS)):
+            tp = np.array(flags[i], dtype=bool)[order]
+            precision[i, c_i] = _interpolated_precision(tp, n_gt)
+    return {
+        "AP": float(precision.mean()),
+        "AP50": float(precision[0].mean()),
+        "AP75": float(precision[5].mean()),
+    }
+
+
+def _interpolated_precision(tp: np.ndarray, n_gt: int) -> float:
+    """Mean precision at the 101 recall points (COCO's interpolation)."""
+    if n_gt == 0 or tp.size == 0:
+        return 0.0
+    tps = np.cumsum(tp)
+    fps = np.cumsum(~tp)
+    recall = tps / n_gt
+    prec = tps / (tps + fps)
+    prec = np.maximum.accumulate(prec[::-1])[::-1]  # precision envelope
+    idx = np.searchsorted(recall, RECALL_POINTS, side="left")
+    return float(np.where(idx < len(prec), prec[np.minimum(idx, len(prec) - 1)], 0.0).mean())
+
+
+def frame_matches(preds: list[Track], gt: Track, iou: float = 0.5) -> list[int | None]:
+    """Per frame, the track id of the prediction best overlapping ``gt`` (IoU >= ``iou``)."""
+    out: list[int | None] = []
+    for t in range(gt.masks.shape[0]):
+        best, best_iou = None, iou
+        if gt.masks[t].any():
+            for p in preds:
+                v = jaccard(p.masks[t], gt.masks[t]) if p.masks[t].any() else 0.0
+                if v >= best_iou:
+                    best, best_iou = p.track_id, v
+        out.append(best)
+    return out
+
+
+def id_switches(preds: list[Track], gts: list[Track]) -> int:
+    switches = 0
+    for g in gts:
+        seen = [
+            m for m in frame_matches([p for p in preds if p.video == g.video], g) if m is not None
+        ]
+        switches += sum(1 for a, b in pairwise(seen) if a != b)
+    return switches
+
+
+def occlusion_kept(preds: list[Track], gt: Track, first: int, last: int) -> bool:
+    """Does the same track hold the object right before and right after a hidden span?"""
+    matches = frame_matches([p for p in preds if p.video == gt.video], gt)
+    before, after = matches[first - 1], matches[last + 1]
+    return before is not None and before == after

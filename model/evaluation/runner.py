@@ -1,0 +1,155 @@
+"""Run a model over annotated videos in both modes and score it.
+
+- **Prompted** (VOS): each instance is prompted with its ground-truth mask at the first frame
+  where it is visible (the YouTube-VOS protocol; in DAVIS every object is in frame 0), then
+  tracked; J, F and J&F follow DAVIS 2017.
+- **Unprompted** (VIS): no prompt; each predicted track becomes one YouTube-VIS prediction
+  whose category is its most frequent label and whose score is its mean score over the
+  frames it was seen. AP, AP50, AP75, ID switches per 100 frames, and the share of full
+  occlusions after which the object comes back under the same track id.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ausm_stream.model.ausm import AUSM
+from ausm_stream.model.data.formats import resize_video
+from ausm_stream.model.data.video import Video
+from ausm_stream.model.evaluation.metrics import (
+    Track,
+    average_precision,
+    davis_object_scores,
+    id_switches,
+    occlusion_kept,
+)
+
+
+@dataclass
+class EvalReport:
+    videos: int
+    frames: int
+    j: float
+    f: float
+    ap: float
+    ap50: float
+    ap75: float
+    id_switches_per_100: float
+    occlusions: int
+    occlusions_kept_unprompted: float
+    occlusions_kept_prompted: float
+
+    @property
+    def jf(self) -> float:
+        return (self.j + self.f) / 2
+
+    def table(self) -> str:
+        rows = [
+            ("videos / frames", f"{self.videos} / {self.frames}"),
+            ("prompted J&F", f"{self.jf:.3f}"),
+            ("prompted J", f"{self.j:.3f}"),
+            ("prompted F", f"{self.f:.3f}"),
+            ("unprompted AP", f"{self.ap:.3f}"),
+            ("unprompted AP50", f"{self.ap50:.3f}"),
+            ("unprompted AP75", f"{self.ap75:.3f}"),
+            ("ID switches / 100 frames", f"{self.id_switches_per_100:.2f}"),
+            (
+                f"occlusions kept, unprompted (n={self.occlusions})",
+                f"{self.occlusions_kept_unprompted:.3f}",
+            ),
+            (
+                f"occlusions kept, prompted (n={self.occlusions})",
+                f"{self.occlusions_kept_prompted:.3f}",
+            ),
+        ]
+        width = max(len(k) for k, _ in rows)
+        return "\n".join(f"{k:<{width}}  {v:>9}" for k, v in rows)
+
+
+def run_prompted(model: AUSM, video: Video, seed: int = 0) -> np.ndarray:
+    """Predicted masks (T, K, H, W) of each instance, prompted at its first visible frame."""
+    visible = video.masks.any(axis=(2, 3))
+    first = visible.argmax(axis=0)
+    state = model.init_state(seed=seed)
+    out = np.zeros_like(video.masks)
+    for t in range(video.num_frames):
+        starting = [k for k in range(video.num_instances) if first[k] == t and visible[t, k]]
+        if starting:
+            model.add_prompt(state, torch.from_numpy(video.masks[t, starting]), starting)
+        r = model.step([state], torch.from_numpy(video.frames[t : t + 1]))[0]
+        for k, obj in enumerate(r.prompt_object_ids.tolist()):
+            if obj >= 0:
+                out[t, obj] = r.masks[k].numpy()
+    return out
+
+
+def run_unprompted(model: AUSM, video: Video, seed: int = 0) -> list[Track]:
+    state = model.init_state(seed=seed)
+    t_len = video.num_frames
+    masks: dict[int, np.ndarray] = {}
+    scores: dict[int, list[float]] = {}
+    labels: dict[int, Counter] = {}
+    for t in range(t_len):
+        r = model.step([state], torch.from_numpy(video.frames[t : t + 1]))[0]
+        for k, tid in enumerate(r.track_ids.tolist()):
+            if tid not in masks:
+                masks[tid] = np.zeros((t_len, *video.size), dtype=bool)
+                scores[tid], labels[tid] = [], Counter()
+            masks[tid][t] = r.masks[k].numpy()
+            scores[tid].append(float(r.scores[k]))
+            labels[tid][int(r.labels[k])] += float(r.scores[k])
+    return [
+        Track(
+            video.name,
+            labels[tid].most_common(1)[0][0],
+            masks[tid],
+            float(np.mean(scores[tid])),
+            tid,
+        )
+        for tid in masks
+    ]
+
+
+def evaluate(model: AUSM, videos: list[Video], progress: bool = True) -> EvalReport:
+    model = model.eval()
+    j_all, f_all, preds, gts = [], [], [], []
+    frames = 0
+    kept_u = kept_p = cases = 0
+    for video in tqdm(videos, desc="eval", unit="video", disable=not progress):
+        video = resize_video(video, model.cfg.image_size)
+        frames += video.num_frames
+        prompted = run_prompted(model, video)
+        j, f = davis_object_scores(prompted, video.masks)
+        j_all.extend(j.tolist())
+        f_all.extend(f.tolist())
+        tracks = run_unprompted(model, video)
+        preds.extend(tracks)
+        video_gts = [
+            Track(video.name, int(video.classes[k]), video.masks[:, k], track_id=k)
+            for k in range(video.num_instances)
+        ]
+        gts.extend(video_gts)
+        for k, first, last in video.occlusions:
+            cases += 1
+            kept_u += occlusion_kept(tracks, video_gts[k], first, last)
+            obj = [Track(video.name, 0, prompted[:, k], track_id=k)]
+            kept_p += occlusion_kept(obj, video_gts[k], first, last)
+    ap = average_precision(preds, gts)
+    return EvalReport(
+        videos=len(videos),
+        frames=frames,
+        j=float(np.mean(j_all)) if j_all else float("nan"),
+        f=float(np.mean(f_all)) if f_all else float("nan"),
+        ap=ap["AP"],
+        ap50=ap["AP50"],
+        ap75=ap["AP75"],
+        id_switches_per_100=100 * id_switches(preds, gts) / max(frames, 1),
+        occlusions=cases,
+        occlusions_kept_unprompted=kept_u / cases if cases else float("nan"),
+        occlusions_kept_prompted=kept_p / cases if cases else float("nan"),
+    )
