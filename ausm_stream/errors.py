@@ -17,3 +17,15 @@ class InvalidInputError(AUSMStreamError, ValueError):
 
 class StateError(InvalidInputError):
     """A serialized stream state is corrupt or belongs to another model configuration."""
+
+
+class ConfigError(InvalidInputError):
+    """A configuration key is unknown or its value is wrong; the message names the key."""
+
+
+class RecordError(InvalidInputError):
+    """A record read from Kafka or storage failed validation; it goes to the dead-letter topic."""
+
+
+class SourceError(AUSMStreamError):
+    """A video source could not be opened or read (after the retries it was allowed)."""

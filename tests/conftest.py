@@ -28,3 +28,34 @@ def disc_mask(size: tuple[int, int], cx: float, cy: float, r: float) -> torch.Te
 @pytest.fixture(scope="session")
 def tiny_model() -> AUSM:
     return make_model()
+
+
+@pytest.fixture(scope="module")
+def broker():
+    """A real Kafka-protocol broker (Tansu) on a free loopback port, one per test module."""
+    from ausm_stream.pipeline.broker import EmbeddedBroker
+
+    with EmbeddedBroker() as b:
+        yield b
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """A real S3 endpoint (moto server) on loopback; yields its URL."""
+    from moto.server import ThreadedMotoServer
+
+    from ausm_stream.pipeline.broker import free_port
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+def s3_storage(endpoint: str, bucket: str):
+    from ausm_stream.pipeline.config import StorageConfig
+
+    return StorageConfig(
+        url=f"s3://{bucket}/data", endpoint=endpoint, access_key="test", secret_key="test-secret"
+    )

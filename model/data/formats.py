@@ -20,6 +20,7 @@ import numpy as np
 import pycocotools.mask as mask_utils
 from PIL import Image
 
+from ausm_stream import rle
 from ausm_stream.errors import InvalidInputError
 from ausm_stream.model.data.video import Video
 
@@ -98,17 +99,15 @@ def read_davis(root: Path, split: str | None = None) -> list[Video]:
 
 def encode_rle(mask: np.ndarray) -> dict:
     """COCO RLE of a bool (H, W) mask, JSON-ready (counts as str)."""
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    return {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")}
+    (counts,) = rle.encode(mask[None])
+    return {"size": [int(s) for s in mask.shape], "counts": counts.decode("ascii")}
 
 
-def decode_rle(rle: dict) -> np.ndarray:
-    counts = rle["counts"]
-    if isinstance(counts, list):  # uncompressed RLE
-        rle = mask_utils.frPyObjects(rle, *rle["size"])
-    elif isinstance(counts, str):
-        rle = {"size": rle["size"], "counts": counts.encode("ascii")}
-    return mask_utils.decode(rle).astype(bool)
+def decode_rle(obj: dict) -> np.ndarray:
+    counts = obj["counts"]
+    if isinstance(counts, list):  # uncompressed RLE, as some YouTube-VIS files have
+        counts = mask_utils.frPyObjects(obj, *obj["size"])["counts"]
+    return rle.decode(counts, *obj["size"])
 
 
 def write_ytvis(videos: list[Video], annotations: Path, image_root: Path) -> None:

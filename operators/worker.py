@@ -1,0 +1,196 @@
+"""The SegmentationWorker: owns a model, consumes its partitions, writes tracks.
+
+It reads its partitions of the frames topic by explicit assignment (never a consumer
+group: partitions are handed out by the caller, later by the coordinator), validates every
+record, sends invalid ones to the dead-letter topic with the reason and goes on, and steps
+all ready streams as one batch through :class:`StreamProcessor`. Tracks go to the tracks
+topic and the Parquet dataset.
+
+Slow work (the model step, Parquet writes) happens between polls, never inside a Kafka
+callback. The class is plain Python; :data:`SegmentationWorkerActor` is its Ray actor.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import ray
+
+import ausm_stream.model as model_pkg
+from ausm_stream.errors import ConfigError, RecordError
+from ausm_stream.model import AUSM
+from ausm_stream.operators.processor import StreamProcessor
+from ausm_stream.pipeline import kafka, records
+from ausm_stream.pipeline.config import PipelineConfig
+from ausm_stream.pipeline.records import FrameTracks
+from ausm_stream.pipeline.sinks import KafkaTrackSink, ParquetSink
+from ausm_stream.pipeline.storage import open_store
+
+log = logging.getLogger(__name__)
+
+DEFAULT_WEIGHTS = Path(model_pkg.__file__).parent / "weights" / "shapes-tiny.safetensors"
+ERROR_HEADER = "ausm-error"
+SOURCE_HEADER = "ausm-source"
+
+
+def load_model(weights: str) -> tuple[AUSM, str]:
+    """The model and its version string (file stem @ sha256 prefix of the weights)."""
+    path = DEFAULT_WEIGHTS if weights == "default" else Path(weights)
+    if not path.is_file():
+        raise ConfigError(f"model.weights: {str(path)!r} does not exist")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+    return AUSM.from_weights(path), f"{path.stem}@{digest}"
+
+
+@dataclass
+class StreamStats:
+    frames: int = 0
+    tracks: set[int] = field(default_factory=set)
+    first_step: float | None = None
+    last_step: float | None = None
+    ended: bool = False
+
+    @property
+    def fps(self) -> float:
+        if self.first_step is None or self.last_step is None or self.frames < 2:
+            return 0.0
+        return (self.frames - 1) / max(self.last_step - self.first_step, 1e-9)
+
+
+class SegmentationWorker:
+    def __init__(self, cfg: PipelineConfig, bootstrap: str, partitions: list[int]) -> None:
+        self.cfg = cfg
+        self.bootstrap = bootstrap
+        self.partitions = list(partitions)
+        self.model, self.model_version = load_model(cfg.model.weights)
+        self.store = open_store(cfg.storage)
+        self.producer = kafka.make_producer(cfg.kafka, bootstrap)
+        self.parquet = ParquetSink(self.store, self.model_version, cfg.worker.parquet_frames)
+        self.track_topic = KafkaTrackSink(self.producer, cfg.kafka.tracks_topic, self.model_version)
+        self.processor = StreamProcessor(
+            self.model,
+            self._emit,
+            seed=cfg.model.seed,
+            max_batch=cfg.worker.max_batch,
+            on_end=self._on_end,
+        )
+        self.stats: dict[str, StreamStats] = defaultdict(StreamStats)
+        self.dead_letters = 0
+        self._stop = threading.Event()
+
+    # -- sinks -------------------------------------------------------------------------------
+    def _emit(self, frame: FrameTracks) -> None:
+        self.parquet.add(frame)
+        self.track_topic.add(frame)
+        st = self.stats[frame.stream_id]
+        now = time.monotonic()
+        st.first_step = st.first_step or now
+        st.last_step = now
+        st.frames += 1
+        st.tracks.update(int(t) for t in frame.track_ids)
+
+    def _on_end(self, stream_id: str) -> None:
+        self.parquet.flush(stream_id)
+        self.track_topic.flush(stream_id)
+        self.stats[stream_id].ended = True
+        log.info("stream %s ended after %d frames", stream_id, self.stats[stream_id].frames)
+
+    def _dead_letter(self, msg, reason: str) -> None:  # noqa: ANN001 (a kafka ConsumerRecord)
+        self.dead_letters += 1
+        kind = kafka.header(msg.headers, records.KIND_HEADER) or "unknown"
+        key = msg.key.decode(errors="replace") if msg.key else ""
+        log.warning(
+            "dead-lettered %s record of %r (%s/%d@%d): %s",
+            kind,
+            key,
+            msg.topic,
+            msg.partition,
+            msg.offset,
+            reason,
+        )
+        kafka.send(
+            self.producer,
+            self.cfg.kafka.dead_letter_topic,
+            key,
+            msg.value or b"",
+            kind,
+            extra_headers=[
+                (ERROR_HEADER, reason.encode()),
+                (SOURCE_HEADER, f"{msg.topic}/{msg.partition}/{msg.offset}".encode()),
+            ],
+        )
+
+    # -- the loop ----------------------------------------------------------------------------
+    def handle(self, msg) -> None:  # noqa: ANN001 (a kafka ConsumerRecord)
+        """Decode, validate and queue one message; invalid ones go to the dead-letter topic."""
+        kind = kafka.header(msg.headers, records.KIND_HEADER)
+        key = msg.key.decode(errors="replace") if msg.key else None
+        try:
+            record = records.decode(kind, msg.value or b"", key, self.model.cfg.image_size)
+            self.processor.on_record(record)
+        except RecordError as exc:
+            self._dead_letter(msg, str(exc))
+
+    def run(
+        self,
+        until_ended: set[str] | None = None,
+        idle_timeout_s: float | None = None,
+        max_seconds: float | None = None,
+    ) -> dict:
+        """Consume and segment until every stream in ``until_ended`` has ended, nothing has
+        arrived for ``idle_timeout_s``, ``max_seconds`` passed, or :meth:`stop` is called."""
+        consumer = kafka.make_consumer(self.cfg.kafka, self.bootstrap)
+        kafka.assign(consumer, self.cfg.kafka.frames_topic, self.partitions)
+        started = last_activity = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                polled = consumer.poll(timeout_ms=self.cfg.worker.poll_ms)
+                for msgs in polled.values():
+                    for msg in msgs:
+                        self.handle(msg)
+                stepped = self.processor.drain()
+                now = time.monotonic()
+                if polled or stepped:
+                    last_activity = now
+                if until_ended is not None and all(self.stats[s].ended for s in until_ended):
+                    break
+                if idle_timeout_s is not None and now - last_activity > idle_timeout_s:
+                    break
+                if max_seconds is not None and now - started > max_seconds:
+                    break
+        finally:
+            self.parquet.flush()
+            self.producer.flush()
+            consumer.close()
+        return self.summary()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def summary(self) -> dict:
+        return {
+            "model_version": self.model_version,
+            "dead_letters": self.dead_letters,
+            "streams": {
+                sid: {
+                    "frames": st.frames,
+                    "tracks": len(st.tracks),
+                    "fps": round(st.fps, 2),
+                    "ended": st.ended,
+                    "gaps": self.processor.streams[sid].gaps
+                    if sid in self.processor.streams
+                    else 0,
+                }
+                for sid, st in sorted(self.stats.items())
+            },
+        }
+
+
+# Two concurrent calls: ``run`` holds one thread, ``summary``/``stop`` use the other.
+SegmentationWorkerActor = ray.remote(max_concurrency=2)(SegmentationWorker)

@@ -1,0 +1,197 @@
+"""One configuration for the whole pipeline: a YAML file plus environment overrides.
+
+Every section is a frozen dataclass. The YAML mirrors them::
+
+    kafka:   {bootstrap: "broker:9092", frames_topic: ausm.frames, partitions: 8}
+    storage: {url: "s3://bucket/prefix", endpoint: "http://minio:9000", access_key: ...}
+    ray:     {address: auto}
+    model:   {weights: default}
+    ingest:  {chunk_frames: 8, fps: 8}
+    worker:  {parquet_frames: 64}
+
+An environment variable ``AUSM_<SECTION>__<KEY>`` overrides a key (``AUSM_KAFKA__BOOTSTRAP``).
+Unknown sections or keys and values of the wrong type are errors that name the key. With
+no file at all every default applies, and the ``embedded`` values mean "start it here":
+an embedded Kafka-compatible broker, a local directory for objects, a local Ray.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ausm_stream.errors import ConfigError
+
+ENV_PREFIX = "AUSM_"
+
+
+@dataclass(frozen=True)
+class KafkaConfig:
+    bootstrap: str = "embedded"
+    """``host:port[,host:port]``, or ``embedded`` to start a Tansu broker on loopback."""
+    frames_topic: str = "ausm.frames"
+    tracks_topic: str = "ausm.tracks"
+    dead_letter_topic: str = "ausm.dead-letter"
+    partitions: int = 4
+    max_message_bytes: int = 16 * 1024 * 1024
+    """Frame chunks are large (8 frames at 256 px ~ 1.5 MB before zstd)."""
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    url: str = "file://./ausm-data"
+    """``file:///path`` or ``s3://bucket/prefix``."""
+    endpoint: str | None = None
+    """S3/MinIO endpoint URL, e.g. ``http://127.0.0.1:9000`` (AWS when unset)."""
+    access_key: str | None = None
+    secret_key: str | None = None
+    region: str = "us-east-1"
+
+
+@dataclass(frozen=True)
+class RayConfig:
+    address: str = "local"
+    """``local`` starts Ray in this process; ``auto`` or ``ray://host:10001`` joins a cluster."""
+    num_cpus: int | None = None
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    weights: str = "default"
+    """Path of a ``.safetensors`` file, or ``default`` for the shipped shapes-tiny model."""
+    seed: int = 0
+    """Base seed of every stream's ID sampler (mixed with the stream id)."""
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    chunk_frames: int = 8
+    fps: float | None = None
+    """Resample to this rate; ``None`` keeps the source's frames."""
+    reconnect_initial_s: float = 0.5
+    reconnect_max_s: float = 30.0
+    reconnect_attempts: int = 0
+    """Give up after this many failed reconnects in a row (0 = never)."""
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    parquet_frames: int = 64
+    """A stream's Parquet files cover this many frames (named by range, so replays overwrite)."""
+    poll_ms: int = 200
+    max_batch: int = 16
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    kafka: KafkaConfig = field(default_factory=KafkaConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    worker: WorkerConfig = field(default_factory=WorkerConfig)
+
+    @classmethod
+    def load(
+        cls, path: str | Path | None = None, env: Mapping[str, str] | None = None
+    ) -> PipelineConfig:
+        """Defaults, then the YAML file (if any), then ``AUSM_SECTION__KEY`` variables."""
+        data: dict[str, Any] = {}
+        if path is not None:
+            import yaml
+
+            path = Path(path)
+            if not path.is_file():
+                raise ConfigError(f"config file {str(path)!r} does not exist")
+            loaded = yaml.safe_load(path.read_text()) or {}
+            if not isinstance(loaded, dict):
+                raise ConfigError(f"config file {path} must be a mapping of sections")
+            data = loaded
+        env = os.environ if env is None else env
+        for name, value in env.items():
+            if not name.startswith(ENV_PREFIX) or "__" not in name:
+                continue
+            section, _, key = name[len(ENV_PREFIX) :].lower().partition("__")
+            data.setdefault(section, {})
+            if not isinstance(data[section], dict):
+                raise ConfigError(f"config section {section!r} must be a mapping")
+            data[section][key] = value
+        return cls.from_dict(data)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PipelineConfig:
+        sections = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - set(sections))
+        if unknown:
+            raise ConfigError(f"unknown config section(s) {unknown}; known: {sorted(sections)}")
+        built = {}
+        for name, f in sections.items():
+            section_cls = f.default_factory  # type: ignore[misc]
+            values = data.get(name) or {}
+            if not isinstance(values, Mapping):
+                raise ConfigError(f"config section {name!r} must be a mapping")
+            built[name] = _build_section(name, section_cls, values)
+        return cls(**built)
+
+
+def _build_section(section: str, section_cls: type, values: Mapping[str, Any]) -> Any:
+    fields = {f.name: f for f in dataclasses.fields(section_cls)}
+    hints = typing.get_type_hints(section_cls)
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"unknown key(s) {[f'{section}.{k}' for k in unknown]}; known: {sorted(fields)}"
+        )
+    out = {k: _coerce(f"{section}.{k}", hints[k], v) for k, v in values.items()}
+    return section_cls(**out)
+
+
+def _coerce(key: str, hint: Any, value: Any) -> Any:
+    """Check (and, for strings from the environment, convert) one value against its type."""
+    optional = isinstance(hint, types.UnionType) and type(None) in typing.get_args(hint)
+    if optional:
+        if value is None or (isinstance(value, str) and value.lower() in ("", "none", "null")):
+            return None
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    try:
+        if hint is bool:
+            if isinstance(value, str):
+                if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError(value)
+                return value.lower() in ("true", "1", "yes")
+            if not isinstance(value, bool):
+                raise ValueError(value)
+            return value
+        if hint is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError(value)
+            number = int(value)
+            if number < 0:
+                raise ValueError(value)
+            return number
+        if hint is float:
+            if isinstance(value, bool):
+                raise ValueError(value)
+            number = float(value)
+            if number <= 0:
+                raise ValueError(value)
+            return number
+        if hint is str:
+            if not isinstance(value, str) or not value:
+                raise ValueError(value)
+            return value
+    except (TypeError, ValueError):
+        kind = {
+            bool: "a boolean",
+            int: "a non-negative integer",
+            float: "a positive number",
+            str: "a non-empty string",
+        }[hint]
+        raise ConfigError(f"config key {key} must be {kind}, got {value!r}") from None
+    return value

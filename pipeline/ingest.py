@@ -1,0 +1,238 @@
+"""Video ingest: decode (PyAV), resample, resize, pack into chunks, produce to Kafka.
+
+A source is a file path or a URL PyAV opens (``rtsp://``, ``http://``, ...). Live sources
+(network URLs, unless told otherwise) never "end": when one drops, ingest reports it and
+reconnects with exponential back-off, and the stream goes on with dense frame indexes and
+timestamps that keep increasing across the gap. A file ends at its last frame, after which
+an ``end`` record is produced.
+
+Frames are resized to the model's input (a plain resize: the whole field of view is kept
+and masks scale back exactly; the source size travels in every chunk). With ``fps`` set,
+frames are picked by presentation time so the output runs at that rate.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import av
+import numpy as np
+from kafka import KafkaProducer
+
+from ausm_stream.errors import SourceError
+from ausm_stream.pipeline import kafka, records
+from ausm_stream.pipeline.config import IngestConfig, KafkaConfig
+
+log = logging.getLogger(__name__)
+
+LIVE_SCHEMES = (
+    "rtsp://",
+    "rtsps://",
+    "rtmp://",
+    "http://",
+    "https://",
+    "udp://",
+    "tcp://",
+    "srt://",
+)
+
+
+@dataclass
+class Decoded:
+    rgb: np.ndarray  # (H, W, 3) at the model's size
+    pts_s: float  # presentation time in the source session
+    source_height: int
+    source_width: int
+
+
+@dataclass
+class IngestReport:
+    stream_id: str
+    frames: int = 0
+    chunks: int = 0
+    reconnects: int = 0
+    drops: list[str] = field(default_factory=list)
+    """One line per drop of the source: when and why."""
+
+
+def decode_source(url: str, size: tuple[int, int], timeout_s: float = 10.0) -> Iterator[Decoded]:
+    """Frames of one session of the source, resized to ``size`` (H, W)."""
+    options = {"rtsp_transport": "tcp"} if url.startswith(("rtsp://", "rtsps://")) else {}
+    try:
+        container = av.open(url, options=options, timeout=(timeout_s, timeout_s))
+    except (av.FFmpegError, OSError) as exc:
+        raise SourceError(f"cannot open video source {url!r}: {exc}") from exc
+    try:
+        if not container.streams.video:
+            raise SourceError(f"video source {url!r} has no video stream")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        h, w = size
+        for frame in container.decode(stream):
+            pts = float(frame.time) if frame.time is not None else None
+            yield Decoded(
+                frame.to_ndarray(format="rgb24", width=w, height=h),
+                pts if pts is not None else float("nan"),
+                frame.height,
+                frame.width,
+            )
+    except av.FFmpegError as exc:
+        raise SourceError(f"video source {url!r} failed while reading: {exc}") from exc
+    finally:
+        container.close()
+
+
+class Ingest:
+    """Produces one stream; ``run()`` blocks until the source ends or ``stop()`` is called."""
+
+    def __init__(
+        self,
+        stream_id: str,
+        url: str,
+        size: tuple[int, int],
+        producer: KafkaProducer,
+        kafka_cfg: KafkaConfig,
+        cfg: IngestConfig,
+        live: bool | None = None,
+        on_drop: Callable[[str], None] | None = None,
+        clock: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self.stream_id = stream_id
+        self.url = url
+        self.size = size
+        self.producer = producer
+        self.kafka_cfg = kafka_cfg
+        self.cfg = cfg
+        self.live = url.startswith(LIVE_SCHEMES) if live is None else live
+        self.on_drop = on_drop
+        self.clock = clock
+        self.report = IngestReport(stream_id)
+        self._stop = threading.Event()
+        self._partition = kafka.partition_for(stream_id, kafka_cfg.partitions)
+        self._chunk: list[tuple[np.ndarray, int, int]] = []
+        self._source_size = (0, 0)
+        self._last_ts = 0
+        self._offset_s = 0.0  # added to session pts so time keeps increasing across sessions
+        self._next_pick = 0.0
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self, max_frames: int | None = None) -> IngestReport:
+        failures = 0
+        base_wall = self.clock()
+        while not self._stop.is_set():
+            session_last = None  # seconds since this session's first frame
+            try:
+                session_first = None
+                for d in decode_source(self.url, self.size):
+                    failures = 0
+                    raw = d.pts_s if math.isfinite(d.pts_s) else None
+                    if raw is None:  # no timestamps: assume 25 fps
+                        raw = (session_last or 0.0) + 0.04 if session_last is not None else 0.0
+                    session_first = raw if session_first is None else session_first
+                    session_last = raw - session_first
+                    pts = self._offset_s + session_last
+                    if not self._due(pts):
+                        continue
+                    capture = self.clock() if self.live else base_wall + int(pts * 1e9)
+                    self._add(d, int(pts * 1e9), capture)
+                    if (max_frames and self.report.frames >= max_frames) or self._stop.is_set():
+                        self._stop.set()
+                        break
+                if not self.live:
+                    break
+                reason = "source ended"
+            except SourceError as exc:
+                reason = str(exc)
+            if self._stop.is_set():
+                break
+            if not self.live and self.report.frames == 0:
+                raise SourceError(reason)
+            failures += 1
+            self._drop(reason, failures)
+            if self.cfg.reconnect_attempts and failures > self.cfg.reconnect_attempts:
+                log.error(
+                    "stream %s: giving up after %d failed reconnects", self.stream_id, failures - 1
+                )
+                break
+            # The next session's clock starts one frame after everything seen so far.
+            if session_last is not None:
+                self._offset_s += session_last + (1 / self.cfg.fps if self.cfg.fps else 0.04)
+            backoff = min(
+                self.cfg.reconnect_max_s, self.cfg.reconnect_initial_s * 2 ** (failures - 1)
+            )
+            self._stop.wait(backoff)
+        self._flush()
+        value, kind = records.encode(
+            records.ControlRecord("end", self.stream_id, self.report.frames)
+        )
+        kafka.send(
+            self.producer,
+            self.kafka_cfg.frames_topic,
+            self.stream_id,
+            value,
+            kind,
+            partition=self._partition,
+        )
+        self.producer.flush()
+        return self.report
+
+    def _due(self, pts: float) -> bool:
+        """Frame-rate resampling: keep the first frame at or after each tick of 1/fps."""
+        if not self.cfg.fps:
+            return True
+        if pts + 1e-9 < self._next_pick:
+            return False
+        step = 1 / self.cfg.fps
+        self._next_pick += (math.floor((pts - self._next_pick) / step) + 1) * step
+        return True
+
+    def _drop(self, reason: str, failures: int) -> None:
+        line = f"{time.strftime('%H:%M:%S')} after frame {self.report.frames}: {reason}"
+        self.report.drops.append(line)
+        self.report.reconnects += 1
+        log.warning(
+            "stream %s dropped (%s); reconnect attempt %d", self.stream_id, reason, failures
+        )
+        if self.on_drop is not None:
+            self.on_drop(line)
+
+    def _add(self, d: Decoded, pts_ns: int, capture_ns: int) -> None:
+        capture_ns = max(capture_ns, self._last_ts + 1)  # strictly increasing
+        self._last_ts = capture_ns
+        self._source_size = (d.source_height, d.source_width)
+        self._chunk.append((d.rgb, pts_ns, capture_ns))
+        self.report.frames += 1
+        if len(self._chunk) >= self.cfg.chunk_frames:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._chunk:
+            return
+        first = self.report.frames - len(self._chunk)
+        chunk = records.FrameChunk(
+            stream_id=self.stream_id,
+            frame_idx=np.arange(first, first + len(self._chunk), dtype=np.int64),
+            pts_ns=np.array([p for _, p, _ in self._chunk], dtype=np.int64),
+            capture_ts=np.array([c for _, _, c in self._chunk], dtype=np.int64),
+            source_height=self._source_size[0],
+            source_width=self._source_size[1],
+            frames=np.stack([f for f, _, _ in self._chunk]),
+        )
+        value, kind = records.encode(chunk)
+        kafka.send(
+            self.producer,
+            self.kafka_cfg.frames_topic,
+            self.stream_id,
+            value,
+            kind,
+            partition=self._partition,
+        )
+        self.report.chunks += 1
+        self._chunk = []

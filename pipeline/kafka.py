@@ -1,0 +1,96 @@
+"""kafka-python producers, consumers and topic set-up, with settings for large messages.
+
+Consumers use explicit ``assign()`` of partitions, never group membership: partitions are
+given to workers by the coordinator (SYSTEM.md), and against Tansu a group join takes ~20 s.
+kafka-python needs its ``crc32c`` extra: without it checksums are computed in pure Python
+and throughput drops ~25x.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+import zlib
+from collections.abc import Iterable
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import NewTopic
+from kafka.errors import TopicAlreadyExistsError
+
+from ausm_stream.pipeline.config import KafkaConfig
+from ausm_stream.pipeline.records import KIND_HEADER
+
+log = logging.getLogger(__name__)
+
+
+def partition_for(stream_id: str, partitions: int) -> int:
+    """The partition of a stream's key: stable across processes and languages (CRC-32)."""
+    return zlib.crc32(stream_id.encode()) % partitions
+
+
+def ensure_topics(cfg: KafkaConfig, bootstrap: str) -> None:
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="ausm-admin")
+    try:
+        existing = set(admin.list_topics())
+        wanted = [
+            NewTopic(t, num_partitions=cfg.partitions, replication_factor=1)
+            for t in (cfg.frames_topic, cfg.tracks_topic, cfg.dead_letter_topic)
+            if t not in existing
+        ]
+        if wanted:
+            with contextlib.suppress(TopicAlreadyExistsError):  # a concurrent creator won
+                admin.create_topics(wanted)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if {t.name for t in wanted} <= set(admin.list_topics()):
+                break
+            time.sleep(0.1)
+    finally:
+        admin.close()
+
+
+def make_producer(cfg: KafkaConfig, bootstrap: str) -> KafkaProducer:
+    return KafkaProducer(
+        bootstrap_servers=bootstrap,
+        max_request_size=cfg.max_message_bytes,
+        linger_ms=5,
+        acks="all",
+        retries=5,
+    )
+
+
+def make_consumer(cfg: KafkaConfig, bootstrap: str) -> KafkaConsumer:
+    return KafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        fetch_max_bytes=8 * cfg.max_message_bytes,
+        max_partition_fetch_bytes=cfg.max_message_bytes,
+        auto_offset_reset="earliest",
+    )
+
+
+def send(
+    producer: KafkaProducer,
+    topic: str,
+    key: str,
+    value: bytes,
+    kind: str,
+    extra_headers: Iterable[tuple[str, bytes]] = (),
+    partition: int | None = None,
+) -> None:
+    headers = [(KIND_HEADER, kind.encode()), *extra_headers]
+    producer.send(topic, key=key.encode(), value=value, headers=headers, partition=partition)
+
+
+def header(headers: Iterable[tuple[str, bytes]] | None, name: str) -> str | None:
+    for k, v in headers or ():
+        if k == name:
+            return v.decode(errors="replace") if v is not None else None
+    return None
+
+
+def assign(consumer: KafkaConsumer, topic: str, partitions: Iterable[int]) -> list[TopicPartition]:
+    tps = [TopicPartition(topic, p) for p in partitions]
+    consumer.assign(tps)
+    return tps

@@ -1,0 +1,127 @@
+"""Where mask tracks go: the ``ausm.tracks`` topic and a Parquet dataset on object storage.
+
+Parquet layout (hive-partitioned, readable by DuckDB, Polars, Spark, pandas)::
+
+    tracks/stream_id=<id>/date=<yyyy-mm-dd>/part-<first>-<last>.parquet   one row per track
+    frames/stream_id=<id>/date=<yyyy-mm-dd>/part-<first>-<last>.parquet   one row per frame
+
+Partition columns (``stream_id``, ``date``) are in the path only, as hive readers expect.
+``frames`` records every processed frame, with or without tracks, so "was frame k
+processed, exactly once?" has an answer. A file covers the frames of one window of
+``parquet_frames`` (frame_idx // parquet_frames), or the stream's last partial window, and
+is named by that range (zero-padded): a replay after a failure rewrites the same files
+instead of adding duplicates. ``date`` is the UTC date of the window's first frame.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from datetime import datetime, timezone
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from kafka import KafkaProducer
+
+from ausm_stream.pipeline import kafka
+from ausm_stream.pipeline.records import FrameTracks, to_ipc, tracks_batch
+from ausm_stream.pipeline.storage import ObjectStore
+
+log = logging.getLogger(__name__)
+
+FRAMES_TABLE_SCHEMA = pa.schema(
+    [
+        ("stream_id", pa.utf8()),
+        ("frame_idx", pa.int64()),
+        ("pts_ns", pa.int64()),
+        ("capture_ts", pa.timestamp("ns", tz="UTC")),
+        ("tracks", pa.int32()),
+        ("model_version", pa.utf8()),
+    ]
+)
+
+
+def part_name(first: int, last: int) -> str:
+    return f"part-{first:012d}-{last:012d}.parquet"
+
+
+class ParquetSink:
+    def __init__(self, store: ObjectStore, model_version: str, parquet_frames: int) -> None:
+        self.fs, self.base = store.arrow_fs()
+        self.model_version = model_version
+        self.window = parquet_frames
+        self.pending: dict[str, list[FrameTracks]] = defaultdict(list)
+        self.files_written = 0
+
+    def add(self, frame: FrameTracks) -> None:
+        """Buffer one frame; a window is written as soon as its last frame arrives."""
+        buf = self.pending[frame.stream_id]
+        if buf and frame.frame_idx // self.window != buf[0].frame_idx // self.window:
+            self.flush(frame.stream_id)
+        self.pending[frame.stream_id].append(frame)
+        if (frame.frame_idx + 1) % self.window == 0:
+            self.flush(frame.stream_id)
+
+    def flush(self, stream_id: str | None = None) -> None:
+        """Write buffered frames (of one stream, or all): at window ends and stream ends."""
+        for sid in [stream_id] if stream_id is not None else list(self.pending):
+            frames = self.pending.pop(sid, [])
+            if frames:
+                self._write(sid, frames)
+
+    def _write(self, stream_id: str, frames: list[FrameTracks]) -> None:
+        first, last = frames[0].frame_idx, frames[-1].frame_idx
+        day = datetime.fromtimestamp(frames[0].capture_ts / 1e9, tz=timezone.utc).date()
+        rel = f"stream_id={stream_id}/date={day.isoformat()}/{part_name(first, last)}"
+        tracks = pa.Table.from_batches([tracks_batch(frames, self.model_version)])
+        summary = pa.table(
+            {
+                "stream_id": [stream_id] * len(frames),
+                "frame_idx": [f.frame_idx for f in frames],
+                "pts_ns": [f.pts_ns for f in frames],
+                "capture_ts": pa.array(
+                    [f.capture_ts for f in frames], pa.timestamp("ns", tz="UTC")
+                ),
+                "tracks": pa.array([len(f.track_ids) for f in frames], pa.int32()),
+                "model_version": [self.model_version] * len(frames),
+            },
+            schema=FRAMES_TABLE_SCHEMA,
+        )
+        for table_name, table in (("tracks", tracks), ("frames", summary)):
+            table = table.drop_columns(["stream_id"])  # hive: partition columns live in the path
+            path = f"{self.base}/{table_name}/{rel}"
+            self.fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+            pq.write_table(table, path, filesystem=self.fs, compression="zstd")
+        self.files_written += 1
+        log.debug("wrote %s frames %d-%d", stream_id, first, last)
+
+
+class KafkaTrackSink:
+    """One Arrow IPC message per frame that has tracks, keyed by stream id."""
+
+    def __init__(self, producer: KafkaProducer, topic: str, model_version: str) -> None:
+        self.producer = producer
+        self.topic = topic
+        self.model_version = model_version
+
+    def add(self, frame: FrameTracks) -> None:
+        if len(frame.track_ids):
+            kafka.send(
+                self.producer,
+                self.topic,
+                frame.stream_id,
+                to_ipc(tracks_batch([frame], self.model_version)),
+                "tracks",
+            )
+
+    def flush(self, stream_id: str | None = None) -> None:
+        self.producer.flush()
+
+
+def read_dataset(store: ObjectStore, table: str = "tracks") -> pa.Table:
+    """The whole ``tracks`` or ``frames`` dataset as one table (for tests, demos, small jobs)."""
+    import pyarrow.dataset as ds
+
+    fs, base = store.arrow_fs()
+    dataset = ds.dataset(f"{base}/{table}", filesystem=fs, format="parquet", partitioning="hive")
+    return dataset.to_table()

@@ -1,0 +1,64 @@
+"""Ingest of real H.264 files into a real broker: dense indexes, chunks, resampling, end."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ausm_stream.errors import SourceError
+from ausm_stream.model.data import ShapesSpec, generate_video
+from ausm_stream.pipeline import kafka, records
+from ausm_stream.pipeline.config import IngestConfig, KafkaConfig
+from ausm_stream.pipeline.ingest import Ingest
+from ausm_stream.pipeline.video_files import write_h264
+
+
+def read_all(broker, cfg: KafkaConfig):
+    consumer = kafka.make_consumer(cfg, broker.bootstrap)
+    kafka.assign(consumer, cfg.frames_topic, range(cfg.partitions))
+    out = []
+    for _ in range(20):
+        polled = consumer.poll(timeout_ms=500)
+        if not polled and out:
+            break
+        for msgs in polled.values():
+            out += [
+                records.decode(
+                    kafka.header(m.headers, records.KIND_HEADER), m.value, m.key.decode()
+                )
+                for m in msgs
+            ]
+    consumer.close()
+    return out
+
+
+@pytest.mark.parametrize("fps, expected", [(None, 24), (4.0, 12)])
+def test_file_ingest_produces_dense_chunks_and_an_end_record(broker, tmp_path, fps, expected):
+    video = generate_video("test", 1, ShapesSpec(size=(96, 160), frames=24))
+    path = write_h264(tmp_path / "v.mp4", video.frames, fps=8)
+    cfg = KafkaConfig(bootstrap=broker.bootstrap, frames_topic=f"frames-{fps}", partitions=2)
+    kafka.ensure_topics(cfg, broker.bootstrap)
+    producer = kafka.make_producer(cfg, broker.bootstrap)
+    report = Ingest(
+        "cam-9", str(path), (64, 64), producer, cfg, IngestConfig(chunk_frames=5, fps=fps)
+    ).run()
+    assert report.frames == expected and report.reconnects == 0
+    got = read_all(broker, cfg)
+    chunks = [r for r in got if isinstance(r, records.FrameChunk)]
+    idx = np.concatenate([c.frame_idx for c in chunks])
+    assert idx.tolist() == list(range(expected))
+    assert [len(c) for c in chunks][:-1] == [5] * (len(chunks) - 1)
+    assert chunks[0].frames.shape[1:] == (64, 64, 3)
+    assert (chunks[0].source_height, chunks[0].source_width) == (96, 160)
+    pts = np.concatenate([c.pts_ns for c in chunks])
+    assert np.all(np.diff(pts) > 0)
+    if fps:  # one frame per 1/4 s out of an 8 fps file
+        assert np.allclose(np.diff(pts), 250_000_000, atol=2_000_000)
+    assert got[-1] == records.ControlRecord("end", "cam-9", expected)
+
+
+def test_missing_file_is_a_clear_error(broker, tmp_path):
+    cfg = KafkaConfig(bootstrap=broker.bootstrap)
+    producer = kafka.make_producer(cfg, broker.bootstrap)
+    with pytest.raises(SourceError, match="cannot open video source"):
+        Ingest("cam-0", str(tmp_path / "none.mp4"), (64, 64), producer, cfg, IngestConfig()).run()
