@@ -101,7 +101,7 @@ class SegmentationWorker:
         self.stats[stream_id].ended = True
         log.info("stream %s ended after %d frames", stream_id, self.stats[stream_id].frames)
 
-    def _dead_letter(self, msg, reason: str) -> None:  # noqa: ANN001 (a kafka ConsumerRecord)
+    def _dead_letter(self, msg, reason: str) -> None:
         self.dead_letters += 1
         kind = kafka.header(msg.headers, records.KIND_HEADER) or "unknown"
         key = msg.key.decode(errors="replace") if msg.key else ""
@@ -127,7 +127,7 @@ class SegmentationWorker:
         )
 
     # -- the loop ----------------------------------------------------------------------------
-    def handle(self, msg) -> None:  # noqa: ANN001 (a kafka ConsumerRecord)
+    def handle(self, msg) -> None:
         """Decode, validate and queue one message; invalid ones go to the dead-letter topic."""
         kind = kafka.header(msg.headers, records.KIND_HEADER)
         key = msg.key.decode(errors="replace") if msg.key else None
