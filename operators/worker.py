@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import ray
+from kafka.consumer.fetcher import ConsumerRecord
 
 import ausm_stream.model as model_pkg
 from ausm_stream.errors import ConfigError, RecordError
@@ -101,7 +102,7 @@ class SegmentationWorker:
         self.stats[stream_id].ended = True
         log.info("stream %s ended after %d frames", stream_id, self.stats[stream_id].frames)
 
-    def _dead_letter(self, msg, reason: str) -> None:
+    def _dead_letter(self, msg: ConsumerRecord, reason: str) -> None:
         self.dead_letters += 1
         kind = kafka.header(msg.headers, records.KIND_HEADER) or "unknown"
         key = msg.key.decode(errors="replace") if msg.key else ""
@@ -127,7 +128,7 @@ class SegmentationWorker:
         )
 
     # -- the loop ----------------------------------------------------------------------------
-    def handle(self, msg) -> None:
+    def handle(self, msg: ConsumerRecord) -> None:
         """Decode, validate and queue one message; invalid ones go to the dead-letter topic."""
         kind = kafka.header(msg.headers, records.KIND_HEADER)
         key = msg.key.decode(errors="replace") if msg.key else None

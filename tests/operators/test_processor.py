@@ -1,0 +1,89 @@
+"""The worker's logic without Kafka or Ray: batching, replays, prompts, gaps, ends."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ausm_stream.errors import RecordError
+from ausm_stream.operators.processor import StreamProcessor, stream_seed
+from ausm_stream.pipeline.records import ControlRecord, FrameChunk, PromptRecord
+from tests.conftest import disc_mask, make_model
+
+SIZE = (64, 64)
+
+
+def chunk(stream, first, n):
+    rng = np.random.default_rng(hash((stream, first)) % 2**32)
+    return FrameChunk(stream, np.arange(first, first + n), np.arange(first, first + n) * 10,
+                      np.arange(first, first + n) + 1_700_000_000 * 10**9, 128, 128,
+                      rng.integers(0, 255, (n, *SIZE, 3), dtype=np.uint8))
+
+
+@pytest.fixture
+def processor():
+    emitted, ended = [], []
+    p = StreamProcessor(make_model(image_size=SIZE, fg_threshold=0.85), emitted.append,
+                        max_batch=8, on_end=ended.append)
+    return p, emitted, ended
+
+
+def test_streams_are_stepped_together_in_order_and_end(processor):
+    p, emitted, ended = processor
+    for sid in ("a", "b", "c"):
+        p.on_record(chunk(sid, 0, 4))
+    p.on_record(chunk("a", 4, 4))
+    assert p.step_ready() == 3  # one frame of each stream, as one batch
+    p.drain()
+    for sid, n in (("a", 8), ("b", 4), ("c", 4)):
+        p.on_record(ControlRecord("end", sid, n))
+    frames = {sid: [f.frame_idx for f in emitted if f.stream_id == sid] for sid in "abc"}
+    assert frames == {"a": list(range(8)), "b": list(range(4)), "c": list(range(4))}
+    assert sorted(ended) == ["a", "b", "c"]
+
+
+def test_replayed_frames_are_processed_once_and_gaps_are_counted(processor):
+    p, emitted, _ = processor
+    p.on_record(chunk("a", 0, 4))
+    p.drain()
+    p.on_record(chunk("a", 2, 4))  # frames 2-3 again, then 4-5
+    p.on_record(chunk("a", 9, 2))  # 6-8 never arrive
+    p.drain()
+    assert [f.frame_idx for f in emitted] == [0, 1, 2, 3, 4, 5, 9, 10]
+    assert p.streams["a"].gaps == 1
+
+
+def test_prompt_applies_at_its_frame(processor):
+    p, emitted, _ = processor
+    p.on_record(chunk("a", 0, 6))
+    p.on_record(PromptRecord("a", 3, [77], disc_mask(SIZE, 30, 30, 8)[None].numpy()))
+    p.drain()
+    ids = [(f.frame_idx, 77 in f.prompt_object_ids.tolist()) for f in emitted]
+    assert ids[:3] == [(0, False), (1, False), (2, False)] and ids[3] == (3, True)
+    # A prompt with no frame index applies after the frames received before it.
+    p.on_record(chunk("a", 6, 2))
+    p.on_record(PromptRecord("a", None, [78], disc_mask(SIZE, 10, 40, 6)[None].numpy()))
+    p.on_record(chunk("a", 8, 2))
+    p.drain()
+    first = min(f.frame_idx for f in emitted if 78 in f.prompt_object_ids.tolist())
+    assert first == 8
+
+
+def test_bad_prompts_and_sizes_are_record_errors(processor):
+    p, _, _ = processor
+    with pytest.raises(RecordError, match="model takes 64x64"):
+        p.on_record(PromptRecord("a", 0, [1], np.ones((1, 32, 32), dtype=bool)))
+    p.on_record(chunk("a", 0, 2))
+    p.drain()
+    with pytest.raises(RecordError, match="already processed"):
+        p.on_record(PromptRecord("a", 0, [1], np.ones((1, *SIZE), dtype=bool)))
+    big = chunk("a", 2, 1)
+    big.frames = np.zeros((1, 32, 32, 3), dtype=np.uint8)
+    with pytest.raises(RecordError, match="model takes 64x64"):
+        p.on_record(big)
+
+
+def test_stream_seeds_are_stable_and_distinct():
+    assert stream_seed(0, "cam-1") == stream_seed(0, "cam-1")
+    assert stream_seed(0, "cam-1") != stream_seed(0, "cam-2")
+    assert stream_seed(0, "cam-1") != stream_seed(1, "cam-1")
