@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from ausm_stream import AUSMStreamError, __version__
 
@@ -59,6 +60,48 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from ausm_stream.deploy.demo import run_demo
+
+    run_demo(Path(args.out), streams=args.streams, frames=args.frames, weights=args.weights)
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from ausm_stream.deploy.run import parse_sources, run_pipeline
+    from ausm_stream.pipeline.config import PipelineConfig
+
+    cfg = PipelineConfig.load(args.config)
+    run_pipeline(cfg, parse_sources(args.source), args.idle_timeout)
+    return 0
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    from ausm_stream.errors import ConfigError
+    from ausm_stream.pipeline.config import PipelineConfig
+    from ausm_stream.pipeline.ingest import IngestJob
+
+    cfg = PipelineConfig.load(args.config)
+    if cfg.kafka.bootstrap == "embedded":
+        raise ConfigError("ingest needs kafka.bootstrap of a running broker, not 'embedded'")
+    h, _, w = args.size.partition("x")
+    if not (h.isdigit() and w.isdigit()):
+        raise ConfigError(f"--size {args.size!r}: use HxW, e.g. 128x128")
+    job = IngestJob(
+        args.stream_id, args.source, (int(h), int(w)), cfg.kafka, cfg.kafka.bootstrap, cfg.ingest
+    )
+    try:
+        report = job.run(args.max_frames)
+    except KeyboardInterrupt:
+        job.stop()
+        report = job.report()
+    print(
+        f"{report.stream_id}: {report.frames} frames in {report.chunks} chunks, "
+        f"{report.reconnects} reconnects"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ausm-stream", description="AUSM video segmentation over many live streams."
@@ -83,6 +126,35 @@ def build_parser() -> argparse.ArgumentParser:
         "ytvis:ANNOTATIONS.json:IMAGE_ROOT (default: %(default)s)",
     )
     ev.set_defaults(func=_eval)
+    demo = sub.add_parser("demo", help="the whole pipeline on this machine, no configuration")
+    demo.add_argument("--out", default="ausm-demo", help="output folder (default: %(default)s)")
+    demo.add_argument("--streams", type=int, default=4)
+    demo.add_argument("--frames", type=int, default=64, help="frames per stream")
+    demo.add_argument("--weights", default="default", help="model weights (.safetensors)")
+    demo.set_defaults(func=_demo)
+    run = sub.add_parser("run", help="run the pipeline against the configured services")
+    run.add_argument("--config", help="pipeline YAML (environment AUSM_SECTION__KEY overrides)")
+    run.add_argument(
+        "--source",
+        action="append",
+        default=[],
+        metavar="ID=URL",
+        help="also ingest this stream (repeatable)",
+    )
+    run.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=None,
+        help="stop after this many seconds without input",
+    )
+    run.set_defaults(func=_run)
+    ing = sub.add_parser("ingest", help="ingest one camera or file into the frames topic")
+    ing.add_argument("--config", help="pipeline YAML (kafka and ingest sections)")
+    ing.add_argument("--stream-id", required=True)
+    ing.add_argument("--source", required=True, help="file path or rtsp:// / http:// URL")
+    ing.add_argument("--size", default="128x128", help="the model's input HxW")
+    ing.add_argument("--max-frames", type=int, default=None)
+    ing.set_defaults(func=_ingest)
     return parser
 
 

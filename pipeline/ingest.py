@@ -236,3 +236,43 @@ class Ingest:
         )
         self.report.chunks += 1
         self._chunk = []
+
+
+class IngestJob:
+    """One stream's ingest with its own producer: the unit a Ray actor or a command runs."""
+
+    def __init__(
+        self,
+        stream_id: str,
+        url: str,
+        size: tuple[int, int],
+        kafka_cfg: KafkaConfig,
+        bootstrap: str,
+        cfg: IngestConfig,
+        live: bool | None = None,
+    ) -> None:
+        self.ingest = Ingest(
+            stream_id,
+            url,
+            size,
+            kafka.make_producer(kafka_cfg, bootstrap),
+            kafka_cfg,
+            cfg,
+            live=live,
+        )
+
+    def run(self, max_frames: int | None = None) -> IngestReport:
+        return self.ingest.run(max_frames)
+
+    def stop(self) -> None:
+        self.ingest.stop()
+
+    def report(self) -> IngestReport:
+        return self.ingest.report
+
+
+def ingest_actor() -> type:
+    """:class:`IngestJob` as a Ray actor (I/O bound: no CPU reserved; ``stop`` stays callable)."""
+    import ray
+
+    return ray.remote(num_cpus=0, max_concurrency=2)(IngestJob)

@@ -15,16 +15,26 @@ SIZE = (64, 64)
 
 def chunk(stream, first, n):
     rng = np.random.default_rng(hash((stream, first)) % 2**32)
-    return FrameChunk(stream, np.arange(first, first + n), np.arange(first, first + n) * 10,
-                      np.arange(first, first + n) + 1_700_000_000 * 10**9, 128, 128,
-                      rng.integers(0, 255, (n, *SIZE, 3), dtype=np.uint8))
+    return FrameChunk(
+        stream,
+        np.arange(first, first + n),
+        np.arange(first, first + n) * 10,
+        np.arange(first, first + n) + 1_700_000_000 * 10**9,
+        128,
+        128,
+        rng.integers(0, 255, (n, *SIZE, 3), dtype=np.uint8),
+    )
 
 
 @pytest.fixture
 def processor():
     emitted, ended = [], []
-    p = StreamProcessor(make_model(image_size=SIZE, fg_threshold=0.85), emitted.append,
-                        max_batch=8, on_end=ended.append)
+    p = StreamProcessor(
+        make_model(image_size=SIZE, fg_threshold=0.85),
+        emitted.append,
+        max_batch=8,
+        on_end=ended.append,
+    )
     return p, emitted, ended
 
 

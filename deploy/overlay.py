@@ -1,0 +1,74 @@
+"""Contact sheets that let a person see the masks: source frames with tracks painted on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import av
+import numpy as np
+import pandas as pd
+from PIL import Image, ImageDraw
+
+from ausm_stream import rle
+
+PALETTE = np.array(
+    [
+        (230, 25, 75),
+        (60, 180, 75),
+        (255, 225, 25),
+        (0, 130, 200),
+        (245, 130, 48),
+        (145, 30, 180),
+        (70, 240, 240),
+        (240, 50, 230),
+        (210, 245, 60),
+        (250, 190, 212),
+        (0, 128, 128),
+        (170, 110, 40),
+    ],
+    dtype=np.float32,
+)
+
+
+def _frames(path: Path) -> list[np.ndarray]:
+    with av.open(str(path)) as container:
+        return [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+
+
+def contact_sheet(
+    video: Path, tracks: pd.DataFrame, out: Path, columns: int = 4, count: int = 8
+) -> Path:
+    """``count`` evenly spaced frames, each with its tracks' masks, ids and labels."""
+    frames = _frames(video)
+    picks = np.linspace(0, len(frames) - 1, count).round().astype(int)
+    tiles = []
+    for idx in picks:
+        img = frames[idx].astype(np.float32)
+        h, w = img.shape[:2]
+        rows = tracks[tracks.frame_idx == idx]
+        labels = []
+        for row in rows.itertuples():
+            mask = rle.decode(row.mask_rle, row.mask_height, row.mask_width)
+            big = (
+                np.asarray(
+                    Image.fromarray(mask.astype(np.uint8) * 255).resize((w, h), Image.NEAREST)
+                )
+                > 127
+            )
+            colour = PALETTE[int(row.track_id) % len(PALETTE)]
+            img[big] = 0.45 * img[big] + 0.55 * colour
+            labels.append((row.bbox["x0"], row.bbox["y0"], f"{row.track_id} {row.label}", colour))
+        tile = Image.fromarray(img.clip(0, 255).astype(np.uint8))
+        draw = ImageDraw.Draw(tile)
+        for x, y, text, colour in labels:
+            draw.text((x + 2, max(0, y - 11)), text, fill=tuple(int(c) for c in colour))
+        draw.text((3, 3), f"frame {idx}", fill=(255, 255, 255))
+        tiles.append(tile)
+    th, tw = tiles[0].height, tiles[0].width
+    rows_n = (len(tiles) + columns - 1) // columns
+    sheet = Image.new("RGB", (columns * tw, rows_n * th), (0, 0, 0))
+    for i, tile in enumerate(tiles):
+        sheet.paste(tile, ((i % columns) * tw, (i // columns) * th))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(out)
+    return out

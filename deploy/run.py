@@ -1,0 +1,62 @@
+"""``ausm-stream run``: the pipeline against the services a configuration names.
+
+Starts one SegmentationWorker actor that owns every partition of the frames topic, and
+optionally ingest actors for ``--source ID=URL`` streams, then runs until interrupted
+(Ctrl-C) or, with ``--idle-timeout``, until nothing has arrived for that long. Ingest that
+runs next to the cameras uses ``ausm-stream ingest`` instead.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import ray
+
+from ausm_stream.deploy.runtime import start_runtime
+from ausm_stream.errors import ConfigError
+from ausm_stream.operators.worker import SegmentationWorkerActor, load_model
+from ausm_stream.pipeline.config import PipelineConfig
+from ausm_stream.pipeline.ingest import ingest_actor
+
+log = logging.getLogger(__name__)
+
+
+def parse_sources(items: list[str]) -> dict[str, str]:
+    sources = {}
+    for item in items:
+        sid, sep, url = item.partition("=")
+        if not sep or not sid or not url:
+            raise ConfigError(f"--source {item!r}: use STREAM_ID=URL")
+        sources[sid] = url
+    return sources
+
+
+def run_pipeline(
+    cfg: PipelineConfig, sources: dict[str, str], idle_timeout_s: float | None
+) -> dict:
+    model, version = load_model(cfg.model.weights)
+    size = model.cfg.image_size
+    del model
+    log.info("model %s, frames topic %s", version, cfg.kafka.frames_topic)
+    with start_runtime(cfg) as rt:
+        worker = SegmentationWorkerActor.options(num_cpus=1).remote(
+            cfg, rt.bootstrap, list(range(cfg.kafka.partitions))
+        )
+        actor = ingest_actor()
+        jobs = [
+            actor.remote(sid, url, size, cfg.kafka, rt.bootstrap, cfg.ingest)
+            for sid, url in sources.items()
+        ]
+        for job in jobs:
+            job.run.remote()
+        run = worker.run.remote(idle_timeout_s=idle_timeout_s)
+        try:
+            summary = ray.get(run)
+        except KeyboardInterrupt:
+            ray.get(worker.stop.remote())
+            for job in jobs:
+                job.stop.remote()
+            summary = ray.get(run)
+    print(json.dumps(summary, indent=2))
+    return summary

@@ -1,0 +1,61 @@
+"""Bring up what a configuration names: the embedded broker or external Kafka, local or
+remote Ray, and the topics. Shared by ``ausm-stream demo`` and ``ausm-stream run``."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import ray
+
+from ausm_stream.pipeline import kafka
+from ausm_stream.pipeline.broker import EmbeddedBroker
+from ausm_stream.pipeline.config import PipelineConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    cfg: PipelineConfig
+    bootstrap: str
+    broker: EmbeddedBroker | None = None
+
+    def close(self) -> None:
+        if ray.is_initialized():
+            ray.shutdown()
+        if self.broker is not None:
+            self.broker.stop()
+
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def start_runtime(cfg: PipelineConfig, log_dir: Path | None = None) -> Runtime:
+    broker = None
+    if cfg.kafka.bootstrap == "embedded":
+        broker = EmbeddedBroker(log_file=log_dir / "broker.log" if log_dir else None).start()
+        bootstrap = broker.bootstrap
+    else:
+        bootstrap = cfg.kafka.bootstrap
+    runtime = Runtime(cfg, bootstrap, broker)
+    try:
+        kafka.ensure_topics(cfg.kafka, bootstrap)
+        if cfg.ray.address == "local":
+            ray.init(
+                num_cpus=cfg.ray.num_cpus or 2,
+                _node_ip_address="127.0.0.1",
+                include_dashboard=False,
+                log_to_driver=False,
+                configure_logging=False,
+            )
+        else:
+            ray.init(address=cfg.ray.address, log_to_driver=False)
+    except BaseException:
+        runtime.close()
+        raise
+    return runtime
