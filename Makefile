@@ -30,8 +30,14 @@ format: setup
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
+# Runs the whole pipeline on this machine (embedded broker, local store, local Ray): see README.
+demo: setup
+	$(VENV)/bin/ausm-stream demo
+
 bench: setup
 	$(PY) bench/model_step.py
+	$(PY) bench/train_speed.py
+	$(PY) bench/pipeline.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import av
 import numpy as np
-import pandas as pd
 from PIL import Image, ImageDraw
 
 from ausm_stream import rle
@@ -36,28 +35,32 @@ def _frames(path: Path) -> list[np.ndarray]:
 
 
 def contact_sheet(
-    video: Path, tracks: pd.DataFrame, out: Path, columns: int = 4, count: int = 8
+    video: Path, tracks: list[dict], out: Path, columns: int = 4, count: int = 8
 ) -> Path:
-    """``count`` evenly spaced frames, each with its tracks' masks, ids and labels."""
+    """``count`` evenly spaced frames, each with its tracks' masks, ids and labels.
+
+    ``tracks`` are the stream's track records as dicts (``Table.to_pylist()``).
+    """
     frames = _frames(video)
     picks = np.linspace(0, len(frames) - 1, count).round().astype(int)
     tiles = []
     for idx in picks:
         img = frames[idx].astype(np.float32)
         h, w = img.shape[:2]
-        rows = tracks[tracks.frame_idx == idx]
         labels = []
-        for row in rows.itertuples():
-            mask = rle.decode(row.mask_rle, row.mask_height, row.mask_width)
+        for row in (r for r in tracks if r["frame_idx"] == idx):
+            mask = rle.decode(row["mask_rle"], row["mask_height"], row["mask_width"])
             big = (
                 np.asarray(
                     Image.fromarray(mask.astype(np.uint8) * 255).resize((w, h), Image.NEAREST)
                 )
                 > 127
             )
-            colour = PALETTE[int(row.track_id) % len(PALETTE)]
+            colour = PALETTE[int(row["track_id"]) % len(PALETTE)]
             img[big] = 0.45 * img[big] + 0.55 * colour
-            labels.append((row.bbox["x0"], row.bbox["y0"], f"{row.track_id} {row.label}", colour))
+            labels.append(
+                (row["bbox"]["x0"], row["bbox"]["y0"], f"{row['track_id']} {row['label']}", colour)
+            )
         tile = Image.fromarray(img.clip(0, 255).astype(np.uint8))
         draw = ImageDraw.Draw(tile)
         for x, y, text, colour in labels:
