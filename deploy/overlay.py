@@ -10,6 +10,9 @@ from PIL import Image, ImageDraw
 
 from ausm_stream import rle
 
+COLUMNS = ["frame_idx", "track_id", "label", "bbox", "mask_rle", "mask_height", "mask_width"]
+"""What a contact sheet needs of the track records (select these before ``to_pylist``)."""
+
 PALETTE = np.array(
     [
         (230, 25, 75),

@@ -83,6 +83,9 @@ TRACKS_SCHEMA = pa.schema(
     ]
 )
 
+NULLABLE = {"prompt": {"frame_idx"}, "tracks": {"prompt_object_id"}}
+"""Columns that may hold nulls, per record kind; every other column must not."""
+
 SCHEMAS: dict[str, pa.Schema] = {
     "frames": FRAMES_SCHEMA,
     "prompt": PROMPT_SCHEMA,
@@ -210,7 +213,7 @@ def from_ipc(value: bytes, schema: pa.Schema, kind: str) -> pa.RecordBatch:
     if batch.num_rows == 0:
         raise RecordError(f"{kind} record is empty")
     for name in batch.schema.names:
-        if name != "frame_idx" and batch.column(name).null_count:
+        if name not in NULLABLE.get(kind, set()) and batch.column(name).null_count:
             raise RecordError(f"{kind} record has nulls in {name!r}")
     return batch
 
