@@ -7,6 +7,7 @@ itself here. ``ausm-stream info`` describes a model: its config, size and per-st
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from collections.abc import Sequence
@@ -43,6 +44,8 @@ def _train(args: argparse.Namespace) -> int:
     from ausm_stream.model.training.loop import TrainConfig, train
 
     cfg = TrainConfig.from_yaml(args.config)
+    if args.time_limit is not None:
+        cfg = dataclasses.replace(cfg, time_limit_minutes=args.time_limit)
     weights = train(cfg, resume=args.resume)
     print(f"weights: {weights}")
     return 0
@@ -116,6 +119,13 @@ def build_parser() -> argparse.ArgumentParser:
     tr = sub.add_parser("train", help="train a model (teacher-forced, parallel over frames)")
     tr.add_argument("--config", required=True, help="training YAML (see model/training/loop.py)")
     tr.add_argument("--resume", action="store_true", help="continue from out_dir's checkpoint")
+    tr.add_argument(
+        "--time-limit",
+        type=float,
+        default=None,
+        metavar="MINUTES",
+        help="stop cleanly (checkpoint + weights) after this long",
+    )
     tr.set_defaults(func=_train)
     ev = sub.add_parser("eval", help="score a model: prompted J&F, unprompted AP, ID switches")
     ev.add_argument("--weights", required=True, help="a .safetensors file from training")

@@ -17,10 +17,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pyarrow.compute as pc
 import ray
 from tqdm import tqdm
 
-from ausm_stream.deploy.overlay import contact_sheet
+from ausm_stream.deploy.overlay import COLUMNS, contact_sheet
 from ausm_stream.deploy.runtime import start_runtime
 from ausm_stream.model.data import ShapesSpec, generate_video
 from ausm_stream.operators.worker import SegmentationWorkerActor, load_model
@@ -83,12 +84,11 @@ def run_demo(
     elapsed = time.monotonic() - started
 
     store = open_store(cfg.storage)
-    tracks = read_dataset(store).to_pandas()
+    tracks = read_dataset(store)
     sheets = {}
     for sid, path in tqdm(videos.items(), desc="rendering overlays", unit="stream"):
-        sheets[sid] = contact_sheet(
-            path, tracks[tracks.stream_id == sid], out / "overlays" / f"{sid}.png"
-        )
+        rows = tracks.filter(pc.field("stream_id") == sid).select(COLUMNS).to_pylist()
+        sheets[sid] = contact_sheet(path, rows, out / "overlays" / f"{sid}.png")
     _print_summary(summary, ingested, elapsed, version, out, sheets)
     return summary
 
@@ -107,5 +107,5 @@ def _print_summary(
     print(f"overlays:        {out / 'overlays'}/ ({', '.join(p.name for p in sheets.values())})")
     print(
         'read it back:    python -c "import pyarrow.dataset as ds; print(ds.dataset('
-        f"'{out / 'store' / 'tracks'}', partitioning='hive').to_table().to_pandas())\""
+        f"'{out / 'store' / 'tracks'}', partitioning='hive').to_table())\""
     )
