@@ -85,6 +85,20 @@ def _prepare_delta(delta: Tensor, delta_bias: Tensor | None, delta_softplus: boo
     return F.softplus(delta) if delta_softplus else delta
 
 
+def _start(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    delta_bias: Tensor | None,
+    delta_softplus: bool,
+    initial_state: Tensor | None,
+) -> tuple[Tensor, Tensor]:
+    """The prepared step sizes and the state to start from (zeros unless given)."""
+    b, d, _ = u.shape
+    h = initial_state if initial_state is not None else u.new_zeros(b, d, A.shape[1])
+    return _prepare_delta(delta, delta_bias, delta_softplus), h
+
+
 def _associative_scan(decay: Tensor, drive: Tensor) -> Tensor:
     """Inclusive scan of h_t = decay_t * h_{t-1} + drive_t along dim 1, in log2(l) steps.
 
@@ -145,9 +159,8 @@ def selective_scan(
     chunk: int = 64,
 ) -> tuple[Tensor, Tensor]:
     """Whole-sequence scan; returns ``(y (b, d, l), final_state (b, d, n))``."""
-    delta = _prepare_delta(delta, delta_bias, delta_softplus)
-    b, d, length = u.shape
-    h = initial_state if initial_state is not None else u.new_zeros(b, d, A.shape[1])
+    delta, h = _start(u, delta, A, delta_bias, delta_softplus, initial_state)
+    length = u.shape[-1]
     outputs = []
     for start in range(0, length, chunk):
 
@@ -181,9 +194,8 @@ def selective_scan_ref(
     initial_state: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """The recurrence as a plain loop over time: the reference the fast paths are tested against."""
-    delta = _prepare_delta(delta, delta_bias, delta_softplus)
-    b, d, length = u.shape
-    h = initial_state if initial_state is not None else u.new_zeros(b, d, A.shape[1])
+    delta, h = _start(u, delta, A, delta_bias, delta_softplus, initial_state)
+    length = u.shape[-1]
     decay, drive = _discretise(u, delta, A, B)
     hs = []
     for t in range(length):

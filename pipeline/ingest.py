@@ -169,17 +169,7 @@ class Ingest:
             )
             self._stop.wait(backoff)
         self._flush()
-        value, kind = records.encode(
-            records.ControlRecord("end", self.stream_id, self.report.frames)
-        )
-        kafka.send(
-            self.producer,
-            self.kafka_cfg.frames_topic,
-            self.stream_id,
-            value,
-            kind,
-            partition=self._partition,
-        )
+        self._produce(records.ControlRecord("end", self.stream_id, self.report.frames))
         self.producer.flush()
         return self.report
 
@@ -192,6 +182,17 @@ class Ingest:
         step = 1 / self.cfg.fps
         self._next_pick += (math.floor((pts - self._next_pick) / step) + 1) * step
         return True
+
+    def _produce(self, record: records.Record) -> None:
+        value, kind = records.encode(record)
+        kafka.send(
+            self.producer,
+            self.kafka_cfg.frames_topic,
+            self.stream_id,
+            value,
+            kind,
+            partition=self._partition,
+        )
 
     def _drop(self, reason: str, failures: int) -> None:
         line = f"{time.strftime('%H:%M:%S')} after frame {self.report.frames}: {reason}"
@@ -225,15 +226,7 @@ class Ingest:
             source_width=self._source_size[1],
             frames=np.stack([f for f, _, _ in self._chunk]),
         )
-        value, kind = records.encode(chunk)
-        kafka.send(
-            self.producer,
-            self.kafka_cfg.frames_topic,
-            self.stream_id,
-            value,
-            kind,
-            partition=self._partition,
-        )
+        self._produce(chunk)
         self.report.chunks += 1
         self._chunk = []
 
