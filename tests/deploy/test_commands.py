@@ -16,6 +16,22 @@ from ausm_stream.pipeline.video_files import write_h264
 from tests.conftest import s3_storage
 
 
+def ingest_cli(cfg_file, stream_id: str, source: str, size: str) -> int:
+    return main(
+        [
+            "ingest",
+            "--config",
+            str(cfg_file),
+            "--stream-id",
+            stream_id,
+            "--source",
+            source,
+            "--size",
+            size,
+        ]
+    )
+
+
 @pytest.fixture(scope="module")
 def video(tmp_path_factory):
     spec = ShapesSpec(size=(96, 128), frames=20)
@@ -29,22 +45,7 @@ def test_ingest_command(broker, video, tmp_path, capsys):
     )
     cfg = KafkaConfig(bootstrap=broker.bootstrap, frames_topic="cli-frames", partitions=1)
     kafka.ensure_topics(cfg, broker.bootstrap)
-    assert (
-        main(
-            [
-                "ingest",
-                "--config",
-                str(cfg_file),
-                "--stream-id",
-                "door",
-                "--source",
-                str(video),
-                "--size",
-                "64x64",
-            ]
-        )
-        == 0
-    )
+    assert ingest_cli(cfg_file, "door", str(video), "64x64") == 0
     assert "door: 20 frames in 3 chunks, 0 reconnects" in capsys.readouterr().out
     consumer = kafka.make_consumer(cfg, broker.bootstrap)
     kafka.assign(consumer, "cli-frames", [0])
@@ -61,22 +62,7 @@ def test_ingest_command_errors(tmp_path, capsys):
     assert "not 'embedded'" in capsys.readouterr().err
     cfg_file = tmp_path / "cfg.yaml"
     cfg_file.write_text("kafka:\n  bootstrap: 127.0.0.1:1\n")
-    assert (
-        main(
-            [
-                "ingest",
-                "--config",
-                str(cfg_file),
-                "--stream-id",
-                "x",
-                "--source",
-                "a.mp4",
-                "--size",
-                "big",
-            ]
-        )
-        == 2
-    )
+    assert ingest_cli(cfg_file, "x", "a.mp4", "big") == 2
     assert "--size 'big'" in capsys.readouterr().err
     with pytest.raises(ValueError, match="STREAM_ID=URL"):
         parse_sources(["no-equals-sign"])
