@@ -152,8 +152,17 @@ class Ingest:
                 reason = str(exc)
             if self._stop.is_set():
                 break
-            if not self.live and self.report.frames == 0:
-                raise SourceError(reason)
+            if not self.live:
+                if self.report.frames == 0:
+                    raise SourceError(reason)
+                # Re-reading a file would repeat its frames: end the stream where it broke.
+                self._drop(reason, 1)
+                log.error(
+                    "stream %s: file source broke after %d frames; ending the stream",
+                    self.stream_id,
+                    self.report.frames,
+                )
+                break
             failures += 1
             self._drop(reason, failures)
             if self.cfg.reconnect_attempts and failures > self.cfg.reconnect_attempts:

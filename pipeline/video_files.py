@@ -14,7 +14,10 @@ def write_h264(path: str | Path, frames: np.ndarray, fps: int = 8, crf: int = 18
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     _, h, w, _ = frames.shape
-    with av.open(str(path), mode="w") as container:
+    # faststart: the index goes first, so the file streams over HTTP and a truncated copy
+    # still opens and plays up to where it was cut.
+    options = {"movflags": "faststart"} if path.suffix == ".mp4" else {}
+    with av.open(str(path), mode="w", container_options=options) as container:
         stream = container.add_stream("libx264", rate=Fraction(fps))
         stream.width, stream.height = w, h
         stream.pix_fmt = "yuv420p"

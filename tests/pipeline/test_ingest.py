@@ -62,3 +62,25 @@ def test_missing_file_is_a_clear_error(broker, tmp_path):
     producer = kafka.make_producer(cfg, broker.bootstrap)
     with pytest.raises(SourceError, match="cannot open video source"):
         Ingest("cam-0", str(tmp_path / "none.mp4"), (64, 64), producer, cfg, IngestConfig()).run()
+
+
+def test_a_file_that_breaks_midway_ends_the_stream_without_repeats(broker, tmp_path):
+    video = generate_video("test", 2, ShapesSpec(size=(64, 64), frames=40))
+    path = write_h264(tmp_path / "v.mp4", video.frames, fps=8)
+    data = path.read_bytes()
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(data[: len(data) * 2 // 3])  # the tail of the file is gone
+    cfg = KafkaConfig(bootstrap=broker.bootstrap, frames_topic="broken", partitions=1)
+    kafka.ensure_topics(cfg, broker.bootstrap)
+    report = Ingest(
+        "cam-b",
+        str(broken),
+        (64, 64),
+        kafka.make_producer(cfg, broker.bootstrap),
+        cfg,
+        IngestConfig(chunk_frames=4),
+    ).run()
+    assert 0 < report.frames < 40 and report.reconnects <= 1
+    chunks = [r for r in read_all(broker, cfg) if isinstance(r, records.FrameChunk)]
+    idx = np.concatenate([c.frame_idx for c in chunks])
+    assert idx.tolist() == list(range(report.frames))
