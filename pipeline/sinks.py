@@ -24,21 +24,16 @@ import pyarrow.parquet as pq
 from kafka import KafkaProducer
 
 from ausm_stream.pipeline import kafka
-from ausm_stream.pipeline.records import FrameTracks, to_ipc, tracks_batch
+from ausm_stream.pipeline.records import FRAMES_SCHEMA, FrameTracks, to_ipc, tracks_batch
 from ausm_stream.pipeline.storage import ObjectStore
 
 log = logging.getLogger(__name__)
 
 FRAMES_TABLE_SCHEMA = pa.schema(
-    [
-        ("stream_id", pa.utf8()),
-        ("frame_idx", pa.int64()),
-        ("pts_ns", pa.int64()),
-        ("capture_ts", pa.timestamp("ns", tz="UTC")),
-        ("tracks", pa.int32()),
-        ("model_version", pa.utf8()),
-    ]
+    [FRAMES_SCHEMA.field(name) for name in ("stream_id", "frame_idx", "pts_ns", "capture_ts")]
+    + [("tracks", pa.int32()), ("model_version", pa.utf8())]
 )
+"""One row per processed frame: its identity and timing as in the chunk, and its track count."""
 
 
 def part_name(first: int, last: int) -> str:
