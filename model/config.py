@@ -61,6 +61,9 @@ class AUSMConfig:
     expand: int = 2
     class_names: tuple[str, ...] = ("circle", "square", "triangle", "ring")
     marker_eps: float = 1e-6
+    track_prior: bool = False
+    """Experimental (ours): the first pixel-decoder layer's masked attention of each ID-slot
+    query covers its history mask instead of its initial guess. Off in the shipped model."""
 
     # -- runtime -----------------------------------------------------------------------------
     backbone_weights: str | None = None

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
@@ -90,6 +91,7 @@ class AUSMNet(nn.Module):
         f: Tensor,
         feats_4: Tensor,
         slot_active: Tensor,
+        grid_masks: Tensor,
         batch_invariant: bool = False,
     ) -> NetOutputs:
         """History Decoder + Pixel Decoder for a batch of frames (b, D, h8, w8)."""
@@ -109,7 +111,11 @@ class AUSMNet(nn.Module):
         queries = torch.cat([self.id_vectors, self.det_queries]).expand(b, -1, -1)
         query_pos = torch.cat([self.track_pos.expand(cfg.n_id, -1), self.det_pos]).unsqueeze(0)
         valid = torch.cat([slot_active, slot_active.new_ones(b, cfg.n_det)], dim=1)
-        stages = self.pixel_decoder(queries, query_pos, valid, g, self.pos, mask_features)
+        prior = None
+        if cfg.track_prior:
+            dilated = F.max_pool2d(grid_masks, 3, stride=1, padding=1) > 0
+            prior = dilated.flatten(2) & slot_active[..., None]
+        stages = self.pixel_decoder(queries, query_pos, valid, g, self.pos, mask_features, prior)
         return NetOutputs(stages[-1].class_logits, stages[-1].mask_logits, stages[:-1])
 
     def _history(self, x_prev: Tensor, slot_active: Tensor, grid_masks: Tensor) -> Tensor:
@@ -141,7 +147,7 @@ class AUSMNet(nn.Module):
         feats_4, x = frame_by_frame(lambda fr: self.backbone(normalise_frames(fr)), frames)
         e = self._history(recurrent.x_prev, slot_active, grid_masks)
         f, states = self.compressor.step(e, self.pos, recurrent.mamba)
-        outputs = self._decode(x, f, feats_4, slot_active, batch_invariant=True)
+        outputs = self._decode(x, f, feats_4, slot_active, grid_masks, batch_invariant=True)
         return outputs, RecurrentTensors(x, states)
 
     def forward_parallel(
@@ -159,9 +165,10 @@ class AUSMNet(nn.Module):
         x0 = self.x_init.view(1, 1, -1, 1, 1).expand(b, 1, *x_seq.shape[2:])
         x_prev = torch.cat([x0, x_seq[:, :-1]], dim=1).flatten(0, 1)
         active = history_active.flatten(0, 1)
-        e = self._history(x_prev, active, masks_to_grid(history_masks.flatten(0, 1)))
+        grid = masks_to_grid(history_masks.flatten(0, 1))
+        e = self._history(x_prev, active, grid)
         f, _ = self.compressor(e.unflatten(0, (b, t)), self.pos)
-        out = self._decode(x, f.flatten(0, 1), feats_4, active)
+        out = self._decode(x, f.flatten(0, 1), feats_4, active, grid)
         return NetOutputs(
             out.class_logits.unflatten(0, (b, t)),
             out.mask_logits.unflatten(0, (b, t)),

@@ -71,12 +71,23 @@ class PixelDecoder(nn.Module):
         memory: Tensor,
         memory_pos: Tensor,
         mask_features: Tensor,
+        track_prior: Tensor | None = None,
     ) -> list[QueryPredictions]:
-        """Predictions before the first layer and after each one (deep supervision)."""
+        """Predictions before the first layer and after each one (deep supervision).
+
+        ``track_prior`` (b, N_id, h8*w8) bool, when given, replaces the first layer's
+        attention mask of the ID-slot queries: each tracking query first looks where its
+        object was (its history mask, dilated by one cell) instead of where its untrained
+        initial guess points. An empty prior (a hidden object) sees everything.
+        """
         self_mask = query_valid[:, None, None, :]
         stages = [self.predict(queries, mask_features)]
-        for layer in self.layers:
+        for i, layer in enumerate(self.layers):
             cross_mask = self.attention_mask(stages[-1].mask_logits)
+            if i == 0 and track_prior is not None:
+                n_id = track_prior.shape[1]
+                prior = track_prior | ~track_prior.any(-1, keepdim=True)
+                cross_mask = torch.cat([prior.unsqueeze(1), cross_mask[:, :, n_id:]], dim=2)
             queries = layer(queries, query_pos, memory, memory_pos, cross_mask, self_mask)
             stages.append(self.predict(queries, mask_features))
         return stages

@@ -58,3 +58,22 @@ def test_history_changes_predictions(tiny_model):
         )
     assert torch.equal(with_history.mask_logits[0, 0], without.mask_logits[0, 0])
     assert (with_history.mask_logits[0, -1] - without.mask_logits[0, -1]).abs().max() > 1e-2
+
+
+def test_equivalence_holds_with_the_track_prior():
+    """The experimental first-layer prior is computed identically on both paths."""
+    from tests.conftest import make_model
+
+    model = make_model(track_prior=True)
+    frames = make_frames(T, seed=4)
+    masks, active = teacher_forced_history(model.cfg.n_id, model.cfg.image_size)
+    with torch.no_grad():
+        parallel = model.forward_parallel(frames[None], masks, active)
+        plain = make_model().forward_parallel(frames[None], masks, active)
+    assert (parallel.mask_logits[0, -1] - plain.mask_logits[0, -1]).abs().max() > 1e-3
+    state = model.init_state(seed=1)
+    for t in range(T):
+        state.slot_active = active[0, t].clone()
+        state.slot_masks = masks_to_grid(masks[0, t])
+        r = model.step([state], frames[t : t + 1])[0]
+        assert (r.mask_logits - parallel.mask_logits[0, t]).abs().max() <= 1e-4
