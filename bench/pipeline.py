@@ -26,7 +26,7 @@ import torch
 
 from ausm_stream.deploy.runtime import start_runtime
 from ausm_stream.model.data import ShapesSpec, generate_video
-from ausm_stream.operators.worker import SegmentationWorkerActor, load_model
+from ausm_stream.operators.worker import SegmentationWorkerActor, load_model, weights_info
 from ausm_stream.pipeline import kafka, records
 from ausm_stream.pipeline.config import PipelineConfig
 from ausm_stream.pipeline.ingest import Ingest, decode_source
@@ -107,7 +107,7 @@ def main() -> None:
     parser.add_argument("--weights", default="default")
     parser.add_argument("--chunks", type=int, default=200)
     args = parser.parse_args()
-    _, version = load_model(args.weights)
+    _, version = weights_info(args.weights)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         spec = ShapesSpec(size=(192, 320), frames=args.frames, min_radius=14, max_radius=36)

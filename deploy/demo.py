@@ -24,7 +24,7 @@ from tqdm import tqdm
 from ausm_stream.deploy.overlay import COLUMNS, contact_sheet
 from ausm_stream.deploy.runtime import start_runtime
 from ausm_stream.model.data import ShapesSpec, generate_video
-from ausm_stream.operators.worker import SegmentationWorkerActor, load_model
+from ausm_stream.operators.worker import SegmentationWorkerActor, weights_info
 from ausm_stream.pipeline.config import PipelineConfig
 from ausm_stream.pipeline.ingest import ingest_actor
 from ausm_stream.pipeline.sinks import read_dataset
@@ -55,9 +55,8 @@ def run_demo(
             "model": {"weights": weights},
         }
     )
-    model, version = load_model(cfg.model.weights)  # fail early, before starting anything
-    size = model.cfg.image_size
-    del model
+    model_cfg, version = weights_info(cfg.model.weights)  # fail early, before starting anything
+    size = model_cfg.image_size
     videos = write_videos(out / "videos", streams, frames, fps)
     started = time.monotonic()
     with start_runtime(cfg, out / "logs") as rt:

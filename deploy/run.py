@@ -15,7 +15,7 @@ import ray
 
 from ausm_stream.deploy.runtime import start_runtime
 from ausm_stream.errors import ConfigError
-from ausm_stream.operators.worker import SegmentationWorkerActor, load_model
+from ausm_stream.operators.worker import SegmentationWorkerActor, weights_info
 from ausm_stream.pipeline.config import PipelineConfig
 from ausm_stream.pipeline.ingest import ingest_actor
 
@@ -35,9 +35,8 @@ def parse_sources(items: list[str]) -> dict[str, str]:
 def run_pipeline(
     cfg: PipelineConfig, sources: dict[str, str], idle_timeout_s: float | None
 ) -> dict:
-    model, version = load_model(cfg.model.weights)
-    size = model.cfg.image_size
-    del model
+    model_cfg, version = weights_info(cfg.model.weights)
+    size = model_cfg.image_size
     log.info("model %s, frames topic %s", version, cfg.kafka.frames_topic)
     with start_runtime(cfg) as rt:
         worker = SegmentationWorkerActor.options(num_cpus=1).remote(

@@ -196,9 +196,9 @@ class AUSM(nn.Module):
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
         save_file(tensors, str(path), metadata=metadata)
 
-    @classmethod
-    def from_weights(cls, path: str | Path, **runtime: object) -> AUSM:
-        """Load weights written by :meth:`save_weights`; ``runtime`` overrides thresholds etc."""
+    @staticmethod
+    def read_config(path: str | Path) -> AUSMConfig:
+        """The config stored in a weights file, read from its header without loading tensors."""
         path = Path(path)
         if not path.is_file():
             raise InvalidInputError(f"weights file {str(path)!r} does not exist")
@@ -208,7 +208,12 @@ class AUSM(nn.Module):
             metadata = fh.metadata() or {}
         if metadata.get("format") != WEIGHTS_FORMAT:
             raise InvalidInputError(f"{path} is not an ausm-stream weights file")
-        cfg = dataclasses.replace(AUSMConfig.from_dict(json.loads(metadata["config"])), **runtime)
+        return AUSMConfig.from_dict(json.loads(metadata["config"]))
+
+    @classmethod
+    def from_weights(cls, path: str | Path, **runtime: object) -> AUSM:
+        """Load weights written by :meth:`save_weights`; ``runtime`` overrides thresholds etc."""
+        cfg = dataclasses.replace(cls.read_config(path), **runtime)
         model = cls(cfg)
         model.load_state_dict(load_file(str(path)))
         return model.eval()

@@ -25,7 +25,7 @@ from kafka.consumer.fetcher import ConsumerRecord
 
 import ausm_stream.model as model_pkg
 from ausm_stream.errors import ConfigError, RecordError
-from ausm_stream.model import AUSM
+from ausm_stream.model import AUSM, AUSMConfig
 from ausm_stream.operators.processor import StreamProcessor
 from ausm_stream.pipeline import kafka, records
 from ausm_stream.pipeline.config import PipelineConfig
@@ -40,13 +40,26 @@ ERROR_HEADER = "ausm-error"
 SOURCE_HEADER = "ausm-source"
 
 
-def load_model(weights: str) -> tuple[AUSM, str]:
-    """The model and its version string (file stem @ sha256 prefix of the weights)."""
+def _resolve(weights: str) -> tuple[Path, str]:
+    """The weights file and its version string (file stem @ sha256 prefix)."""
     path = DEFAULT_WEIGHTS if weights == "default" else Path(weights)
     if not path.is_file():
         raise ConfigError(f"model.weights: {str(path)!r} does not exist")
     digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
-    return AUSM.from_weights(path), f"{path.stem}@{digest}"
+    return path, f"{path.stem}@{digest}"
+
+
+def load_model(weights: str) -> tuple[AUSM, str]:
+    """The model and its version string."""
+    path, version = _resolve(weights)
+    return AUSM.from_weights(path), version
+
+
+def weights_info(weights: str) -> tuple[AUSMConfig, str]:
+    """The config and version of a weights file, without building the model: what drivers
+    that only start workers and ingest (input size, version) need."""
+    path, version = _resolve(weights)
+    return AUSM.read_config(path), version
 
 
 @dataclass

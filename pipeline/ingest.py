@@ -129,12 +129,14 @@ class Ingest:
         while not self._stop.is_set():
             session_last = None  # seconds since this session's first frame
             try:
-                session_first = None
+                session_first = last_raw = None
                 for d in decode_source(self.url, self.size):
                     failures = 0
-                    raw = d.pts_s if math.isfinite(d.pts_s) else None
-                    if raw is None:  # no timestamps: assume 25 fps
-                        raw = (session_last or 0.0) + 0.04 if session_last is not None else 0.0
+                    if math.isfinite(d.pts_s):
+                        raw = d.pts_s
+                    else:  # no timestamp: assume 25 fps after the previous frame
+                        raw = 0.0 if last_raw is None else last_raw + 0.04
+                    last_raw = raw
                     session_first = raw if session_first is None else session_first
                     session_last = raw - session_first
                     pts = self._offset_s + session_last

@@ -28,6 +28,7 @@ from ausm_stream.errors import InvalidInputError
 from ausm_stream.model.ausm import AUSM
 from ausm_stream.model.config import AUSMConfig
 from ausm_stream.model.data.sources import ClipSource, build_source
+from ausm_stream.model.marker import masks_to_grid
 from ausm_stream.model.network import NetOutputs
 from ausm_stream.model.pixel_decoder import QueryPredictions
 from ausm_stream.model.training.objective import clip_loss
@@ -100,8 +101,6 @@ def forward_iterative(model: AUSM, batch: ClipBatch) -> NetOutputs:
     """Frame-by-frame recurrent forward with the same teacher-forced history (for comparison)."""
     net = model.net
     b, t_len = batch.frames.shape[:2]
-    from ausm_stream.model.marker import masks_to_grid
-
     rec = net.initial_recurrent(b)
     outs = []
     for t in range(t_len):

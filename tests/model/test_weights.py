@@ -12,6 +12,7 @@ from tests.conftest import make_frames
 def test_save_and_load_give_identical_outputs(tiny_model, tmp_path):
     path = tmp_path / "w.safetensors"
     tiny_model.save_weights(path)
+    assert AUSM.read_config(path) == tiny_model.cfg  # from the header, no tensors loaded
     loaded = AUSM.from_weights(path, fg_threshold=0.9)
     assert (
         loaded.cfg.fg_threshold == 0.9
