@@ -1,8 +1,10 @@
 """Benchmark of the streaming model step (tiny preset): speed, batching, state size, memory.
 
-Prints, for each input size: frames/s of one stream; throughput of N streams stepped as one
-batch vs. one by one (ratios measured in the same run, rounds interleaved, medians, since the
-machines are noisy); bytes of one stream's state. Then RSS over a long run of one stream.
+Prints, for each input size: frames/s of one stream; throughput of N streams stepped one by
+one, as one batch, and as one batch in lanes (``AUSMConfig.step_lanes`` = cores, one torch
+thread per lane: the serving configuration on a CPU), with ratios to one by one (measured
+in the same run, rounds interleaved, medians, since the machines are noisy); bytes of one
+stream's state. Then RSS over a long run of one stream.
 
     .venv/bin/python bench/model_step.py                 # 128 and 256 px, 2,000-step RSS run
     .venv/bin/python bench/model_step.py --sizes 128 --rss-steps 200
@@ -30,9 +32,9 @@ def rss_mb() -> float:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
 
 
-def build(size: int) -> AUSM:
+def build(size: int, **runtime: object) -> AUSM:
     torch.manual_seed(0)
-    return AUSM(AUSMConfig.preset("tiny", image_size=(size, size))).eval()
+    return AUSM(AUSMConfig.preset("tiny", image_size=(size, size), **runtime)).eval()
 
 
 def frames(n: int, size: int, seed: int = 0) -> torch.Tensor:
@@ -40,24 +42,48 @@ def frames(n: int, size: int, seed: int = 0) -> torch.Tensor:
     return torch.randint(0, 256, (n, size, size, 3), dtype=torch.uint8, generator=g)
 
 
-def batched_vs_single(model: AUSM, n: int, size: int, rounds: int) -> tuple[float, float]:
-    """Median frames/s of one batched step over n streams and of n single-stream steps."""
+class Threads:
+    """Run a block with this many torch intra-op threads."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.before = n, torch.get_num_threads()
+
+    def __enter__(self) -> None:
+        torch.set_num_threads(self.n)
+
+    def __exit__(self, *exc: object) -> None:
+        torch.set_num_threads(self.before)
+
+
+def throughputs(model: AUSM, lanes: AUSM, n: int, size: int, rounds: int) -> dict[str, float]:
+    """Median frames/s over n streams: one batched step (all threads on each op), one batched
+    step in lanes (one stream group per core, one thread each), and n single-stream steps."""
     fr = frames(n, size, seed=n)
-    batch = [model.init_state(seed=i) for i in range(n)]
-    alone = [model.init_state(seed=i) for i in range(n)]
-    model.step(batch, fr)
-    for i, s in enumerate(alone):
-        model.step([s], fr[i : i + 1])
-    fps_batch, fps_alone = [], []
+    runs = {
+        "batched": (model, None),
+        "lanes": (lanes, Threads(1)),
+        "alone": (model, None),
+    }
+    states = {k: [m.init_state(seed=i) for i in range(n)] for k, (m, _) in runs.items()}
+
+    def once(kind: str) -> float:
+        m, threads = runs[kind]
+        t = time.perf_counter()
+        with threads or Threads(torch.get_num_threads()):
+            if kind == "alone":
+                for i, s in enumerate(states[kind]):
+                    m.step([s], fr[i : i + 1])
+            else:
+                m.step(states[kind], fr)
+        return n / (time.perf_counter() - t)
+
+    for kind in runs:  # warm-up
+        once(kind)
+    fps: dict[str, list[float]] = {k: [] for k in runs}
     for _ in range(rounds):
-        t = time.perf_counter()
-        model.step(batch, fr)
-        fps_batch.append(n / (time.perf_counter() - t))
-        t = time.perf_counter()
-        for i, s in enumerate(alone):
-            model.step([s], fr[i : i + 1])
-        fps_alone.append(n / (time.perf_counter() - t))
-    return statistics.median(fps_batch), statistics.median(fps_alone)
+        for kind in runs:
+            fps[kind].append(once(kind))
+    return {k: statistics.median(v) for k, v in fps.items()}
 
 
 def rss_run(steps: int, size: int) -> dict[str, float]:
@@ -91,18 +117,27 @@ def main() -> None:
     parser.add_argument("--rss-steps", type=int, default=2000)
     args = parser.parse_args()
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, cores {os.cpu_count()}")
+    cores = os.cpu_count() or 1
     for size in args.sizes:
         model = build(size)
-        single = batched_vs_single(model, 1, size, args.rounds)[1]
+        lanes = build(size, step_lanes=cores)
+        single = throughputs(model, lanes, 1, size, args.rounds)["alone"]
         state_bytes = len(model.init_state().to_bytes())
         print(
             f"\n== tiny preset, {size}x{size}: one stream {single:.1f} frames/s, "
             f"state {state_bytes / 1e6:.2f} MB per stream"
         )
-        print(f"{'N':>4} {'batched fps':>12} {'one-by-one fps':>15} {'ratio':>6}")
+        print(
+            f"{'N':>4} {'one-by-one':>11} {'batched':>8} {'ratio':>6} "
+            f"{f'in {cores} lanes':>11} {'ratio':>6}   (frames/s)"
+        )
         for n in args.streams:
-            fb, fa = batched_vs_single(model, n, size, args.rounds)
-            print(f"{n:>4} {fb:>12.1f} {fa:>15.1f} {fb / fa:>6.2f}")
+            r = throughputs(model, lanes, n, size, args.rounds)
+            alone = r["alone"]
+            print(
+                f"{n:>4} {alone:>11.1f} {r['batched']:>8.1f} {r['batched'] / alone:>6.2f} "
+                f"{r['lanes']:>11.1f} {r['lanes'] / alone:>6.2f}"
+            )
     if args.rss_steps:
         r = rss_run(args.rss_steps, args.sizes[0])
         print(

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ausm_stream import AUSMStreamError, __version__
+from ausm_stream.errors import ConfigError
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -51,12 +52,33 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def runtime_overrides(pairs: Sequence[str]) -> dict[str, object]:
+    """``KEY=VALUE`` strings -> runtime config fields (thresholds etc.), typed like their
+    defaults. Architecture fields are fixed by the weights and cannot be set."""
+    from ausm_stream.model.config import RUNTIME_FIELDS, AUSMConfig
+
+    defaults = AUSMConfig()
+    out: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or key not in RUNTIME_FIELDS:
+            raise ConfigError(
+                f"--set {pair!r}: expected KEY=VALUE with KEY one of {sorted(RUNTIME_FIELDS)}"
+            )
+        kind = type(getattr(defaults, key))
+        try:
+            out[key] = value if kind is type(None) else kind(value)
+        except ValueError:
+            raise ConfigError(f"--set {pair!r}: {key} must be of type {kind.__name__}") from None
+    return out
+
+
 def _eval(args: argparse.Namespace) -> int:
     from ausm_stream.model import AUSM
     from ausm_stream.model.data.sources import videos_from_spec
     from ausm_stream.model.evaluation.runner import evaluate
 
-    model = AUSM.from_weights(args.weights)
+    model = AUSM.from_weights(args.weights, **runtime_overrides(args.set))
     videos = videos_from_spec(args.data, model.cfg.image_size)
     report = evaluate(model, videos)
     print(report.table())
@@ -134,6 +156,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="synthetic:test:50:24",
         help="synthetic[:split[:count[:frames]]], davis:ROOT[:split] or "
         "ytvis:ANNOTATIONS.json:IMAGE_ROOT (default: %(default)s)",
+    )
+    ev.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a runtime setting of the model, e.g. --set fg_threshold=0.6 (repeatable)",
     )
     ev.set_defaults(func=_eval)
     demo = sub.add_parser("demo", help="the whole pipeline on this machine, no configuration")

@@ -24,7 +24,7 @@ from tqdm import tqdm
 from ausm_stream.deploy.overlay import COLUMNS, contact_sheet
 from ausm_stream.deploy.runtime import start_runtime
 from ausm_stream.model.data import ShapesSpec, generate_video
-from ausm_stream.operators.worker import SegmentationWorkerActor, weights_info
+from ausm_stream.operators.worker import start_worker, weights_info
 from ausm_stream.pipeline.config import PipelineConfig
 from ausm_stream.pipeline.ingest import ingest_actor
 from ausm_stream.pipeline.sinks import read_dataset
@@ -60,9 +60,7 @@ def run_demo(
     videos = write_videos(out / "videos", streams, frames, fps)
     started = time.monotonic()
     with start_runtime(cfg, out / "logs") as rt:
-        worker = SegmentationWorkerActor.options(num_cpus=1).remote(
-            cfg, rt.bootstrap, list(range(cfg.kafka.partitions))
-        )
+        worker = start_worker(cfg, rt.bootstrap, list(range(cfg.kafka.partitions)))
         run = worker.run.remote(until_ended=set(videos), max_seconds=1800)
         actor = ingest_actor()
         jobs = [

@@ -15,7 +15,7 @@ import ray
 
 from ausm_stream.deploy.runtime import start_runtime
 from ausm_stream.errors import ConfigError
-from ausm_stream.operators.worker import SegmentationWorkerActor, weights_info
+from ausm_stream.operators.worker import start_worker, weights_info
 from ausm_stream.pipeline.config import PipelineConfig
 from ausm_stream.pipeline.ingest import ingest_actor
 
@@ -39,9 +39,7 @@ def run_pipeline(
     size = model_cfg.image_size
     log.info("model %s, frames topic %s", version, cfg.kafka.frames_topic)
     with start_runtime(cfg) as rt:
-        worker = SegmentationWorkerActor.options(num_cpus=1).remote(
-            cfg, rt.bootstrap, list(range(cfg.kafka.partitions))
-        )
+        worker = start_worker(cfg, rt.bootstrap, list(range(cfg.kafka.partitions)))
         actor = ingest_actor()
         jobs = [
             actor.remote(sid, url, size, cfg.kafka, rt.bootstrap, cfg.ingest)

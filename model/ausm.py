@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +39,7 @@ class AUSM(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.net = AUSMNet(cfg)
+        self._lane_pool: ThreadPoolExecutor | None = None
 
     @property
     def device(self) -> torch.device:
@@ -116,22 +118,33 @@ class AUSM(nn.Module):
         frames_t = self._check_frames(frames, expected_ndim=4)
         if frames_t.shape[0] != len(states):
             raise InvalidInputError(f"{frames_t.shape[0]} frames for {len(states)} states")
-        results: list[StepResult] = []
-        for group in self._micro_batches(len(states)):
-            results.extend(self._step_group(list(states[group]), frames_t[group]))
-        return results
+        groups = self._micro_batches(len(states))
+        if len(groups) == 1 or self.cfg.step_lanes == 1:
+            parts = [self._step_group(list(states[g]), frames_t[g]) for g in groups]
+        else:
+            parts = list(
+                self._lanes().map(lambda g: self._step_group(list(states[g]), frames_t[g]), groups)
+            )
+        return [r for part in parts for r in part]
 
     def _micro_batches(self, n: int) -> list[slice]:
-        """Split a batch so each group holds at most ``batch_cells`` grid cells.
+        """Split a batch so each group holds at most ``batch_cells`` grid cells, and so every
+        lane gets a group.
 
         On a CPU the step is bound by memory traffic over the recurrent state; past a few
         streams a bigger batch falls out of cache and gets slower, not faster. The split never
         changes a result: a stream's output does not depend on its batch mates.
         """
         h, w = self.cfg.grid_size
-        size = max(1, self.cfg.batch_cells // (h * w))
+        size = max(1, min(self.cfg.batch_cells // (h * w), -(-n // self.cfg.step_lanes)))
         return [slice(i, min(i + size, n)) for i in range(0, n, size)]
 
+    def _lanes(self) -> ThreadPoolExecutor:
+        if self._lane_pool is None:
+            self._lane_pool = ThreadPoolExecutor(self.cfg.step_lanes, "ausm-lane")
+        return self._lane_pool
+
+    @torch.no_grad()  # grad mode is per thread: lanes need it too
     def _step_group(self, states: list[StreamState], frames: Tensor) -> list[StepResult]:
         outputs, recurrent = self.net.step(
             frames,

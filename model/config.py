@@ -27,6 +27,7 @@ RUNTIME_FIELDS = frozenset(
         "scan_backend",
         "scan_chunk",
         "batch_cells",
+        "step_lanes",
         "backbone_weights",
     }
 )
@@ -83,6 +84,10 @@ class AUSMConfig:
     batch_cells: int = 1024
     """Most 1/8-grid cells (streams x h8 x w8) stepped together; larger batches are split.
     1024 = four 128-pixel streams, the CPU's sweet spot; raise it on a GPU."""
+    step_lanes: int = 1
+    """Micro-batches of one ``step`` run concurrently, each in its own thread. On a CPU, use
+    one lane per core with ``torch.set_num_threads(1)``: streams then run side by side instead
+    of every small op being split across cores. Results do not depend on the lanes."""
 
     def __post_init__(self) -> None:
         h, w = self.image_size
@@ -104,6 +109,7 @@ class AUSMConfig:
             "expand",
             "scan_chunk",
             "batch_cells",
+            "step_lanes",
         ):
             value = getattr(self, name)
             _require(

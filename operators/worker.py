@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import ray
+import torch
 from kafka.consumer.fetcher import ConsumerRecord
 
 import ausm_stream.model as model_pkg
@@ -49,10 +50,10 @@ def _resolve(weights: str) -> tuple[Path, str]:
     return path, f"{path.stem}@{digest}"
 
 
-def load_model(weights: str) -> tuple[AUSM, str]:
-    """The model and its version string."""
+def load_model(weights: str, **runtime: object) -> tuple[AUSM, str]:
+    """The model and its version string; ``runtime`` overrides runtime config fields."""
     path, version = _resolve(weights)
-    return AUSM.from_weights(path), version
+    return AUSM.from_weights(path, **runtime), version
 
 
 def weights_info(weights: str) -> tuple[AUSMConfig, str]:
@@ -82,7 +83,10 @@ class SegmentationWorker:
         self.cfg = cfg
         self.bootstrap = bootstrap
         self.partitions = list(partitions)
-        self.model, self.model_version = load_model(cfg.model.weights)
+        # One torch thread per lane, one lane per reserved core: streams run side by side, and
+        # outputs do not depend on how many cores a worker has (replays elsewhere match).
+        torch.set_num_threads(1)
+        self.model, self.model_version = load_model(cfg.model.weights, step_lanes=cfg.worker.cpus)
         self.store = open_store(cfg.storage)
         self.producer = kafka.make_producer(cfg.kafka, bootstrap)
         self.parquet = ParquetSink(self.store, self.model_version, cfg.worker.parquet_frames)
@@ -208,3 +212,12 @@ class SegmentationWorker:
 
 # Two concurrent calls: ``run`` holds one thread, ``summary``/``stop`` use the other.
 SegmentationWorkerActor = ray.remote(max_concurrency=2)(SegmentationWorker)
+
+
+def start_worker(
+    cfg: PipelineConfig, bootstrap: str, partitions: list[int]
+) -> ray.actor.ActorHandle:
+    """A worker actor reserving ``worker.cpus`` cores, consuming ``partitions``."""
+    return SegmentationWorkerActor.options(num_cpus=cfg.worker.cpus).remote(
+        cfg, bootstrap, partitions
+    )

@@ -86,6 +86,9 @@ class WorkerConfig:
     """A stream's Parquet files cover this many frames (named by range, so replays overwrite)."""
     poll_ms: int = 200
     max_batch: int = 16
+    cpus: int = 2
+    """CPU cores the worker's Ray actor reserves. The model steps its streams in this many
+    lanes, each on one torch thread (``AUSMConfig.step_lanes``)."""
 
 
 @dataclass(frozen=True)

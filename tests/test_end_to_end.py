@@ -22,7 +22,7 @@ import ray
 from ausm_stream import rle
 from ausm_stream.model import AUSM, AUSMConfig
 from ausm_stream.model.data import ShapesSpec, generate_video
-from ausm_stream.operators.worker import ERROR_HEADER, SegmentationWorkerActor
+from ausm_stream.operators.worker import ERROR_HEADER, start_worker
 from ausm_stream.pipeline import kafka, records
 from ausm_stream.pipeline.broker import free_port
 from ausm_stream.pipeline.config import (
@@ -109,9 +109,7 @@ def ingest_all(cfg: PipelineConfig, broker, videos: dict[str, Path]) -> None:
 
 
 def run_worker(cfg: PipelineConfig, broker, streams: set[str]) -> dict:
-    worker = SegmentationWorkerActor.options(num_cpus=1).remote(
-        cfg, broker.bootstrap, list(range(cfg.kafka.partitions))
-    )
+    worker = start_worker(cfg, broker.bootstrap, list(range(cfg.kafka.partitions)))
     summary = ray.get(worker.run.remote(until_ended=streams, max_seconds=240), timeout=300)
     ray.kill(worker)
     return summary

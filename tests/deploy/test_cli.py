@@ -24,3 +24,22 @@ def test_console_script_is_installed():
     script = Path(sys.executable).with_name("ausm-stream")
     out = subprocess.run([str(script), "--version"], capture_output=True, text=True, check=True)
     assert out.stdout.startswith("ausm-stream ")
+
+
+def test_eval_prints_the_metric_table_with_runtime_overrides(capsys):
+    weights = Path(__file__).parents[2] / "model" / "weights" / "shapes-tiny.safetensors"
+    args = ["eval", "--weights", str(weights), "--data", "synthetic:test:2:4"]
+    assert main([*args, "--set", "fg_threshold=0.6", "--set", "max_missing=3"]) == 0
+    out = capsys.readouterr().out
+    assert "J&F" in out and "AP50" in out
+
+
+def test_eval_overrides_are_checked(capsys):
+    weights = Path(__file__).parents[2] / "model" / "weights" / "shapes-tiny.safetensors"
+    args = ["eval", "--weights", str(weights), "--data", "synthetic:test:1:2", "--set"]
+    assert main([*args, "d_model=32"]) == 2
+    assert "KEY one of" in capsys.readouterr().err
+    assert main([*args, "max_missing=soon"]) == 2
+    assert "max_missing must be of type int" in capsys.readouterr().err
+    assert main([*args, "fg_threshold=1.5"]) == 2
+    assert "fg_threshold" in capsys.readouterr().err

@@ -61,3 +61,18 @@ def test_micro_batches_split_large_batches_without_changing_results():
         ra, rb = big.step(a, frames), small.step(b, frames)
     for x, y in zip(ra, rb, strict=True):
         assert torch.equal(x.mask_logits, y.mask_logits) and torch.equal(x.track_ids, y.track_ids)
+
+
+def test_lanes_step_micro_batches_concurrently_without_changing_results():
+    one = make_model(fg_threshold=0.85)
+    lanes = make_model(fg_threshold=0.85, step_lanes=2)
+    assert len(one._micro_batches(4)) == 1 and len(lanes._micro_batches(4)) == 2
+    frames = make_frames(4, seed=40)
+    a = [one.init_state(seed=i) for i in range(4)]
+    b = [lanes.init_state(seed=i) for i in range(4)]
+    for _ in range(3):
+        ra, rb = one.step(a, frames), lanes.step(b, frames)
+    for x, y, sa, sb in zip(ra, rb, a, b, strict=True):
+        assert torch.equal(x.mask_logits, y.mask_logits) and torch.equal(x.track_ids, y.track_ids)
+        assert torch.equal(sa.ssm, sb.ssm)
+    assert lanes._lane_pool is not None  # the lane threads did the work
