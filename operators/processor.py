@@ -209,6 +209,10 @@ class StreamProcessor:
             self._finish_if_done(sid)
         return len(ids)
 
+    def backlog(self) -> int:
+        """Frames received and not yet stepped, over all streams."""
+        return sum(len(s.queue) for s in self.streams.values())
+
     def drain(self) -> int:
         total = 0
         while n := self.step_ready():

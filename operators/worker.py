@@ -168,11 +168,14 @@ class SegmentationWorker:
         started = last_activity = time.monotonic()
         try:
             while not self._stop.is_set():
-                polled = consumer.poll(timeout_ms=self.cfg.worker.poll_ms)
+                # One batch per poll: a backlog makes the poll non-blocking, and frames that
+                # arrived meanwhile join the next batch instead of waiting for a drained queue.
+                backlog = self.processor.backlog()
+                polled = consumer.poll(timeout_ms=0 if backlog else self.cfg.worker.poll_ms)
                 for msgs in polled.values():
                     for msg in msgs:
                         self.handle(msg)
-                stepped = self.processor.drain()
+                stepped = self.processor.step_ready()
                 now = time.monotonic()
                 if polled or stepped:
                     last_activity = now

@@ -43,8 +43,11 @@ def test_streams_are_stepped_together_in_order_and_end(processor):
     for sid in ("a", "b", "c"):
         p.on_record(chunk(sid, 0, 4))
     p.on_record(chunk("a", 4, 4))
+    assert p.backlog() == 16
     assert p.step_ready() == 3  # one frame of each stream, as one batch
+    assert p.backlog() == 13
     p.drain()
+    assert p.backlog() == 0
     for sid, n in (("a", 8), ("b", 4), ("c", 4)):
         p.on_record(ControlRecord("end", sid, n))
     frames = {sid: [f.frame_idx for f in emitted if f.stream_id == sid] for sid in "abc"}
