@@ -256,19 +256,25 @@ class AUSM(nn.Module):
 
 
 def _stack_recurrent(states: list[StreamState]) -> RecurrentTensors:
-    conv = torch.stack([s.conv for s in states], dim=1)  # (L, N, hw, d_inner, d_conv)
-    ssm = torch.stack([s.ssm for s in states], dim=1)
+    """Per compressor layer, the streams' Mamba states as one batch (one copy)."""
+    layers = range(states[0].conv.shape[0])
     return RecurrentTensors(
         x_prev=torch.stack([s.x_prev for s in states]),
         mamba=[
-            MambaState(c.flatten(0, 1), m.flatten(0, 1)) for c, m in zip(conv, ssm, strict=True)
+            MambaState(
+                torch.cat([s.conv[i] for s in states]), torch.cat([s.ssm[i] for s in states])
+            )
+            for i in layers
         ],
     )
 
 
 def _unstack_recurrent(rec: RecurrentTensors, states: list[StreamState]) -> None:
+    """Back into each stream's own tensors (one copy: a stream never aliases its batch)."""
     n = len(states)
-    conv = torch.stack([m.conv.unflatten(0, (n, -1)) for m in rec.mamba], dim=1)
-    ssm = torch.stack([m.ssm.unflatten(0, (n, -1)) for m in rec.mamba], dim=1)
+    conv = [m.conv.unflatten(0, (n, -1)) for m in rec.mamba]
+    ssm = [m.ssm.unflatten(0, (n, -1)) for m in rec.mamba]
     for i, s in enumerate(states):
-        s.x_prev, s.conv, s.ssm = rec.x_prev[i].clone(), conv[i].clone(), ssm[i].clone()
+        s.x_prev = rec.x_prev[i].clone()
+        s.conv = torch.stack([c[i] for c in conv])
+        s.ssm = torch.stack([m[i] for m in ssm])
