@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -30,5 +31,5 @@ class HistoryMarker(nn.Module):
     def forward(self, id_vectors: Tensor, active: Tensor, grid_masks: Tensor) -> Tensor:
         """id_vectors (k, D), active (b, k) bool, grid_masks (b, k, h, w) -> S (b, D, h, w)."""
         weights = grid_masks * active[..., None, None].to(grid_masks.dtype)
-        painted = (weights.unsqueeze(2) * id_vectors[None, :, :, None, None]).sum(1)
+        painted = torch.einsum("bkhw,kd->bdhw", weights, id_vectors)
         return painted / (self.eps + weights.sum(1, keepdim=True))

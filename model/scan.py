@@ -101,14 +101,16 @@ def _start(
     return _prepare_delta(delta, delta_bias, delta_softplus), h
 
 
-def _associative_scan(decay: Tensor, drive: Tensor) -> Tensor:
-    """Inclusive scan of h_t = decay_t * h_{t-1} + drive_t along dim 1, in log2(l) steps.
+def _associative_scan(decay: Tensor, drive: Tensor, h0: Tensor) -> Tensor:
+    """Inclusive scan of h_t = decay_t * h_{t-1} + drive_t along dim 1 from h_{-1} = h0, in
+    log2(l) steps.
 
     Hillis-Steele: after the step with offset k, element t holds the composition of steps
     t-2k+1..t. Runs without an autograd graph; :class:`_LinearScan` supplies the gradient.
     Log depth pays on a GPU; it does O(l log l) work over the whole (b, l, d, n) tensor.
     """
     decay, drive = decay.clone(), drive.clone()
+    drive[:, 0] += decay[:, 0] * h0
     length = decay.shape[1]
     offset = 1
     while offset < length:
@@ -120,50 +122,54 @@ def _associative_scan(decay: Tensor, drive: Tensor) -> Tensor:
     return drive
 
 
-def _sequential_scan(decay: Tensor, drive: Tensor) -> Tensor:
+def _sequential_scan(decay: Tensor, drive: Tensor, h0: Tensor) -> Tensor:
     """The same scan as one fused multiply-add per time step: O(l) work, each element read
     and written once. On a CPU, whose few cores are already busy with the (d, n) elements of
     one step, this beats the log-depth scan by the memory traffic it saves (~5x at l = 16).
     """
     hs = torch.empty_like(drive)
-    hs[:, 0] = drive[:, 0]
+    torch.addcmul(drive[:, 0], decay[:, 0], h0, out=hs[:, 0])
     for t in range(1, drive.shape[1]):
         torch.addcmul(drive[:, t], decay[:, t], hs[:, t - 1], out=hs[:, t])
     return hs
 
 
-def _scan(decay: Tensor, drive: Tensor) -> Tensor:
-    return _associative_scan(decay, drive) if decay.is_cuda else _sequential_scan(decay, drive)
+def _scan(decay: Tensor, drive: Tensor, h0: Tensor) -> Tensor:
+    fn = _associative_scan if decay.is_cuda else _sequential_scan
+    return fn(decay, drive, h0)
 
 
 class _LinearScan(torch.autograd.Function):
-    """h_t = a_t * h_{t-1} + b_t over dim 1 (h_{-1} = 0), forward and backward both scans.
+    """h_t = a_t * h_{t-1} + b_t over dim 1 from h_{-1} = h0, forward and backward both scans.
 
     The gradient of a linear recurrence is the same recurrence run backwards in time:
-    g_t = dL/dh_t + a_{t+1} g_{t+1}; then dL/db_t = g_t and dL/da_t = g_t h_{t-1}. Doing it
-    by hand avoids autograd's per-slice buffers, which made backward 3x the forward.
+    g_t = dL/dh_t + a_{t+1} g_{t+1}; then dL/db_t = g_t, dL/da_t = g_t h_{t-1} and
+    dL/dh0 = a_0 g_0. Doing it by hand avoids autograd's per-slice buffers, which made
+    backward 3x the forward.
     """
 
     @staticmethod
-    def forward(ctx, decay: Tensor, drive: Tensor) -> Tensor:
-        hs = _scan(decay, drive)
-        ctx.save_for_backward(decay, hs)
+    def forward(ctx, decay: Tensor, drive: Tensor, h0: Tensor) -> Tensor:
+        hs = _scan(decay, drive, h0)
+        ctx.save_for_backward(decay, hs, h0)
         return hs
 
     @staticmethod
-    def backward(ctx, grad_hs: Tensor) -> tuple[Tensor, Tensor]:
-        decay, hs = ctx.saved_tensors
+    def backward(ctx, grad_hs: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        decay, hs, h0 = ctx.saved_tensors
         g = _reverse_scan(decay, grad_hs)
-        grad_decay = torch.zeros_like(g)
+        grad_decay = torch.empty_like(g)
+        torch.mul(g[:, 0], h0, out=grad_decay[:, 0])
         torch.mul(g[:, 1:], hs[:, :-1], out=grad_decay[:, 1:])
-        return grad_decay, g
+        return grad_decay, g, g[:, 0] * decay[:, 0]
 
 
 def _reverse_scan(decay: Tensor, grad_hs: Tensor) -> Tensor:
     """g_t = grad_t + decay_{t+1} * g_{t+1}, from the last step back."""
     if decay.is_cuda:
         next_decay = torch.cat([decay[:, 1:], torch.zeros_like(decay[:, :1])], dim=1)
-        return _associative_scan(next_decay.flip(1), grad_hs.flip(1)).flip(1)
+        zero = torch.zeros_like(grad_hs[:, 0])
+        return _associative_scan(next_decay.flip(1), grad_hs.flip(1), zero).flip(1)
     g = torch.empty_like(grad_hs)
     g[:, -1] = grad_hs[:, -1]
     for t in range(grad_hs.shape[1] - 2, -1, -1):
@@ -171,9 +177,9 @@ def _reverse_scan(decay: Tensor, grad_hs: Tensor) -> Tensor:
     return g
 
 
-def linear_scan(decay: Tensor, drive: Tensor) -> Tensor:
-    """Differentiable parallel scan of h_t = decay_t * h_{t-1} + drive_t along dim 1."""
-    return _LinearScan.apply(decay, drive)
+def linear_scan(decay: Tensor, drive: Tensor, h0: Tensor) -> Tensor:
+    """Differentiable scan of h_t = decay_t * h_{t-1} + drive_t along dim 1 from h0."""
+    return _LinearScan.apply(decay, drive, h0)
 
 
 def selective_scan(
@@ -200,9 +206,7 @@ def selective_scan(
             return x if length <= chunk else x[..., start : start + chunk]
 
         decay, drive = _discretise(part(u), part(delta), A, part(B))
-        # Fold the carried state into the first step of the chunk.
-        drive = torch.cat([drive[:, :1] + decay[:, :1] * h.unsqueeze(1), drive[:, 1:]], dim=1)
-        hs = linear_scan(decay, drive)  # (b, l, d, n)
+        hs = linear_scan(decay, drive, h)  # (b, l, d, n), continuing from the carried state
         outputs.append(_readout(hs, part(u), part(C), D, None if z is None else part(z)))
         h = hs[:, -1]
     return _cat_time(outputs), h

@@ -37,10 +37,14 @@ def _stage_loss(
     mask_sum = pred.class_logits.new_zeros(())
     n_masks = 0
     frames = 0
+    # unbind, not [b, t]: indexing would give every frame's backward a zero-filled gradient
+    # of the whole clip (quadratic in clip length); unbind's backward stacks them once.
+    all_class = pred.class_logits.flatten(0, 1).unbind(0)
+    all_masks = pred.mask_logits.flatten(0, 1).unbind(0)
     for b, per_frame in enumerate(batch.targets):
         for t, tgt in enumerate(per_frame):
-            class_logits = pred.class_logits[b, t]
-            mask_logits = pred.mask_logits[b, t]
+            class_logits = all_class[b * len(per_frame) + t]
+            mask_logits = all_masks[b * len(per_frame) + t]
             class_targets = torch.full((class_logits.shape[0],), no_object, dtype=torch.int64)
             mask_targets = {}
             for slot, (c, m) in tgt.track.items():

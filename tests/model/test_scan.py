@@ -118,9 +118,9 @@ def test_log_depth_and_one_pass_scans_agree():
     g = torch.Generator().manual_seed(3)
     decay = torch.rand(3, 13, 4, 2, generator=g)
     drive = torch.randn(3, 13, 4, 2, generator=g)
-    one_pass = _sequential_scan(decay, drive)
-    torch.testing.assert_close(_associative_scan(decay, drive), one_pass, atol=1e-6, rtol=1e-6)
-    h = torch.zeros(3, 4, 2)
+    h = torch.randn(3, 4, 2, generator=g)
+    one_pass = _sequential_scan(decay, drive, h)
+    torch.testing.assert_close(_associative_scan(decay, drive, h), one_pass, atol=1e-6, rtol=1e-6)
     for t in range(13):
         h = decay[:, t] * h + drive[:, t]
         torch.testing.assert_close(one_pass[:, t], h, atol=1e-6, rtol=1e-6)
