@@ -24,6 +24,7 @@ RUNTIME_FIELDS = frozenset(
         "dedup_iou",
         "min_mask_area",
         "max_missing",
+        "reid_distance",
         "scan_backend",
         "scan_chunk",
         "batch_cells",
@@ -77,6 +78,11 @@ class AUSMConfig:
     """A new detection needs at least this many mask pixels (input resolution)."""
     max_missing: int = 15
     """A track is retired after this many consecutive frames without a visible mask."""
+    reid_distance: float = 1.0
+    """A new detection of the class of a track unseen for up to ``max_missing`` frames, whose
+    box centre lies within this many of the track's last box sizes (its longer side) from
+    that box's centre, continues the track instead of starting one: an object that comes
+    back from behind another keeps its id. 0 turns this off."""
     scan_backend: ScanBackend = "auto"
     """``auto``: mamba_ssm kernels on CUDA when importable, else pure PyTorch."""
     scan_chunk: int = 64
@@ -140,6 +146,7 @@ class AUSMConfig:
         _require(0.0 < self.dedup_iou <= 1.0, "dedup_iou", "must lie in (0, 1]")
         _require(self.min_mask_area >= 1, "min_mask_area", "must be >= 1")
         _require(self.max_missing >= 0, "max_missing", "must be >= 0")
+        _require(self.reid_distance >= 0, "reid_distance", "must be >= 0")
         _require(
             self.scan_backend in ("auto", "torch", "mamba_ssm"),
             "scan_backend",

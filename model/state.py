@@ -28,7 +28,7 @@ from ausm_stream.errors import StateError
 from ausm_stream.model.config import AUSMConfig
 
 STATE_FORMAT = "ausm-stream-state"
-STATE_VERSION = "1"
+STATE_VERSION = "2"
 _COUNTERS = ("seed", "frames_seen", "alloc_count", "next_track_id")
 
 
@@ -46,6 +46,8 @@ class StreamState:
     slot_track_id: Tensor  # (N_id,) int64: user-facing track id, -1 when free
     slot_object_id: Tensor  # (N_id,) int64: caller's prompt object id, -1 when unprompted
     slot_missing: Tensor  # (N_id,) int64: consecutive frames without a visible mask
+    slot_box: Tensor  # (N_id, 4) float32: x0, y0, x1, y1 of the mask when last visible
+    slot_label: Tensor  # (N_id,) int64: class when last visible
     pending_object_id: Tensor  # (N_id,) int64: prompts for the next frame, -1 = none
     pending_masks: Tensor  # (N_id, H, W) bool
     seed: int
@@ -167,6 +169,8 @@ def empty_state_tensors(cfg: AUSMConfig) -> dict[str, Tensor]:
         "slot_track_id": torch.full((n,), -1, dtype=torch.int64),
         "slot_object_id": torch.full((n,), -1, dtype=torch.int64),
         "slot_missing": torch.zeros(n, dtype=torch.int64),
+        "slot_box": torch.zeros(n, 4),
+        "slot_label": torch.full((n,), -1, dtype=torch.int64),
         "pending_object_id": torch.full((n,), -1, dtype=torch.int64),
         "pending_masks": torch.zeros(n, *cfg.image_size, dtype=torch.bool),
     }

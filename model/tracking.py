@@ -15,8 +15,10 @@ Kept apart from the ``nn.Module``s so the network stays pure tensors. Per stream
    its frame, and the object is tracked from the next frame on.
 3. **Detections** (``filter_fg``): detection queries with score above ``fg_threshold`` and at
    least ``min_mask_area`` pixels, greedily de-duplicated (highest score first) against each
-   other, visible tracks and prompts by mask IoU, each get a fresh slot from the unused part
-   of the ID buffer while there is room.
+   other, visible tracks and prompts by mask IoU, each continue a track unseen this frame
+   when one of their class was last seen close by (``reid_distance``: an object back from
+   behind another keeps its id), else get a fresh slot from the unused part of the ID buffer
+   while there is room.
 
 Track ids shown to users are a per-stream counter from 1, never reused; they are separate
 from the buffer slot. Slots are drawn by :func:`sample_slot`, a pure function of
@@ -128,6 +130,7 @@ class _Frame:
         s.slot_track_id[slot] = -1
         s.slot_object_id[slot] = -1
         s.slot_missing[slot] = 0
+        s.slot_label[slot] = -1
         self.emitted.pop(slot, None)
 
 
@@ -219,11 +222,43 @@ def _add_detections(f: _Frame, prompt_masks: list[Tensor]) -> None:
             continue
         if taken and float(mask_iou(mask[None], torch.stack(taken)).max()) > cfg.dedup_iou:
             continue
-        if not f.free_slots():
-            break
-        slot = f.allocate()
-        f.emitted[slot] = (mask, float(f.scores[q]), int(f.labels[q]))
+        label = int(f.labels[q])
+        slot = _lost_track(f, mask, label)
+        if slot is None:
+            if not f.free_slots():
+                break
+            slot = f.allocate()
+        f.state.slot_missing[slot] = 0
+        f.emitted[slot] = (mask, float(f.scores[q]), label)
         taken.append(mask)
+
+
+def mask_box(mask: Tensor) -> Tensor:
+    """x0, y0, x1, y1 (pixel edges) of a non-empty bool mask (H, W)."""
+    rows, cols = mask.any(1).nonzero().flatten(), mask.any(0).nonzero().flatten()
+    return torch.tensor([cols[0], rows[0], cols[-1] + 1, rows[-1] + 1], dtype=torch.float32)
+
+
+def _lost_track(f: _Frame, mask: Tensor, label: int) -> int | None:
+    """The track unseen this frame that a new detection continues (``reid_distance``): same
+    class, box centre near where the track was last seen; the nearest one wins."""
+    cfg, s = f.cfg, f.state
+    if cfg.reid_distance <= 0:
+        return None
+    lost = [
+        i
+        for i in s.slot_active.nonzero().flatten().tolist()
+        if i not in f.emitted and int(s.slot_label[i]) == label
+    ]
+    if not lost:
+        return None
+    box = mask_box(mask)
+    centre = (box[:2] + box[2:]) / 2
+    last = s.slot_box[lost]
+    dist = ((last[:, :2] + last[:, 2:]) / 2 - centre).norm(dim=1)
+    reach = cfg.reid_distance * (last[:, 2:] - last[:, :2]).amax(dim=1)
+    best = int(torch.argmin(dist))
+    return lost[best] if float(dist[best]) <= float(reach[best]) else None
 
 
 def update_stream(
@@ -239,6 +274,9 @@ def update_stream(
     grid = torch.zeros_like(state.slot_masks)
     if slots:
         grid[slots] = masks_to_grid(masks).to(grid.dtype)
+    for slot, mask in zip(slots, masks, strict=True):
+        state.slot_box[slot] = mask_box(mask)
+        state.slot_label[slot] = f.emitted[slot][2]
     state.slot_masks = grid  # M_t: unseen tracks keep an empty mask
     frame_index = state.frames_seen
     state.frames_seen += 1

@@ -103,3 +103,28 @@ def test_prompt_over_a_visible_track_adopts_it():
     r = update_stream(CFG, s, *outputs({slot: (2, 2)}))
     assert r.track_ids.tolist() == [1] and r.prompt_object_ids.tolist() == [3]
     assert int(s.pending_object_id.max()) == -1  # the queue is drained
+
+
+def test_an_object_back_from_behind_another_keeps_its_track_id():
+    s = fresh_state()
+    update_stream(CFG, s, *outputs({det(0): (10, 10)}))
+    slot = int(s.slot_active.nonzero()[0])
+    for _ in range(CFG.max_missing - 1):  # hidden: its own query sees nothing
+        assert len(update_stream(CFG, s, *outputs({}))) == 0
+    # It comes back a little further on, found by a detection query, not by its ID query.
+    r = update_stream(CFG, s, *outputs({det(2): (12, 13)}))
+    assert r.track_ids.tolist() == [1]
+    assert int(s.slot_track_id[slot]) == 1 and int(s.slot_missing[slot]) == 0
+    # Far from where it was last seen, a detection is a new object.
+    update_stream(CFG, s, *outputs({slot: (12, 13)}))
+    update_stream(CFG, s, *outputs({}))
+    r = update_stream(CFG, s, *outputs({det(1): (30, 0)}))
+    assert r.track_ids.tolist() == [2]
+
+
+def test_reidentification_can_be_turned_off():
+    cfg = AUSMConfig.preset("tiny", n_id=4, n_det=4, max_missing=2, reid_distance=0.0)
+    s = fresh_state()
+    update_stream(cfg, s, *outputs({det(0): (10, 10)}))
+    update_stream(cfg, s, *outputs({}))
+    assert update_stream(cfg, s, *outputs({det(2): (10, 11)})).track_ids.tolist() == [2]
