@@ -1,6 +1,6 @@
 """End-to-end pipeline throughput vs. the bare model loop, and Kafka chunk throughput.
 
-    .venv/bin/python bench/pipeline.py                       # 4 streams x 64 frames
+    .venv/bin/python bench/pipeline.py                       # 4 streams x 128 frames
     .venv/bin/python bench/pipeline.py --streams 2 --frames 32
 
 1. Bare model loop: the same frames, decoded up front, stepped in batches over all streams
@@ -108,7 +108,7 @@ def kafka_throughput(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--streams", type=int, default=4)
-    parser.add_argument("--frames", type=int, default=64)
+    parser.add_argument("--frames", type=int, default=128)
     parser.add_argument("--weights", default="default")
     parser.add_argument("--chunks", type=int, default=200)
     args = parser.parse_args()

@@ -138,9 +138,10 @@ def _update_tracks(f: _Frame) -> None:
     cfg, s = f.cfg, f.state
     slots = s.slot_active.nonzero().flatten().tolist()
     masks = upsample_masks(f.mask_logits[slots], cfg.image_size)
-    for slot, mask in zip(slots, masks, strict=True):
+    seen = ((f.scores[slots] > cfg.fg_threshold) & masks.flatten(1).any(1)).tolist()
+    for slot, mask, visible in zip(slots, masks, seen, strict=True):
         score = float(f.scores[slot])
-        if score > cfg.fg_threshold and bool(mask.any()):
+        if visible:
             s.slot_missing[slot] = 0
             f.emitted[slot] = (mask, score, int(f.labels[slot]))
         else:
@@ -233,10 +234,16 @@ def _add_detections(f: _Frame, prompt_masks: list[Tensor]) -> None:
         taken.append(mask)
 
 
-def mask_box(mask: Tensor) -> Tensor:
-    """x0, y0, x1, y1 (pixel edges) of a non-empty bool mask (H, W)."""
-    rows, cols = mask.any(1).nonzero().flatten(), mask.any(0).nonzero().flatten()
-    return torch.tensor([cols[0], rows[0], cols[-1] + 1, rows[-1] + 1], dtype=torch.float32)
+def mask_boxes(masks: Tensor) -> Tensor:
+    """x0, y0, x1, y1 (pixel edges) of non-empty bool masks (k, H, W) -> (k, 4) float32."""
+    rows, cols = masks.any(2), masks.any(1)  # (k, H), (k, W)
+
+    def first_last(hits: Tensor) -> tuple[Tensor, Tensor]:
+        n = hits.shape[1]
+        return hits.int().argmax(1), n - hits.flip(1).int().argmax(1)
+
+    (y0, y1), (x0, x1) = first_last(rows), first_last(cols)
+    return torch.stack([x0, y0, x1, y1], dim=1).float()
 
 
 def _lost_track(f: _Frame, mask: Tensor, label: int) -> int | None:
@@ -252,7 +259,7 @@ def _lost_track(f: _Frame, mask: Tensor, label: int) -> int | None:
     ]
     if not lost:
         return None
-    box = mask_box(mask)
+    box = mask_boxes(mask[None])[0]
     centre = (box[:2] + box[2:]) / 2
     last = s.slot_box[lost]
     dist = ((last[:, :2] + last[:, 2:]) / 2 - centre).norm(dim=1)
@@ -274,9 +281,8 @@ def update_stream(
     grid = torch.zeros_like(state.slot_masks)
     if slots:
         grid[slots] = masks_to_grid(masks).to(grid.dtype)
-    for slot, mask in zip(slots, masks, strict=True):
-        state.slot_box[slot] = mask_box(mask)
-        state.slot_label[slot] = f.emitted[slot][2]
+        state.slot_box[slots] = mask_boxes(masks)
+        state.slot_label[slots] = torch.tensor([f.emitted[i][2] for i in slots])
     state.slot_masks = grid  # M_t: unseen tracks keep an empty mask
     frame_index = state.frames_seen
     state.frames_seen += 1

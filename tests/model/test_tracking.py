@@ -6,7 +6,7 @@ import torch
 
 from ausm_stream.model import AUSMConfig
 from ausm_stream.model.state import StreamState, empty_state_tensors
-from ausm_stream.model.tracking import sample_slot, update_stream
+from ausm_stream.model.tracking import mask_boxes, sample_slot, update_stream
 
 CFG = AUSMConfig.preset("tiny", n_id=4, n_det=4, max_missing=2)
 H4, W4 = CFG.mask_size
@@ -128,3 +128,10 @@ def test_reidentification_can_be_turned_off():
     update_stream(cfg, s, *outputs({det(0): (10, 10)}))
     update_stream(cfg, s, *outputs({}))
     assert update_stream(cfg, s, *outputs({det(2): (10, 11)})).track_ids.tolist() == [2]
+
+
+def test_mask_boxes_are_pixel_edges():
+    masks = torch.zeros(2, 10, 12, dtype=torch.bool)
+    masks[0, 2:5, 3:9] = True
+    masks[1, 9, 0] = True
+    assert mask_boxes(masks).tolist() == [[3, 2, 9, 5], [0, 9, 1, 10]]
