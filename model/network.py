@@ -138,16 +138,23 @@ class AUSMNet(nn.Module):
         slot_active: Tensor,
         grid_masks: Tensor,
         recurrent: RecurrentTensors,
+        batch_invariant: bool = True,
     ) -> tuple[NetOutputs, RecurrentTensors]:
         """One frame for each of b streams.
 
         frames (b, H, W, 3) uint8; slot_active (b, N_id) bool and grid_masks (b, N_id, h8, w8)
-        are A_{t-1} and M_{t-1} on the 1/8 grid.
+        are A_{t-1} and M_{t-1} on the 1/8 grid. ``batch_invariant`` (serving) runs the
+        convolutions frame by frame so outputs do not depend on batch mates; iterative
+        training turns it off.
         """
-        feats_4, x = frame_by_frame(lambda fr: self.backbone(normalise_frames(fr)), frames)
+
+        def backbone(fr: Tensor) -> tuple[Tensor, Tensor]:
+            return self.backbone(normalise_frames(fr))
+
+        feats_4, x = frame_by_frame(backbone, frames) if batch_invariant else backbone(frames)
         e = self._history(recurrent.x_prev, slot_active, grid_masks)
         f, states = self.compressor.step(e, self.pos, recurrent.mamba)
-        outputs = self._decode(x, f, feats_4, slot_active, grid_masks, batch_invariant=True)
+        outputs = self._decode(x, f, feats_4, slot_active, grid_masks, batch_invariant)
         return outputs, RecurrentTensors(x, states)
 
     def forward_parallel(

@@ -109,6 +109,7 @@ def forward_iterative(model: AUSM, batch: ClipBatch) -> NetOutputs:
             batch.history_active[:, t],
             masks_to_grid(batch.history_masks[:, t]),
             rec,
+            batch_invariant=False,
         )
         outs.append(out)
 
