@@ -4,11 +4,13 @@ remote Ray, and the topics. Shared by ``ausm-stream demo`` and ``ausm-stream run
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import ray
 
+from ausm_stream.errors import ConfigError
 from ausm_stream.pipeline import kafka
 from ausm_stream.pipeline.broker import EmbeddedBroker
 from ausm_stream.pipeline.config import PipelineConfig
@@ -35,7 +37,19 @@ class Runtime:
         self.close()
 
 
+def local_cpus(cfg: PipelineConfig) -> int:
+    """CPUs of a local Ray: ``ray.num_cpus``, else this machine's, and room for the worker."""
+    cpus = cfg.ray.num_cpus or max(os.cpu_count() or 1, cfg.worker.cpus)
+    if cpus < cfg.worker.cpus:
+        raise ConfigError(
+            f"worker.cpus={cfg.worker.cpus} does not fit in ray.num_cpus={cpus}: "
+            "the worker would never start"
+        )
+    return cpus
+
+
 def start_runtime(cfg: PipelineConfig, log_dir: Path | None = None) -> Runtime:
+    local_cpus(cfg)  # fail before starting anything
     broker = None
     if cfg.kafka.bootstrap == "embedded":
         broker = EmbeddedBroker(log_file=log_dir / "broker.log" if log_dir else None).start()
@@ -47,7 +61,7 @@ def start_runtime(cfg: PipelineConfig, log_dir: Path | None = None) -> Runtime:
         kafka.ensure_topics(cfg.kafka, bootstrap)
         if cfg.ray.address == "local":
             ray.init(
-                num_cpus=cfg.ray.num_cpus or 2,
+                num_cpus=local_cpus(cfg),
                 _node_ip_address="127.0.0.1",
                 include_dashboard=False,
                 log_to_driver=False,

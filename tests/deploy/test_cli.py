@@ -6,7 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from ausm_stream.deploy.cli import main
+from ausm_stream.deploy.runtime import local_cpus
+from ausm_stream.errors import ConfigError
+from ausm_stream.pipeline.config import PipelineConfig
 
 
 def test_info_describes_the_tiny_preset(capsys):
@@ -43,3 +48,10 @@ def test_eval_overrides_are_checked(capsys):
     assert "max_missing must be of type int" in capsys.readouterr().err
     assert main([*args, "fg_threshold=1.5"]) == 2
     assert "fg_threshold" in capsys.readouterr().err
+
+
+def test_a_worker_that_cannot_fit_in_local_ray_is_a_config_error():
+    cfg = PipelineConfig.from_dict({"ray": {"num_cpus": 1}, "worker": {"cpus": 2}})
+    with pytest.raises(ConfigError, match=r"worker\.cpus=2"):
+        local_cpus(cfg)
+    assert local_cpus(PipelineConfig.from_dict({"worker": {"cpus": 64}})) == 64
