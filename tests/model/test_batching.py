@@ -6,6 +6,7 @@ ready then, and must reproduce what was emitted before the failure.
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from tests.conftest import disc_mask, make_frames, make_model
@@ -50,29 +51,23 @@ def test_batched_step_equals_single_stream_steps():
     assert any(len(set(c)) > 1 for c in counts), f"streams never differed in tracks: {counts}"
 
 
-def test_micro_batches_split_large_batches_without_changing_results():
-    big = make_model(fg_threshold=0.85, batch_cells=10**6)  # all streams in one group
-    small = make_model(fg_threshold=0.85, batch_cells=256)  # one stream per group
-    assert len(small._micro_batches(5)) == 5 and len(big._micro_batches(5)) == 1
+@pytest.mark.parametrize(
+    ("runtime", "groups"),
+    [
+        ({"batch_cells": 256}, 5),  # one stream per micro-batch
+        ({"step_lanes": 2}, 2),  # micro-batches stepped concurrently in two threads
+    ],
+)
+def test_splitting_a_batch_never_changes_results(runtime, groups):
+    whole = make_model(fg_threshold=0.85, batch_cells=10**6)  # all streams in one group
+    split = make_model(fg_threshold=0.85, **runtime)
+    assert len(whole._micro_batches(5)) == 1 and len(split._micro_batches(5)) == groups
     frames = make_frames(5, seed=30)
-    a = [big.init_state(seed=i) for i in range(5)]
-    b = [small.init_state(seed=i) for i in range(5)]
-    for _ in range(2):
-        ra, rb = big.step(a, frames), small.step(b, frames)
-    for x, y in zip(ra, rb, strict=True):
-        assert torch.equal(x.mask_logits, y.mask_logits) and torch.equal(x.track_ids, y.track_ids)
-
-
-def test_lanes_step_micro_batches_concurrently_without_changing_results():
-    one = make_model(fg_threshold=0.85)
-    lanes = make_model(fg_threshold=0.85, step_lanes=2)
-    assert len(one._micro_batches(4)) == 1 and len(lanes._micro_batches(4)) == 2
-    frames = make_frames(4, seed=40)
-    a = [one.init_state(seed=i) for i in range(4)]
-    b = [lanes.init_state(seed=i) for i in range(4)]
+    a = [whole.init_state(seed=i) for i in range(5)]
+    b = [split.init_state(seed=i) for i in range(5)]
     for _ in range(3):
-        ra, rb = one.step(a, frames), lanes.step(b, frames)
+        ra, rb = whole.step(a, frames), split.step(b, frames)
     for x, y, sa, sb in zip(ra, rb, a, b, strict=True):
         assert torch.equal(x.mask_logits, y.mask_logits) and torch.equal(x.track_ids, y.track_ids)
         assert torch.equal(sa.ssm, sb.ssm)
-    assert lanes._lane_pool is not None  # the lane threads did the work
+    assert (split._lane_pool is not None) == ("step_lanes" in runtime)
