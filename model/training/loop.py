@@ -21,7 +21,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from ausm_stream.errors import InvalidInputError
@@ -58,6 +58,11 @@ class TrainConfig:
     out_dir: str = "runs/train"
     time_limit_minutes: float | None = None
     """Stop cleanly (checkpoint + weights) after this long, whatever ``iterations`` says."""
+    stop_after: int | None = None
+    """End at this iteration, keeping the learning-rate schedule of ``iterations``: a stage
+    cut short, reproducibly."""
+    init_weights: str | None = None
+    """Start from these weights (a later stage of a recipe); the optimizer starts fresh."""
 
     def __post_init__(self) -> None:
         for name in ("clip_frames", "batch_size", "iterations", "checkpoint_every"):
@@ -67,6 +72,8 @@ class TrainConfig:
             raise InvalidInputError(
                 f"train config: mode must be parallel or iterative, got {self.mode!r}"
             )
+        if self.stop_after is not None and not 1 <= self.stop_after <= self.iterations:
+            raise InvalidInputError("train config: stop_after must lie in [1, iterations]")
         if "preset" not in self.model:
             raise InvalidInputError("train config: model.preset is required (tiny or paper)")
 
@@ -210,6 +217,16 @@ def load_checkpoint(path: Path, model: AUSM, opt: torch.optim.Optimizer) -> int:
     return int(meta["iteration"])
 
 
+def load_initial_weights(model: AUSM, path: str) -> None:
+    """Weights from ``save_weights`` of a model with the same architecture."""
+    theirs = AUSM.read_config(path)
+    if theirs.arch_fingerprint() != model.cfg.arch_fingerprint():
+        raise InvalidInputError(
+            f"init_weights {path!r} were trained for another architecture than this config's"
+        )
+    model.load_state_dict(load_file(path))
+
+
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path:
     """Run (or continue) training; returns the path of the final weights."""
     out = Path(cfg.out_dir)
@@ -224,12 +241,15 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
         if not ckpt.is_file():
             raise InvalidInputError(f"--resume: no checkpoint at {ckpt}")
         start = load_checkpoint(ckpt, model, opt)
+    elif cfg.init_weights:
+        load_initial_weights(model, cfg.init_weights)
+    end = cfg.stop_after or cfg.iterations
     log_path = out / "train_log.jsonl"
     began = time.monotonic()
     bar = tqdm(
-        range(start, cfg.iterations),
+        range(start, end),
         initial=start,
-        total=cfg.iterations,
+        total=end,
         desc="train",
         unit="it",
         disable=not progress,
@@ -257,7 +277,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
                 cfg.time_limit_minutes is not None
                 and time.monotonic() - began > 60 * cfg.time_limit_minutes
             )
-            if done % cfg.checkpoint_every == 0 or done == cfg.iterations or over_time:
+            if done % cfg.checkpoint_every == 0 or done == end or over_time:
                 save_checkpoint(ckpt, model, opt, cfg, done)
                 log.flush()
             if over_time:

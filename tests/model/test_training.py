@@ -88,15 +88,29 @@ def test_resumed_run_matches_uninterrupted_run(tmp_path):
         warmup=2,
     )
     straight = train(dataclasses.replace(base, out_dir=str(tmp_path / "a")), progress=False)
-    half = dataclasses.replace(base, out_dir=str(tmp_path / "b"), iterations=2)
+    half = dataclasses.replace(base, out_dir=str(tmp_path / "b"), stop_after=2)
     train(half, progress=False)
-    resumed = train(dataclasses.replace(half, iterations=4), resume=True, progress=False)
+    resumed = train(dataclasses.replace(half, stop_after=None), resume=True, progress=False)
     a, b = load_file(str(straight)), load_file(str(resumed))
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
     model = AUSM.from_weights(resumed)
     assert model.cfg.image_size == (64, 64)
+
+
+def test_a_later_stage_starts_from_given_weights(tmp_path):
+    first = TrainConfig(model=SMALL, clip_frames=2, iterations=1, out_dir=str(tmp_path / "a"))
+    weights = train(first, progress=False)
+    frozen = dataclasses.replace(
+        first, out_dir=str(tmp_path / "b"), lr=0.0, init_weights=str(weights)
+    )
+    after = load_file(str(train(frozen, progress=False)))
+    before = load_file(str(weights))
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    other = dataclasses.replace(frozen, model={**SMALL, "d_model": 32})
+    with pytest.raises(ValueError, match="another architecture"):
+        train(other, progress=False)
 
 
 def test_bad_train_configs(tmp_path):
