@@ -138,8 +138,9 @@ def _update_tracks(f: _Frame) -> None:
     cfg, s = f.cfg, f.state
     slots = s.slot_active.nonzero().flatten().tolist()
     masks = upsample_masks(f.mask_logits[slots], cfg.image_size)
-    seen = ((f.scores[slots] > cfg.fg_threshold) & masks.flatten(1).any(1)).tolist()
-    for slot, mask, visible in zip(slots, masks, seen, strict=True):
+    seen = (f.scores[slots] > cfg.fg_threshold) & masks.flatten(1).any(1)
+    seen &= ~_duplicates(s, masks, seen, cfg.dedup_iou)
+    for slot, mask, visible in zip(slots, masks, seen.tolist(), strict=True):
         score = float(f.scores[slot])
         if visible:
             s.slot_missing[slot] = 0
@@ -148,6 +149,31 @@ def _update_tracks(f: _Frame) -> None:
             s.slot_missing[slot] += 1
             if int(s.slot_missing[slot]) > cfg.max_missing:
                 f.retire(slot)
+
+
+def _duplicates(s: StreamState, masks: Tensor, seen: Tensor, max_iou: float) -> Tensor:
+    """Tracks whose mask repeats another track's (IoU > ``max_iou``): all but the one whose
+    mask best continues its own history mask. When an object hides behind another, its query
+    tends to jump onto the occluder; this keeps the occluder's track and leaves the hidden
+    one unseen (kept, empty history) until it comes back. (k,) bool over the active slots."""
+    dup = torch.zeros_like(seen)
+    idx = seen.nonzero().flatten().tolist()
+    if len(idx) < 2:
+        return dup
+    slots = s.slot_active.nonzero().flatten()[idx]
+    now, before = masks_to_grid(masks[idx]), s.slot_masks[slots]
+    continuity = torch.minimum(now, before).sum((1, 2)) / torch.maximum(now, before).sum(
+        (1, 2)
+    ).clamp(min=1e-6)
+    order = sorted(range(len(idx)), key=lambda i: (-float(continuity[i]), int(slots[i])))
+    ious = mask_iou(masks[idx], masks[idx])
+    kept: list[int] = []
+    for i in order:
+        if any(float(ious[i, j]) > max_iou for j in kept):
+            dup[idx[i]] = True
+        else:
+            kept.append(i)
+    return dup
 
 
 def _apply_prompts(f: _Frame) -> list[Tensor]:

@@ -135,3 +135,16 @@ def test_mask_boxes_are_pixel_edges():
     masks[0, 2:5, 3:9] = True
     masks[1, 9, 0] = True
     assert mask_boxes(masks).tolist() == [[3, 2, 9, 5], [0, 9, 1, 10]]
+
+
+def test_a_track_that_jumps_onto_another_object_is_left_unseen():
+    s = fresh_state()
+    update_stream(CFG, s, *outputs({det(0): (4, 4), det(1): (20, 20)}))
+    big, small = (int(i) for i in s.slot_active.nonzero().flatten())
+    if int(s.slot_track_id[big]) != 1:
+        big, small = small, big
+    # The small object hides behind the big one: both ID queries now show the big one.
+    r = update_stream(CFG, s, *outputs({big: (4, 4), small: (4, 4)}))
+    assert r.track_ids.tolist() == [1]  # the track whose history matches keeps it
+    assert bool(s.slot_active[small]) and int(s.slot_missing[small]) == 1
+    assert float(s.slot_masks[small].sum()) == 0.0
