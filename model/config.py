@@ -9,6 +9,7 @@ between the run that wrote a state and the run that reads it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
@@ -209,8 +210,13 @@ class AUSMConfig:
 
     def arch_fingerprint(self) -> str:
         """Hash of the architecture fields: equal fingerprints mean compatible weights and state."""
-        arch = {k: v for k, v in self.to_dict().items() if k not in RUNTIME_FIELDS}
-        return hashlib.sha256(json.dumps(arch, sort_keys=True).encode()).hexdigest()[:16]
+        return _fingerprint(self)
+
+
+@functools.lru_cache(maxsize=64)  # checked on every step of every stream
+def _fingerprint(cfg: AUSMConfig) -> str:
+    arch = {k: v for k, v in cfg.to_dict().items() if k not in RUNTIME_FIELDS}
+    return hashlib.sha256(json.dumps(arch, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _require(ok: bool, field: str, message: str) -> None:

@@ -6,8 +6,10 @@ record, sends invalid ones to the dead-letter topic with the reason and goes on,
 all ready streams as one batch through :class:`StreamProcessor`. Tracks go to the tracks
 topic and the Parquet dataset.
 
-Slow work (the model step, Parquet writes) happens between polls, never inside a Kafka
-callback. The class is plain Python; :data:`SegmentationWorkerActor` is its Ray actor.
+Slow work happens between polls, never inside a Kafka callback: the model step on the
+polling thread (its lanes on their own threads), the sinks (Arrow encoding, Parquet, the
+tracks topic) on a writer thread that overlaps the next step, in emit order. The class is
+plain Python; :data:`SegmentationWorkerActor` is its Ray actor.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from ausm_stream.operators.processor import StreamProcessor
 from ausm_stream.pipeline import kafka, records
 from ausm_stream.pipeline.config import PipelineConfig
 from ausm_stream.pipeline.records import FrameTracks
-from ausm_stream.pipeline.sinks import KafkaTrackSink, ParquetSink
+from ausm_stream.pipeline.sinks import BackgroundWriter, KafkaTrackSink, ParquetSink
 from ausm_stream.pipeline.storage import open_store
 
 log = logging.getLogger(__name__)
@@ -61,6 +63,11 @@ def weights_info(weights: str) -> tuple[AUSMConfig, str]:
     that only start workers and ingest (input size, version) need."""
     path, version = _resolve(weights)
     return AUSM.read_config(path), version
+
+
+@dataclass(frozen=True)
+class _StreamEnded:
+    stream_id: str
 
 
 @dataclass
@@ -99,25 +106,34 @@ class SegmentationWorker:
             on_end=self._on_end,
         )
         self.stats: dict[str, StreamStats] = defaultdict(StreamStats)
+        self.writer = BackgroundWriter(self._write)
         self.dead_letters = 0
         self._stop = threading.Event()
 
-    # -- sinks -------------------------------------------------------------------------------
+    # -- sinks (on the writer thread, in emit order) ------------------------------------------
     def _emit(self, frame: FrameTracks) -> None:
-        self.parquet.add(frame)
-        self.track_topic.add(frame)
-        st = self.stats[frame.stream_id]
+        self.writer.put(frame)
+
+    def _on_end(self, stream_id: str) -> None:
+        self.writer.put(_StreamEnded(stream_id))
+
+    def _write(self, item: FrameTracks | _StreamEnded) -> None:
+        if isinstance(item, _StreamEnded):
+            self.parquet.flush(item.stream_id)
+            self.track_topic.flush(item.stream_id)
+            st = self.stats[item.stream_id]
+            st.ended = True
+            log.info("stream %s ended after %d frames", item.stream_id, st.frames)
+            return
+        rows = records.tracks_batch([item], self.model_version)  # encoded once, for both
+        self.parquet.add(item, rows)
+        self.track_topic.add(item, rows)
+        st = self.stats[item.stream_id]
         now = time.monotonic()
         st.first_step = st.first_step or now
         st.last_step = now
         st.frames += 1
-        st.tracks.update(int(t) for t in frame.track_ids)
-
-    def _on_end(self, stream_id: str) -> None:
-        self.parquet.flush(stream_id)
-        self.track_topic.flush(stream_id)
-        self.stats[stream_id].ended = True
-        log.info("stream %s ended after %d frames", stream_id, self.stats[stream_id].frames)
+        st.tracks.update(int(t) for t in item.track_ids)
 
     def _dead_letter(self, msg: ConsumerRecord, reason: str) -> None:
         self.dead_letters += 1
@@ -186,6 +202,7 @@ class SegmentationWorker:
                 if max_seconds is not None and now - started > max_seconds:
                     break
         finally:
+            self.writer.join()
             self.parquet.flush()
             self.producer.flush()
             consumer.close()

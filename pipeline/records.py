@@ -358,14 +358,16 @@ def tracks_batch(frames: list[FrameTracks], model_version: str) -> pa.RecordBatc
         mh, mw = f.masks.shape[1:]
         sy, sx = f.source_height / mh, f.source_width / mw
         counts = rle.encode(f.masks)
+        areas = f.masks.reshape(k, -1).sum(1)
+        rows_hit, cols_hit = f.masks.any(2), f.masks.any(1)
         for i in range(k):
-            ys, xs = np.nonzero(f.masks[i])
+            ys, xs = np.flatnonzero(rows_hit[i]), np.flatnonzero(cols_hit[i])
             box = (
                 {
-                    "x0": float(xs.min() * sx),
-                    "y0": float(ys.min() * sy),
-                    "x1": float((xs.max() + 1) * sx),
-                    "y1": float((ys.max() + 1) * sy),
+                    "x0": float(xs[0] * sx),
+                    "y0": float(ys[0] * sy),
+                    "x1": float((xs[-1] + 1) * sx),
+                    "y1": float((ys[-1] + 1) * sy),
                 }
                 if xs.size
                 else {"x0": 0.0, "y0": 0.0, "x1": 0.0, "y1": 0.0}
@@ -380,7 +382,7 @@ def tracks_batch(frames: list[FrameTracks], model_version: str) -> pa.RecordBatc
                 "label": f.labels[i],
                 "score": float(f.scores[i]),
                 "bbox": box,
-                "area": round(float(xs.size) * sx * sy),
+                "area": round(float(areas[i]) * sx * sy),
                 "mask_rle": counts[i],
                 "mask_height": mh,
                 "mask_width": mw,

@@ -16,15 +16,19 @@ instead of adding duplicates. ``date`` is the UTC date of the window's first fra
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import datetime, timezone
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 from kafka import KafkaProducer
 
 from ausm_stream.pipeline import kafka
-from ausm_stream.pipeline.records import FRAMES_SCHEMA, FrameTracks, to_ipc, tracks_batch
+from ausm_stream.pipeline.records import FRAMES_SCHEMA, TRACKS_SCHEMA, FrameTracks, to_ipc
 from ausm_stream.pipeline.storage import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -45,30 +49,32 @@ class ParquetSink:
         self.fs, self.base = store.arrow_fs()
         self.model_version = model_version
         self.window = parquet_frames
-        self.pending: dict[str, list[FrameTracks]] = defaultdict(list)
+        self.pending: dict[str, list[tuple[FrameTracks, pa.RecordBatch]]] = defaultdict(list)
         self.files_written = 0
 
-    def add(self, frame: FrameTracks) -> None:
-        """Buffer one frame; a window is written as soon as its last frame arrives."""
+    def add(self, frame: FrameTracks, rows: pa.RecordBatch) -> None:
+        """Buffer one frame and its track rows (``tracks_batch``); a window is written as soon
+        as its last frame arrives."""
         buf = self.pending[frame.stream_id]
-        if buf and frame.frame_idx // self.window != buf[0].frame_idx // self.window:
+        if buf and frame.frame_idx // self.window != buf[0][0].frame_idx // self.window:
             self.flush(frame.stream_id)
-        self.pending[frame.stream_id].append(frame)
+        self.pending[frame.stream_id].append((frame, rows))
         if (frame.frame_idx + 1) % self.window == 0:
             self.flush(frame.stream_id)
 
     def flush(self, stream_id: str | None = None) -> None:
         """Write buffered frames (of one stream, or all): at window ends and stream ends."""
         for sid in [stream_id] if stream_id is not None else list(self.pending):
-            frames = self.pending.pop(sid, [])
-            if frames:
-                self._write(sid, frames)
+            buffered = self.pending.pop(sid, [])
+            if buffered:
+                self._write(sid, buffered)
 
-    def _write(self, stream_id: str, frames: list[FrameTracks]) -> None:
+    def _write(self, stream_id: str, buffered: list[tuple[FrameTracks, pa.RecordBatch]]) -> None:
+        frames = [f for f, _ in buffered]
         first, last = frames[0].frame_idx, frames[-1].frame_idx
         day = datetime.fromtimestamp(frames[0].capture_ts / 1e9, tz=timezone.utc).date()
         rel = f"stream_id={stream_id}/date={day.isoformat()}/{part_name(first, last)}"
-        tracks = pa.Table.from_batches([tracks_batch(frames, self.model_version)])
+        tracks = pa.Table.from_batches([rows for _, rows in buffered], schema=TRACKS_SCHEMA)
         summary = pa.table(
             {
                 "stream_id": [stream_id] * len(frames),
@@ -99,18 +105,61 @@ class KafkaTrackSink:
         self.topic = topic
         self.model_version = model_version
 
-    def add(self, frame: FrameTracks) -> None:
+    def add(self, frame: FrameTracks, rows: pa.RecordBatch) -> None:
         if len(frame.track_ids):
-            kafka.send(
-                self.producer,
-                self.topic,
-                frame.stream_id,
-                to_ipc(tracks_batch([frame], self.model_version)),
-                "tracks",
-            )
+            kafka.send(self.producer, self.topic, frame.stream_id, to_ipc(rows), "tracks")
 
     def flush(self, stream_id: str | None = None) -> None:
         self.producer.flush()
+
+
+class BackgroundWriter:
+    """Runs ``write(item)`` for queued items, in order, on its own thread.
+
+    The worker's sinks (Arrow encoding, Parquet files, Kafka sends) would otherwise stall the
+    model between batches; here they overlap the next step. The queue is bounded, so a slow
+    sink slows the worker instead of filling memory, and an error in ``write`` is raised
+    again from the next :meth:`put` or :meth:`join` rather than lost.
+    """
+
+    _STOP = object()
+
+    def __init__(self, write: Callable[[Any], None], max_queued: int = 256) -> None:
+        self._write = write
+        self._queue: queue.Queue[Any] = queue.Queue(max_queued)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._loop, name="ausm-sinks", daemon=True)
+        self._thread.start()
+
+    def put(self, item: Any) -> None:
+        self._raise_error()
+        self._queue.put(item)
+
+    def join(self) -> None:
+        """Wait until everything queued so far is written."""
+        self._queue.join()
+        self._raise_error()
+
+    def close(self) -> None:
+        self._queue.put(self._STOP)
+        self._thread.join()
+        self._raise_error()
+
+    def _raise_error(self) -> None:
+        if self._error is not None:
+            raise RuntimeError(f"sink failed: {self._error}") from self._error
+
+    def _loop(self) -> None:
+        while (item := self._queue.get()) is not self._STOP:
+            try:
+                if self._error is None:
+                    self._write(item)
+            except BaseException as exc:  # handed to the producing thread
+                log.exception("sink failed")
+                self._error = exc
+            finally:
+                self._queue.task_done()
+        self._queue.task_done()
 
 
 def read_dataset(store: ObjectStore, table: str = "tracks") -> pa.Table:
