@@ -26,6 +26,7 @@ RUNTIME_FIELDS = frozenset(
         "min_mask_area",
         "max_missing",
         "reid_distance",
+        "reid_threshold",
         "scan_backend",
         "scan_chunk",
         "batch_cells",
@@ -84,6 +85,9 @@ class AUSMConfig:
     box centre lies within this many of the track's last box sizes (its longer side) from
     that box's centre, continues the track instead of starting one: an object that comes
     back from behind another keeps its id. 0 turns this off."""
+    reid_threshold: float = 0.1
+    """A detection scoring above this, though not above ``fg_threshold``, may continue a lost
+    track (as above) but never starts one (ByteTrack's low-score association)."""
     scan_backend: ScanBackend = "auto"
     """``auto``: mamba_ssm kernels on CUDA when importable, else pure PyTorch."""
     scan_chunk: int = 64
@@ -148,6 +152,7 @@ class AUSMConfig:
         _require(self.min_mask_area >= 1, "min_mask_area", "must be >= 1")
         _require(self.max_missing >= 0, "max_missing", "must be >= 0")
         _require(self.reid_distance >= 0, "reid_distance", "must be >= 0")
+        _require(0.0 < self.reid_threshold < 1.0, "reid_threshold", "must lie in (0, 1)")
         _require(
             self.scan_backend in ("auto", "torch", "mamba_ssm"),
             "scan_backend",

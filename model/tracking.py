@@ -18,7 +18,8 @@ Kept apart from the ``nn.Module``s so the network stays pure tensors. Per stream
    other, visible tracks and prompts by mask IoU, each continue a track unseen this frame
    when one of their class was last seen close by (``reid_distance``: an object back from
    behind another keeps its id), else get a fresh slot from the unused part of the ID buffer
-   while there is room.
+   while there is room. Weaker detections (above ``reid_threshold``) may continue a lost
+   track but never start one (ByteTrack's low-score association).
 
 Track ids shown to users are a per-stream counter from 1, never reused; they are separate
 from the buffer slot. Slots are drawn by :func:`sample_slot`, a pure function of
@@ -232,9 +233,14 @@ def _adoptable(f: _Frame, mask: Tensor) -> int | None:
 
 
 def _add_detections(f: _Frame, prompt_masks: list[Tensor]) -> None:
+    """Confident detections continue a lost track or start a new one; weaker ones (above
+    ``reid_threshold``) may only continue a lost track, as ByteTrack's second association
+    does: a detection query sees an object back from an occlusion but, having learned not to
+    claim objects in the history, scores it low."""
     cfg = f.cfg
     det = torch.arange(cfg.n_id, cfg.num_queries)
-    keep = (f.scores[det] > cfg.fg_threshold).nonzero().flatten()
+    floor = min(cfg.fg_threshold, cfg.reid_threshold) if cfg.reid_distance > 0 else None
+    keep = (f.scores[det] > (cfg.fg_threshold if floor is None else floor)).nonzero().flatten()
     if keep.numel() == 0:
         return
     det = det[keep]
@@ -252,6 +258,8 @@ def _add_detections(f: _Frame, prompt_masks: list[Tensor]) -> None:
         label = int(f.labels[q])
         slot = _lost_track(f, mask, label)
         if slot is None:
+            if float(f.scores[q]) <= cfg.fg_threshold:
+                continue  # too weak to start a track
             if not f.free_slots():
                 break
             slot = f.allocate()

@@ -185,8 +185,16 @@ def id_switches(preds: list[Track], gts: list[Track]) -> int:
     return switches
 
 
-def occlusion_kept(preds: list[Track], gt: Track, first: int, last: int) -> bool:
-    """Does the same track hold the object right before and right after a hidden span?"""
+def occlusion_kept(preds: list[Track], gt: Track, first: int, last: int, window: int = 3) -> bool:
+    """Does the same track hold the object before and after its hidden span (frames
+    ``first``..``last``)?
+
+    "Before" is the last frame of the ``window`` frames before the span where a track matches
+    the object, "after" the first such frame of the ``window`` frames after it: right at the
+    span's edges the object is often a sliver of a few pixels, and whether a mask overlaps a
+    sliver by IoU 0.5 says nothing about identity. No match on a side counts as not kept.
+    """
     matches = frame_matches([p for p in preds if p.video == gt.video], gt)
-    before, after = matches[first - 1], matches[last + 1]
-    return before is not None and before == after
+    before = [m for m in matches[max(0, first - window) : first] if m is not None]
+    after = [m for m in matches[last + 1 : last + 1 + window] if m is not None]
+    return bool(before) and bool(after) and before[-1] == after[0]

@@ -115,3 +115,12 @@ def test_id_switches_and_occlusion_keeping():
     after[:4] = False
     split = [_track("v", 0, 0.9, before, 7), _track("v", 0, 0.9, after, 8)]
     assert id_switches(split, [gt]) == 1 and not occlusion_kept(split, gt, 2, 3)
+    # At the span's edges the object may be a sliver nobody matches: the nearest matched
+    # frames within the window decide; none on one side means not kept.
+    sliver = gt_masks.copy()
+    sliver[[1, 4]] = False
+    sliver[1, 0, 0] = sliver[4, 0, 0] = True
+    gt_sliver = _track("v", 0, 1.0, sliver, 0)
+    assert occlusion_kept([same], gt_sliver, 2, 3)
+    assert not occlusion_kept(split, gt_sliver, 2, 3)
+    assert not occlusion_kept([same], gt_sliver, 2, 3, window=1)

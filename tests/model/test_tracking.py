@@ -148,3 +148,18 @@ def test_a_track_that_jumps_onto_another_object_is_left_unseen():
     assert r.track_ids.tolist() == [1]  # the track whose history matches keeps it
     assert bool(s.slot_active[small]) and int(s.slot_missing[small]) == 1
     assert float(s.slot_masks[small].sum()) == 0.0
+
+
+def test_a_weak_detection_continues_a_lost_track_but_never_starts_one():
+    def weak(q, at):
+        cls, masks = outputs({q: at})
+        cls[q, 1], cls[q, -1] = -0.85, 0.0  # foreground score ~0.3: below fg_threshold
+        return cls, masks
+
+    s = fresh_state()
+    update_stream(CFG, s, *outputs({det(0): (10, 10)}))
+    update_stream(CFG, s, *outputs({}))
+    assert update_stream(CFG, s, *weak(det(1), (11, 11))).track_ids.tolist() == [1]
+    assert len(update_stream(CFG, s, *weak(det(1), (28, 0)))) == 0  # far away: nothing
+    strict = AUSMConfig.preset("tiny", n_id=4, n_det=4, max_missing=2, reid_threshold=0.5)
+    assert len(update_stream(strict, s, *weak(det(1), (11, 11)))) == 0
