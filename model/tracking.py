@@ -68,6 +68,7 @@ class StepResult:
     label_names: list[str]
     scores: Tensor  # (K,) float32
     masks: Tensor  # (K, H, W) bool
+    boxes: Tensor  # (K, 4) float32: x0, y0, x1, y1 pixel edges of the masks
     prompt_object_ids: Tensor  # (K,) int64
     class_logits: Tensor  # (Q, C + 1)
     mask_logits: Tensor  # (Q, h4, w4)
@@ -239,8 +240,8 @@ def _add_detections(f: _Frame, prompt_masks: list[Tensor]) -> None:
     claim objects in the history, scores it low."""
     cfg = f.cfg
     det = torch.arange(cfg.n_id, cfg.num_queries)
-    floor = min(cfg.fg_threshold, cfg.reid_threshold) if cfg.reid_distance > 0 else None
-    keep = (f.scores[det] > (cfg.fg_threshold if floor is None else floor)).nonzero().flatten()
+    floor = min(cfg.fg_threshold, cfg.reid_threshold) if cfg.reid_distance > 0 else cfg.fg_threshold
+    keep = (f.scores[det] > floor).nonzero().flatten()
     if keep.numel() == 0:
         return
     det = det[keep]
@@ -332,6 +333,7 @@ def update_stream(
         label_names=[cfg.class_names[i] for i in labels],
         scores=torch.tensor([f.emitted[s][1] for s in slots], dtype=torch.float32),
         masks=masks[order] if slots else masks,
+        boxes=state.slot_box[slots].clone() if slots else torch.zeros(0, 4),
         prompt_object_ids=state.slot_object_id[slots].clone()
         if slots
         else torch.zeros(0, dtype=torch.int64),

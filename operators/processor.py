@@ -201,6 +201,7 @@ class StreamProcessor:
                     labels=[names[i] for i in r.labels.tolist()],
                     scores=r.scores.numpy(),
                     masks=r.masks.numpy(),
+                    boxes=r.boxes.numpy(),
                     prompt_object_ids=r.prompt_object_ids.numpy(),
                 )
             )

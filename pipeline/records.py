@@ -30,12 +30,17 @@ from ausm_stream.errors import InvalidInputError, RecordError
 KIND_HEADER = "ausm-kind"
 Kind = Literal["frames", "prompt", "end", "reset"]
 
+FRAME_KEY = [
+    pa.field("stream_id", pa.utf8()),
+    pa.field("frame_idx", pa.int64()),
+    pa.field("pts_ns", pa.int64()),
+    pa.field("capture_ts", pa.timestamp("ns", tz="UTC")),
+]
+"""Which frame a row is about: the leading columns of frame chunks, tracks and the frames table."""
+
 FRAMES_SCHEMA = pa.schema(
     [
-        ("stream_id", pa.utf8()),
-        ("frame_idx", pa.int64()),
-        ("pts_ns", pa.int64()),
-        ("capture_ts", pa.timestamp("ns", tz="UTC")),
+        *FRAME_KEY,
         ("height", pa.int32()),
         ("width", pa.int32()),
         ("source_height", pa.int32()),
@@ -63,10 +68,7 @@ BBOX_TYPE = pa.struct(
 
 TRACKS_SCHEMA = pa.schema(
     [
-        ("stream_id", pa.utf8()),
-        ("frame_idx", pa.int64()),
-        ("pts_ns", pa.int64()),
-        ("capture_ts", pa.timestamp("ns", tz="UTC")),
+        *FRAME_KEY,
         ("track_id", pa.int64()),
         ("label", pa.utf8()),
         ("score", pa.float32()),
@@ -345,6 +347,7 @@ class FrameTracks:
     labels: list[str]
     scores: np.ndarray  # (K,) float32
     masks: np.ndarray  # (K, h, w) bool at the model's resolution
+    boxes: np.ndarray  # (K, 4) float32: x0, y0, x1, y1 of the masks, at the model's resolution
     prompt_object_ids: np.ndarray  # (K,) int64, -1 = not prompted
 
 
@@ -359,19 +362,9 @@ def tracks_batch(frames: list[FrameTracks], model_version: str) -> pa.RecordBatc
         sy, sx = f.source_height / mh, f.source_width / mw
         counts = rle.encode(f.masks)
         areas = f.masks.reshape(k, -1).sum(1)
-        rows_hit, cols_hit = f.masks.any(2), f.masks.any(1)
+        scaled = f.boxes * np.array([sx, sy, sx, sy])
         for i in range(k):
-            ys, xs = np.flatnonzero(rows_hit[i]), np.flatnonzero(cols_hit[i])
-            box = (
-                {
-                    "x0": float(xs[0] * sx),
-                    "y0": float(ys[0] * sy),
-                    "x1": float((xs[-1] + 1) * sx),
-                    "y1": float((ys[-1] + 1) * sy),
-                }
-                if xs.size
-                else {"x0": 0.0, "y0": 0.0, "x1": 0.0, "y1": 0.0}
-            )
+            box = dict(zip(("x0", "y0", "x1", "y1"), scaled[i].tolist(), strict=True))
             obj = int(f.prompt_object_ids[i])
             row = {
                 "stream_id": f.stream_id,

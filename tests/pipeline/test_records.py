@@ -60,6 +60,7 @@ def test_tracks_batch_scales_to_source_pixels():
         ["circle"],
         np.array([0.9], np.float32),
         masks,
+        np.array([[6, 4, 12, 8]], np.float32),
         np.array([-1]),
     )
     batch = records.tracks_batch([frame], "m@1")
