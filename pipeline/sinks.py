@@ -28,15 +28,12 @@ import pyarrow.parquet as pq
 from kafka import KafkaProducer
 
 from ausm_stream.pipeline import kafka
-from ausm_stream.pipeline.records import FRAMES_SCHEMA, TRACKS_SCHEMA, FrameTracks, to_ipc
+from ausm_stream.pipeline.records import FRAME_KEY, TRACKS_SCHEMA, FrameTracks, to_ipc
 from ausm_stream.pipeline.storage import ObjectStore
 
 log = logging.getLogger(__name__)
 
-FRAMES_TABLE_SCHEMA = pa.schema(
-    [FRAMES_SCHEMA.field(name) for name in ("stream_id", "frame_idx", "pts_ns", "capture_ts")]
-    + [("tracks", pa.int32()), ("model_version", pa.utf8())]
-)
+FRAMES_TABLE_SCHEMA = pa.schema([*FRAME_KEY, ("tracks", pa.int32()), ("model_version", pa.utf8())])
 """One row per processed frame: its identity and timing as in the chunk, and its track count."""
 
 
