@@ -59,17 +59,14 @@ def throughputs(model: AUSM, lanes: AUSM, n: int, size: int, rounds: int) -> dic
     """Median frames/s over n streams: one batched step (all threads on each op), one batched
     step in lanes (one stream group per core, one thread each), and n single-stream steps."""
     fr = frames(n, size, seed=n)
-    runs = {
-        "batched": (model, None),
-        "lanes": (lanes, Threads(1)),
-        "alone": (model, None),
-    }
+    default = torch.get_num_threads()
+    runs = {"batched": (model, default), "lanes": (lanes, 1), "alone": (model, default)}
     states = {k: [m.init_state(seed=i) for i in range(n)] for k, (m, _) in runs.items()}
 
     def once(kind: str) -> float:
         m, threads = runs[kind]
         t = time.perf_counter()
-        with threads or Threads(torch.get_num_threads()):
+        with Threads(threads):
             if kind == "alone":
                 for i, s in enumerate(states[kind]):
                     m.step([s], fr[i : i + 1])

@@ -49,7 +49,7 @@ def local_cpus(cfg: PipelineConfig) -> int:
 
 
 def start_runtime(cfg: PipelineConfig, log_dir: Path | None = None) -> Runtime:
-    local_cpus(cfg)  # fail before starting anything
+    cpus = local_cpus(cfg) if cfg.ray.address == "local" else None  # fail before starting
     broker = None
     if cfg.kafka.bootstrap == "embedded":
         broker = EmbeddedBroker(log_file=log_dir / "broker.log" if log_dir else None).start()
@@ -61,7 +61,7 @@ def start_runtime(cfg: PipelineConfig, log_dir: Path | None = None) -> Runtime:
         kafka.ensure_topics(cfg.kafka, bootstrap)
         if cfg.ray.address == "local":
             ray.init(
-                num_cpus=local_cpus(cfg),
+                num_cpus=cpus,
                 _node_ip_address="127.0.0.1",
                 include_dashboard=False,
                 log_to_driver=False,

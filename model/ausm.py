@@ -119,12 +119,12 @@ class AUSM(nn.Module):
         if frames_t.shape[0] != len(states):
             raise InvalidInputError(f"{frames_t.shape[0]} frames for {len(states)} states")
         groups = self._micro_batches(len(states))
-        if len(groups) == 1 or self.cfg.step_lanes == 1:
-            parts = [self._step_group(list(states[g]), frames_t[g]) for g in groups]
-        else:
-            parts = list(
-                self._lanes().map(lambda g: self._step_group(list(states[g]), frames_t[g]), groups)
-            )
+
+        def run(group: slice) -> list[StepResult]:
+            return self._step_group(list(states[group]), frames_t[group])
+
+        serial = len(groups) == 1 or self.cfg.step_lanes == 1
+        parts = map(run, groups) if serial else self._lanes().map(run, groups)
         return [r for part in parts for r in part]
 
     def _micro_batches(self, n: int) -> list[slice]:
