@@ -63,6 +63,9 @@ class TrainConfig:
     cut short, reproducibly."""
     init_weights: str | None = None
     """Start from these weights (a later stage of a recipe); the optimizer starts fresh."""
+    history_noise: float = 0.0
+    """Chance that a tracked instance's history mask is degraded like a prediction (see
+    training/teacher.py), so the model learns to recover from its own mistakes."""
 
     def __post_init__(self) -> None:
         for name in ("clip_frames", "batch_size", "iterations", "checkpoint_every"):
@@ -74,6 +77,8 @@ class TrainConfig:
             )
         if self.stop_after is not None and not 1 <= self.stop_after <= self.iterations:
             raise InvalidInputError("train config: stop_after must lie in [1, iterations]")
+        if not 0.0 <= self.history_noise <= 1.0:
+            raise InvalidInputError("train config: history_noise must lie in [0, 1]")
         if "preset" not in self.model:
             raise InvalidInputError("train config: model.preset is required (tiny or paper)")
 
@@ -143,7 +148,8 @@ def train_step(
     model: AUSM, opt: torch.optim.Optimizer, cfg: TrainConfig, source: ClipSource, it: int
 ) -> dict[str, float]:
     videos = source.clips(it, cfg.batch_size, cfg.clip_frames)
-    batch = make_batch(videos, model.cfg, np.random.default_rng([cfg.seed, it]))
+    rng = np.random.default_rng([cfg.seed, it])
+    batch = make_batch(videos, model.cfg, rng, cfg.history_noise)
     for group in opt.param_groups:
         group["lr"] = learning_rate(cfg, it)
     if cfg.mode == "parallel":

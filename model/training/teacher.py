@@ -6,6 +6,12 @@ detection queries); after ``s`` it is a *tracking* target on its own slot, and i
 truth mask of the previous frame is in the history. A tracked instance that is hidden at a
 frame is supervised as "no object" on its slot (no mask loss) and stays in the history with
 an empty mask, which is exactly what inference does during an occlusion.
+
+At inference the history holds the model's own masks, not the ground truth, and a model
+trained only on perfect histories drifts once its masks are a little off (exposure bias).
+``history_noise`` is the chance that a tracked instance's history mask at a frame is
+degraded the way predictions are: shifted by up to ``MAX_SHIFT`` pixels, grown or shrunk by
+up to ``MAX_MORPH`` pixels, or (one time in ``DROP_ONE_IN``) missing altogether.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import ndimage
 from torch import Tensor
 
 from ausm_stream.errors import InvalidInputError
@@ -46,7 +53,32 @@ def small_masks(masks: np.ndarray) -> Tensor:
     return pooled.reshape(*lead, *pooled.shape[-2:])
 
 
-def make_batch(videos: list[Video], cfg: AUSMConfig, rng: np.random.Generator) -> ClipBatch:
+MAX_SHIFT = 4
+MAX_MORPH = 3
+DROP_ONE_IN = 8
+
+
+def perturb_mask(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A plausible prediction of ``mask``: shifted, grown or shrunk, or missed."""
+    if rng.integers(DROP_ONE_IN) == 0:
+        return np.zeros_like(mask)
+    dy, dx = rng.integers(-MAX_SHIFT, MAX_SHIFT + 1, size=2)
+    h, w = mask.shape
+    out = np.zeros_like(mask)
+    out[max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = mask[
+        max(-dy, 0) : h + min(-dy, 0), max(-dx, 0) : w + min(-dx, 0)
+    ]
+    morph = int(rng.integers(-MAX_MORPH, MAX_MORPH + 1))
+    if morph > 0:
+        out = ndimage.binary_dilation(out, iterations=morph)
+    elif morph < 0:
+        out = ndimage.binary_erosion(out, iterations=-morph)
+    return out
+
+
+def make_batch(
+    videos: list[Video], cfg: AUSMConfig, rng: np.random.Generator, history_noise: float = 0.0
+) -> ClipBatch:
     lengths = {v.num_frames for v in videos}
     if len(lengths) != 1:
         raise InvalidInputError(f"clips in a batch need one length, got {sorted(lengths)}")
@@ -58,6 +90,8 @@ def make_batch(videos: list[Video], cfg: AUSMConfig, rng: np.random.Generator) -
     hist_masks = torch.zeros(b_len, t_len, n_id, *cfg.image_size, dtype=torch.bool)
     hist_active = torch.zeros(b_len, t_len, n_id, dtype=torch.bool)
     targets: list[list[FrameTargets]] = []
+    # Its own stream, so that noise never changes the slots and switch times of a clip.
+    noise_rng = rng.spawn(1)[0] if history_noise else None
     for b, video in enumerate(videos):
         k_len = min(video.num_instances, n_id)
         visible = video.masks[:, :k_len].any(axis=(2, 3))  # (T, K)
@@ -71,7 +105,10 @@ def make_batch(videos: list[Video], cfg: AUSMConfig, rng: np.random.Generator) -
             for i in range(k_len):
                 if t > switch[i]:
                     hist_active[b, t, slots[i]] = True
-                    hist_masks[b, t, slots[i]] = torch.from_numpy(video.masks[t - 1, i])
+                    previous = video.masks[t - 1, i]
+                    if noise_rng is not None and noise_rng.random() < history_noise:
+                        previous = perturb_mask(previous, noise_rng)
+                    hist_masks[b, t, slots[i]] = torch.from_numpy(previous)
                     track[int(slots[i])] = (
                         (int(video.classes[i]), small[t, i]) if visible[t, i] else (-1, None)
                     )

@@ -13,34 +13,62 @@ from ausm_stream.model import AUSM, AUSMConfig
 from ausm_stream.model.data import ShapesSpec, generate_video
 from ausm_stream.model.training.loop import TrainConfig, forward_iterative, train
 from ausm_stream.model.training.objective import clip_loss
-from ausm_stream.model.training.teacher import make_batch
+from ausm_stream.model.training.teacher import MAX_MORPH, MAX_SHIFT, make_batch, perturb_mask
 
 SMALL = {"preset": "tiny", "image_size": [64, 64], "n_id": 8, "n_det": 8}
 
 
-def small_batch(cfg: AUSMConfig, frames: int = 5):
+def small_videos(cfg: AUSMConfig, frames: int = 5):
     spec = ShapesSpec(size=cfg.image_size, frames=frames, min_radius=5, max_radius=12)
-    videos = [generate_video("train", i, spec) for i in range(2)]
-    return make_batch(videos, cfg, np.random.default_rng(0))
+    return [generate_video("train", i, spec) for i in range(2)]
+
+
+def small_batch(cfg: AUSMConfig, frames: int = 5, history_noise: float = 0.0):
+    return make_batch(small_videos(cfg, frames), cfg, np.random.default_rng(0), history_noise)
 
 
 def test_teacher_forcing_targets_follow_switch_times():
     cfg = AUSMConfig.preset("tiny", image_size=(64, 64), n_id=8, n_det=8)
-    batch = small_batch(cfg, frames=6)
+    videos = small_videos(cfg, frames=6)
+    batch = make_batch(videos, cfg, np.random.default_rng(0))
     for b, per_frame in enumerate(batch.targets):
         for t, tgt in enumerate(per_frame):
             active = set(batch.history_active[b, t].nonzero().flatten().tolist())
             assert set(tgt.track) == active  # tracked slots are exactly the history's slots
             if t == 0:
                 assert not active  # nothing can be in the history before the first frame
-            for slot in active:  # history holds the previous frame's ground truth
-                assert batch.history_masks[b, t, slot].any() or tgt.track[slot][0] in (
-                    -1,
-                    0,
-                    1,
-                    2,
-                    3,
-                )
+            for slot in active:  # history holds an instance's ground truth of the frame before
+                previous = torch.from_numpy(videos[b].masks[t - 1])
+                assert (previous == batch.history_masks[b, t, slot]).all(dim=(1, 2)).any()
+
+
+def test_history_noise_degrades_history_masks_like_predictions():
+    cfg = AUSMConfig.preset("tiny", image_size=(64, 64), n_id=8, n_det=8)
+    clean = small_batch(cfg, frames=8)
+    noisy = small_batch(cfg, frames=8, history_noise=1.0)
+    assert torch.equal(clean.history_active, noisy.history_active)  # same tracks, same times
+    active = clean.history_active
+    assert active.any()
+    changed = (clean.history_masks != noisy.history_masks).any(dim=(-2, -1))
+    assert changed[active].float().mean() > 0.5
+    near = torch.nn.functional.max_pool2d(  # every degraded pixel lies near the true mask
+        clean.history_masks[active].float().unsqueeze(1),
+        kernel_size=2 * (MAX_SHIFT + MAX_MORPH) + 1,
+        stride=1,
+        padding=MAX_SHIFT + MAX_MORPH,
+    ).squeeze(1)
+    assert not (noisy.history_masks[active] & (near == 0)).any()
+
+
+def test_perturbed_masks_are_shifted_resized_or_missed():
+    mask = np.zeros((40, 40), dtype=bool)
+    mask[12:28, 10:30] = True
+    outs = [perturb_mask(mask, np.random.default_rng(seed)) for seed in range(64)]
+    areas = [int(o.sum()) for o in outs]
+    assert 0 in areas  # some are missed entirely
+    assert max(areas) > mask.sum() and 0 < min(a for a in areas if a) < mask.sum()
+    assert len({o.tobytes() for o in outs}) > 32  # varied, and reproducible per seed:
+    assert np.array_equal(outs[5], perturb_mask(mask, np.random.default_rng(5)))
 
 
 def test_parallel_and_iterative_training_give_the_same_loss():
