@@ -85,6 +85,18 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _calibrate(args: argparse.Namespace) -> int:
+    from ausm_stream.model import AUSM
+
+    runtime = runtime_overrides(args.set)
+    if not runtime:
+        raise ConfigError("calibrate: give at least one --set KEY=VALUE")
+    cfg = AUSM.calibrate(args.weights, args.out or args.weights, **runtime)
+    settings = ", ".join(f"{k}={getattr(cfg, k)}" for k in sorted(runtime))
+    print(f"{args.out or args.weights}: defaults now {settings}")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from ausm_stream.deploy.demo import run_demo
 
@@ -127,6 +139,16 @@ def _ingest(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_set_option(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"{what}, e.g. --set fg_threshold=0.6 (repeatable)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ausm-stream", description="AUSM video segmentation over many live streams."
@@ -157,14 +179,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="synthetic[:split[:count[:frames]]], davis:ROOT[:split] or "
         "ytvis:ANNOTATIONS.json:IMAGE_ROOT (default: %(default)s)",
     )
-    ev.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a runtime setting of the model, e.g. --set fg_threshold=0.6 (repeatable)",
-    )
+    _add_set_option(ev, "override a runtime setting of the model for this run")
     ev.set_defaults(func=_eval)
+    cal = sub.add_parser(
+        "calibrate", help="store tuned runtime settings (thresholds) in a weights file"
+    )
+    cal.add_argument("--weights", required=True, help="the weights file to read")
+    cal.add_argument("--out", help="where to write (default: overwrite --weights)")
+    _add_set_option(cal, "a runtime setting to store as the file's default")
+    cal.set_defaults(func=_calibrate)
     demo = sub.add_parser("demo", help="the whole pipeline on this machine, no configuration")
     demo.add_argument("--out", default="ausm-demo", help="output folder (default: %(default)s)")
     demo.add_argument("--streams", type=int, default=4)

@@ -210,8 +210,8 @@ class AUSM(nn.Module):
         save_file(tensors, str(path), metadata=metadata)
 
     @staticmethod
-    def read_config(path: str | Path) -> AUSMConfig:
-        """The config stored in a weights file, read from its header without loading tensors."""
+    def read_metadata(path: str | Path) -> dict[str, str]:
+        """A weights file's header metadata (config, training notes), without the tensors."""
         path = Path(path)
         if not path.is_file():
             raise InvalidInputError(f"weights file {str(path)!r} does not exist")
@@ -221,7 +221,12 @@ class AUSM(nn.Module):
             metadata = fh.metadata() or {}
         if metadata.get("format") != WEIGHTS_FORMAT:
             raise InvalidInputError(f"{path} is not an ausm-stream weights file")
-        return AUSMConfig.from_dict(json.loads(metadata["config"]))
+        return metadata
+
+    @classmethod
+    def read_config(cls, path: str | Path) -> AUSMConfig:
+        """The config stored in a weights file, read from its header without loading tensors."""
+        return AUSMConfig.from_dict(json.loads(cls.read_metadata(path)["config"]))
 
     @classmethod
     def from_weights(cls, path: str | Path, **runtime: object) -> AUSM:
@@ -230,6 +235,15 @@ class AUSM(nn.Module):
         model = cls(cfg)
         model.load_state_dict(load_file(str(path)))
         return model.eval()
+
+    @classmethod
+    def calibrate(cls, path: str | Path, out: str | Path, **runtime: object) -> AUSMConfig:
+        """Copy a weights file with new default runtime settings (thresholds tuned for these
+        weights); its other metadata is kept. Returns the stored config."""
+        extra = {k: v for k, v in cls.read_metadata(path).items() if k not in ("format", "config")}
+        model = cls.from_weights(path, **runtime)
+        model.save_weights(out, extra=extra)
+        return model.cfg
 
     # -- validation ------------------------------------------------------------------------
     def _check_state(self, state: StreamState) -> None:

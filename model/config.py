@@ -22,6 +22,7 @@ ScanBackend = Literal["auto", "torch", "mamba_ssm"]
 RUNTIME_FIELDS = frozenset(
     {
         "fg_threshold",
+        "track_threshold",
         "dedup_iou",
         "min_mask_area",
         "max_missing",
@@ -73,7 +74,11 @@ class AUSMConfig:
     backbone_weights: str | None = None
     """Local file with weights for a timm backbone (nothing is ever downloaded)."""
     fg_threshold: float = 0.5
-    """filter_fg: a query is foreground when 1 - p(no object) exceeds this."""
+    """filter_fg: a detection query starts a track when 1 - p(no object) exceeds this."""
+    track_threshold: float = 0.5
+    """A track's own query shows it at a frame when its score exceeds this. Below it the
+    track is unseen there (empty mask, kept for ``max_missing`` frames), which beats showing
+    a low-confidence mask: it is mostly an occluder's or a neighbour's."""
     dedup_iou: float = 0.5
     """A new detection overlapping a visible track (or another detection) this much is dropped."""
     min_mask_area: int = 4
@@ -148,6 +153,7 @@ class AUSMConfig:
             "must be a non-empty tuple of distinct names",
         )
         _require(0.0 < self.fg_threshold < 1.0, "fg_threshold", "must lie in (0, 1)")
+        _require(0.0 < self.track_threshold < 1.0, "track_threshold", "must lie in (0, 1)")
         _require(0.0 < self.dedup_iou <= 1.0, "dedup_iou", "must lie in (0, 1]")
         _require(self.min_mask_area >= 1, "min_mask_area", "must be >= 1")
         _require(self.max_missing >= 0, "max_missing", "must be >= 0")

@@ -3,7 +3,7 @@
 Kept apart from the ``nn.Module``s so the network stays pure tensors. Per stream and frame:
 
 1. **Tracks** (active ID slots): visible when their foreground score exceeds
-   ``fg_threshold`` and their mask is non-empty. A track unseen for more than ``max_missing``
+   ``track_threshold`` and their mask is non-empty. A track unseen for more than ``max_missing``
    consecutive frames is retired and its ID vector returns to the pool. While unseen it
    stays in A with an empty mask, so its ID query can find the object again after an
    occlusion.
@@ -140,7 +140,7 @@ def _update_tracks(f: _Frame) -> None:
     cfg, s = f.cfg, f.state
     slots = s.slot_active.nonzero().flatten().tolist()
     masks = upsample_masks(f.mask_logits[slots], cfg.image_size)
-    seen = (f.scores[slots] > cfg.fg_threshold) & masks.flatten(1).any(1)
+    seen = (f.scores[slots] > cfg.track_threshold) & masks.flatten(1).any(1)
     seen &= ~_duplicates(s, masks, seen, cfg.dedup_iou)
     for slot, mask, visible in zip(slots, masks, seen.tolist(), strict=True):
         score = float(f.scores[slot])

@@ -50,6 +50,23 @@ def test_eval_overrides_are_checked(capsys):
     assert "fg_threshold" in capsys.readouterr().err
 
 
+def test_calibrate_stores_runtime_defaults_and_keeps_the_rest(capsys, tmp_path):
+    from ausm_stream.model import AUSM, AUSMConfig
+
+    src, out = tmp_path / "w.safetensors", tmp_path / "tuned.safetensors"
+    AUSM(AUSMConfig.preset("tiny", image_size=(64, 64))).save_weights(src, {"note": "kept"})
+    args = ["calibrate", "--weights", str(src), "--out", str(out)]
+    assert main([*args, "--set", "fg_threshold=0.9", "--set", "track_threshold=0.4"]) == 0
+    assert "fg_threshold=0.9, track_threshold=0.4" in capsys.readouterr().out
+    cfg = AUSM.read_config(out)
+    assert (cfg.fg_threshold, cfg.track_threshold) == (0.9, 0.4)
+    assert AUSM.read_metadata(out)["note"] == "kept"
+    assert AUSM.read_config(src).fg_threshold == 0.5  # the source is untouched
+    assert AUSM.from_weights(out, fg_threshold=0.6).cfg.fg_threshold == 0.6  # still overridable
+    assert main(args) == 2 and "at least one --set" in capsys.readouterr().err
+    assert main([*args, "--set", "n_det=3"]) == 2  # architecture is fixed by the weights
+
+
 def test_a_worker_that_cannot_fit_in_local_ray_is_a_config_error():
     cfg = PipelineConfig.from_dict({"ray": {"num_cpus": 1}, "worker": {"cpus": 2}})
     with pytest.raises(ConfigError, match=r"worker\.cpus=2"):

@@ -163,3 +163,20 @@ def test_a_weak_detection_continues_a_lost_track_but_never_starts_one():
     assert len(update_stream(CFG, s, *weak(det(1), (28, 0)))) == 0  # far away: nothing
     strict = AUSMConfig.preset("tiny", n_id=4, n_det=4, max_missing=2, reid_threshold=0.5)
     assert len(update_stream(strict, s, *weak(det(1), (11, 11)))) == 0
+
+
+def test_a_track_continues_below_the_bar_that_starts_one():
+    def scored(q, at, score):
+        cls, masks = outputs({q: at})
+        cls[q, 1], cls[q, -1] = 0.0, float(torch.log(torch.tensor(1 / score - 1)))
+        return cls, masks
+
+    cfg = AUSMConfig.preset("tiny", n_id=4, n_det=4, fg_threshold=0.9, track_threshold=0.5)
+    s = fresh_state()
+    assert len(update_stream(cfg, s, *scored(det(0), (2, 2), 0.7))) == 0  # too weak to start
+    assert update_stream(cfg, s, *scored(det(0), (2, 2), 0.95)).track_ids.tolist() == [1]
+    slot = int(s.slot_active.nonzero()[0])
+    r = update_stream(cfg, s, *scored(slot, (3, 3), 0.7))  # strong enough to continue
+    assert r.track_ids.tolist() == [1] and abs(float(r.scores[0]) - 0.7) < 1e-4
+    assert len(update_stream(cfg, s, *scored(slot, (3, 3), 0.4))) == 0  # below: unseen
+    assert bool(s.slot_active[slot]) and int(s.slot_missing[slot]) == 1
