@@ -10,8 +10,9 @@ an empty mask, which is exactly what inference does during an occlusion.
 At inference the history holds the model's own masks, not the ground truth, and a model
 trained only on perfect histories drifts once its masks are a little off (exposure bias).
 ``history_noise`` is the chance that a tracked instance's history mask at a frame is
-degraded the way predictions are: shifted by up to ``MAX_SHIFT`` pixels, grown or shrunk by
-up to ``MAX_MORPH`` pixels, or (one time in ``DROP_ONE_IN``) missing altogether.
+degraded the way predictions are: shifted by up to ``MAX_SHIFT`` pixels and grown or shrunk
+by up to ``MAX_MORPH`` pixels. (It is never emptied: a tracked object missing from the history
+is one the detection queries are trained to claim, which would teach them the opposite.)
 """
 
 from __future__ import annotations
@@ -55,13 +56,10 @@ def small_masks(masks: np.ndarray) -> Tensor:
 
 MAX_SHIFT = 4
 MAX_MORPH = 3
-DROP_ONE_IN = 8
 
 
 def perturb_mask(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A plausible prediction of ``mask``: shifted, grown or shrunk, or missed."""
-    if rng.integers(DROP_ONE_IN) == 0:
-        return np.zeros_like(mask)
+    """A plausible prediction of ``mask``: shifted, and grown or shrunk."""
     dy, dx = rng.integers(-MAX_SHIFT, MAX_SHIFT + 1, size=2)
     h, w = mask.shape
     out = np.zeros_like(mask)
