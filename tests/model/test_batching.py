@@ -71,3 +71,28 @@ def test_splitting_a_batch_never_changes_results(runtime, groups):
         assert torch.equal(x.mask_logits, y.mask_logits) and torch.equal(x.track_ids, y.track_ids)
         assert torch.equal(sa.ssm, sb.ssm)
     assert (split._lane_pool is not None) == ("step_lanes" in runtime)
+
+
+def test_regrouping_streams_between_steps_never_changes_results():
+    """After a step a stream's recurrent tensors are views into its group's batch; stepping
+    it later in other groups must not disturb its former batch mates."""
+    model = make_model(fg_threshold=0.85)
+    frames = [make_frames(6, seed=40 + i) for i in range(3)]
+    regrouped, alone = _streams(model), _streams(model)
+    groups = [[0, 1, 2], [0], [2, 1], [1], [0, 2], [2, 0, 1]]
+    for t, group in enumerate(groups):
+        kept = {i: regrouped[i].clone() for i in range(3) if i not in group}
+        got = model.step([regrouped[i] for i in group], torch.stack([frames[i][t] for i in group]))
+        for i in range(3):  # the streams left out of this step are untouched by it
+            if i not in group:
+                assert _same(regrouped[i], kept[i])
+        for i, r in zip(group, got, strict=True):
+            own = model.step([alone[i]], frames[i][t : t + 1])[0]
+            assert torch.equal(r.mask_logits, own.mask_logits)
+            assert torch.equal(r.track_ids, own.track_ids)
+    assert all(_same(a, b) for a, b in zip(regrouped, alone, strict=True))
+
+
+def _same(a, b) -> bool:
+    ta, tb = a.tensors(), b.tensors()
+    return ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta)
