@@ -146,15 +146,13 @@ class AUSM(nn.Module):
 
     @torch.no_grad()  # grad mode is per thread: lanes need it too
     def _step_group(self, states: list[StreamState], frames: Tensor) -> list[StepResult]:
-        batch = _RecurrentBatch(states)
         outputs, recurrent = self.net.step(
             frames,
             torch.stack([s.slot_active for s in states]),
             torch.stack([s.slot_masks for s in states]),
-            batch.recurrent,
-            in_place=True,
+            _stack_recurrent(states),
         )
-        batch.hand_back(recurrent.x_prev, states)
+        _unstack_recurrent(recurrent, states)
         return [
             update_stream(self.cfg, s, outputs.class_logits[i], outputs.mask_logits[i])
             for i, s in enumerate(states)
@@ -271,25 +269,26 @@ class AUSM(nn.Module):
         return frames_t.to(self.device)
 
 
-class _RecurrentBatch:
-    """A step group's recurrent state, stacked with one copy and updated in place.
+def _stack_recurrent(states: list[StreamState]) -> RecurrentTensors:
+    """Per compressor layer, the streams' Mamba states as one batch (one copy)."""
+    layers = range(states[0].conv.shape[0])
+    return RecurrentTensors(
+        x_prev=torch.stack([s.x_prev for s in states]),
+        mamba=[
+            MambaState(
+                torch.cat([s.conv[i] for s in states]), torch.cat([s.ssm[i] for s in states])
+            )
+            for i in layers
+        ],
+    )
 
-    Afterwards each stream's ``conv`` and ``ssm`` are views into this batch rather than
-    copies: nothing writes the batch again (the next step stacks a fresh one), so handing
-    views back is safe and saves two copies of the biggest tensors of a step.
-    """
 
-    def __init__(self, states: list[StreamState]) -> None:
-        self.conv = torch.stack([s.conv for s in states], dim=1)  # (layers, b, h*w, ...)
-        self.ssm = torch.stack([s.ssm for s in states], dim=1)
-        self.recurrent = RecurrentTensors(
-            x_prev=torch.stack([s.x_prev for s in states]),
-            mamba=[
-                MambaState(c.flatten(0, 1), m.flatten(0, 1))
-                for c, m in zip(self.conv, self.ssm, strict=True)
-            ],
-        )
-
-    def hand_back(self, x_prev: Tensor, states: list[StreamState]) -> None:
-        for i, s in enumerate(states):
-            s.x_prev, s.conv, s.ssm = x_prev[i], self.conv[:, i], self.ssm[:, i]
+def _unstack_recurrent(rec: RecurrentTensors, states: list[StreamState]) -> None:
+    """Back into each stream's own tensors (one copy: a stream never aliases its batch)."""
+    n = len(states)
+    conv = [m.conv.unflatten(0, (n, -1)) for m in rec.mamba]
+    ssm = [m.ssm.unflatten(0, (n, -1)) for m in rec.mamba]
+    for i, s in enumerate(states):
+        s.x_prev = rec.x_prev[i].clone()
+        s.conv = torch.stack([c[i] for c in conv])
+        s.ssm = torch.stack([m[i] for m in ssm])

@@ -47,13 +47,10 @@ class CompressorLayer(nn.Module):
         frames = self._spatial(rearrange(x, "b t n d -> (b t) n d"), pos)
         return rearrange(frames, "(b t) n d -> b t n d", b=b), state
 
-    def step(
-        self, x: Tensor, pos: Tensor, state: MambaState, in_place: bool = False
-    ) -> tuple[Tensor, MambaState]:
+    def step(self, x: Tensor, pos: Tensor, state: MambaState) -> tuple[Tensor, MambaState]:
         """x (b, n, D) for one frame."""
         b = x.shape[0]
-        u = rearrange(self.norm_time(x), "b n d -> (b n) d")
-        y, state = self.mamba.step(u, state, in_place)
+        y, state = self.mamba.step(rearrange(self.norm_time(x), "b n d -> (b n) d"), state)
         x = x + rearrange(y, "(b n) d -> b n d", b=b)
         return self._spatial(x, pos), state
 
@@ -75,12 +72,11 @@ class HistoryCompressor(nn.Module):
         return self.norm(x), out_states
 
     def step(
-        self, x: Tensor, pos: Tensor, states: list[MambaState], in_place: bool = False
+        self, x: Tensor, pos: Tensor, states: list[MambaState]
     ) -> tuple[Tensor, list[MambaState]]:
-        """One frame: x (b, n, D); returns F_t and the next states (``states`` themselves,
-        overwritten, when ``in_place``)."""
+        """One frame: x (b, n, D); returns F_t and the next states."""
         out_states = []
         for layer, s in zip(self.layers, states, strict=True):
-            x, s = layer.step(x, pos, s, in_place)
+            x, s = layer.step(x, pos, s)
             out_states.append(s)
         return self.norm(x), out_states

@@ -120,16 +120,13 @@ class Mamba(nn.Module):
         out = self.out_proj(rearrange(y, "b d l -> b l d"))
         return out, MambaState(conv=new_conv, ssm=ssm)
 
-    def step(
-        self, u: Tensor, state: MambaState, in_place: bool = False
-    ) -> tuple[Tensor, MambaState]:
+    def step(self, u: Tensor, state: MambaState) -> tuple[Tensor, MambaState]:
         """One time step: u (b, d_model) -> (y (b, d_model), next state).
 
         The recurrent update runs over blocks of ``STEP_BLOCK`` sequences: for many streams
         the state is tens of MB, and block by block each intermediate stays in cache instead
         of streaming through memory several times (rows are independent, so blocking does
-        not change a single bit of the result). ``in_place`` (serving, no autograd) writes
-        the next state over ``state`` and returns it, so the state is never copied.
+        not change a single bit of the result).
         """
         x, z = self.in_proj(u).chunk(2, dim=-1)
         A = -torch.exp(self.A_log.float())
@@ -150,16 +147,11 @@ class Mamba(nn.Module):
                 z[rows],
                 delta_bias=self.dt_proj.bias.float(),
                 delta_softplus=True,
-                in_place=in_place,
             )
             ys.append(y)
-            if in_place:
-                state.conv[rows] = conv
-            else:
-                convs.append(conv)
-                ssms.append(ssm)
-        y = self.out_proj(_join(ys))
-        return y, state if in_place else MambaState(conv=_join(convs), ssm=_join(ssms))
+            convs.append(conv)
+            ssms.append(ssm)
+        return self.out_proj(_join(ys)), MambaState(conv=_join(convs), ssm=_join(ssms))
 
 
 STEP_BLOCK = 256

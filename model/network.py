@@ -139,15 +139,13 @@ class AUSMNet(nn.Module):
         grid_masks: Tensor,
         recurrent: RecurrentTensors,
         batch_invariant: bool = True,
-        in_place: bool = False,
     ) -> tuple[NetOutputs, RecurrentTensors]:
         """One frame for each of b streams.
 
         frames (b, H, W, 3) uint8; slot_active (b, N_id) bool and grid_masks (b, N_id, h8, w8)
         are A_{t-1} and M_{t-1} on the 1/8 grid. ``batch_invariant`` (serving) runs the
         convolutions frame by frame so outputs do not depend on batch mates; iterative
-        training turns it off. ``in_place`` (serving, no autograd) overwrites the Mamba
-        states of ``recurrent`` with the next ones instead of copying them.
+        training turns it off.
         """
 
         def backbone(fr: Tensor) -> tuple[Tensor, Tensor]:
@@ -155,7 +153,7 @@ class AUSMNet(nn.Module):
 
         feats_4, x = frame_by_frame(backbone, frames) if batch_invariant else backbone(frames)
         e = self._history(recurrent.x_prev, slot_active, grid_masks)
-        f, states = self.compressor.step(e, self.pos, recurrent.mamba, in_place)
+        f, states = self.compressor.step(e, self.pos, recurrent.mamba)
         outputs = self._decode(x, f, feats_4, slot_active, grid_masks, batch_invariant)
         return outputs, RecurrentTensors(x, states)
 

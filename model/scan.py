@@ -250,18 +250,15 @@ def selective_state_update(
     z: Tensor | None = None,
     delta_bias: Tensor | None = None,
     delta_softplus: bool = False,
-    in_place: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """One streaming step. ``u, delta, z: (b, d)``, ``B, C: (b, n)``; returns (y (b, d), state).
 
-    Written for memory traffic: the state (b, d, n) is the big tensor. ``in_place`` (no
-    autograd) updates it where it lies, with no temporary of its size: the same arithmetic,
-    so the same bits.
+    Written for memory traffic: the state (b, d, n) is the big tensor, so it is read once
+    and written once (exp(delta*A) * h + (delta*u) B in three fused-ish passes).
     """
     delta = _prepare_delta(delta.unsqueeze(-1), delta_bias, delta_softplus).squeeze(-1)
     decay = torch.exp(delta.unsqueeze(-1) * A)  # (b, d, n)
-    drive = ((delta * u).unsqueeze(-1), B.unsqueeze(1))
-    h = state.mul_(decay).addcmul_(*drive) if in_place else torch.addcmul(decay * state, *drive)
+    h = torch.addcmul(decay * state, (delta * u).unsqueeze(-1), B.unsqueeze(1))
     y = torch.bmm(h, C.unsqueeze(-1)).squeeze(-1)
     if D is not None:
         y = y + D * u

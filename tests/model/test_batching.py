@@ -74,8 +74,8 @@ def test_splitting_a_batch_never_changes_results(runtime, groups):
 
 
 def test_regrouping_streams_between_steps_never_changes_results():
-    """After a step a stream's recurrent tensors are views into its group's batch; stepping
-    it later in other groups must not disturb its former batch mates."""
+    """Streams stepped in changing groups (as a worker's ready set changes) give what they
+    give alone, and a step never touches the streams left out of it."""
     model = make_model(fg_threshold=0.85)
     frames = [make_frames(6, seed=40 + i) for i in range(3)]
     regrouped, alone = _streams(model), _streams(model)
