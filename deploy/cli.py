@@ -67,10 +67,18 @@ def runtime_overrides(pairs: Sequence[str]) -> dict[str, object]:
             )
         kind = type(getattr(defaults, key))
         try:
-            out[key] = value if kind is type(None) else kind(value)
+            out[key] = value if kind is type(None) else _parse(kind, value)
         except ValueError:
             raise ConfigError(f"--set {pair!r}: {key} must be of type {kind.__name__}") from None
     return out
+
+
+def _parse(kind: type, value: str) -> object:
+    if kind is bool:  # bool("false") is True
+        if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+            raise ValueError(value)
+        return value.lower() in ("true", "1", "yes")
+    return kind(value)
 
 
 def _eval(args: argparse.Namespace) -> int:

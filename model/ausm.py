@@ -175,6 +175,30 @@ class AUSM(nn.Module):
                 self.add_prompt(state, *prompts[state.frames_seen])
             yield self.step([state], torch.as_tensor(frame)[None])[0]
 
+    def segment_clip(
+        self,
+        frames: Tensor | np.ndarray,
+        state: StreamState | None = None,
+        prompts: dict[int, tuple[Tensor, list[int]]] | None = None,
+    ) -> list[StepResult]:
+        """Segment a whole clip (T, H, W, 3) offline: one result per frame, in order.
+
+        ``prompts`` as in :meth:`iter_video`. With ``cfg.test_time_repetition`` the frames
+        run 0..T-1, T-2..0, 0..T-1 through one state (prompts on the first pass) and the last
+        pass is returned, its ``frame_index`` counted as in the first.
+        """
+        clip = torch.as_tensor(frames)
+        state = state if state is not None else self.init_state()
+        first = list(self.iter_video(clip, state, prompts))
+        if not self.cfg.test_time_repetition or len(first) < 2:
+            return first
+        for i in range(len(clip) - 2, -1, -1):  # backward: only the state matters
+            self.step([state], clip[i : i + 1])
+        return [
+            dataclasses.replace(self.step([state], clip[i : i + 1])[0], frame_index=f.frame_index)
+            for i, f in enumerate(first)
+        ]
+
     # -- training --------------------------------------------------------------------------
     def forward_parallel(
         self, frames: Tensor, history_masks: Tensor, history_active: Tensor

@@ -32,6 +32,7 @@ RUNTIME_FIELDS = frozenset(
         "scan_chunk",
         "batch_cells",
         "step_lanes",
+        "test_time_repetition",
         "backbone_weights",
     }
 )
@@ -104,6 +105,10 @@ class AUSMConfig:
     """Micro-batches of one ``step`` run concurrently, each in its own thread. On a CPU, use
     one lane per core with ``torch.set_num_threads(1)``: streams then run side by side instead
     of every small op being split across cores. Results do not depend on the lanes."""
+    test_time_repetition: bool = False
+    """Offline clips only (:meth:`AUSM.segment_clip`; the paper's Sec. 3.4): run the clip
+    forward, backward and forward again through one state and keep the last pass, so objects
+    found anywhere in the clip are known from its first frame. Three times the compute."""
 
     def __post_init__(self) -> None:
         h, w = self.image_size

@@ -75,13 +75,14 @@ def run_prompted(model: AUSM, video: Video, seed: int = 0) -> np.ndarray:
     """Predicted masks (T, K, H, W) of each instance, prompted at its first visible frame."""
     visible = video.masks.any(axis=(2, 3))
     first = visible.argmax(axis=0)
-    state = model.init_state(seed=seed)
-    out = np.zeros_like(video.masks)
-    for t in range(video.num_frames):
+    prompts = {}
+    for t in sorted(set(first.tolist())):
         starting = [k for k in range(video.num_instances) if first[k] == t and visible[t, k]]
         if starting:
-            model.add_prompt(state, torch.from_numpy(video.masks[t, starting]), starting)
-        r = model.step([state], torch.from_numpy(video.frames[t : t + 1]))[0]
+            prompts[t] = (torch.from_numpy(video.masks[t, starting]), starting)
+    out = np.zeros_like(video.masks)
+    results = model.segment_clip(video.frames, model.init_state(seed=seed), prompts)
+    for t, r in enumerate(results):
         for k, obj in enumerate(r.prompt_object_ids.tolist()):
             if obj >= 0:
                 out[t, obj] = r.masks[k].numpy()
@@ -89,13 +90,11 @@ def run_prompted(model: AUSM, video: Video, seed: int = 0) -> np.ndarray:
 
 
 def run_unprompted(model: AUSM, video: Video, seed: int = 0) -> list[Track]:
-    state = model.init_state(seed=seed)
     t_len = video.num_frames
     masks: dict[int, np.ndarray] = {}
     scores: dict[int, list[float]] = {}
     labels: dict[int, Counter] = {}
-    for t in range(t_len):
-        r = model.step([state], torch.from_numpy(video.frames[t : t + 1]))[0]
+    for t, r in enumerate(model.segment_clip(video.frames, model.init_state(seed=seed))):
         for k, tid in enumerate(r.track_ids.tolist()):
             if tid not in masks:
                 masks[tid] = np.zeros((t_len, *video.size), dtype=bool)

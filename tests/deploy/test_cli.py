@@ -48,6 +48,9 @@ def test_eval_overrides_are_checked(capsys):
     assert "max_missing must be of type int" in capsys.readouterr().err
     assert main([*args, "fg_threshold=1.5"]) == 2
     assert "fg_threshold" in capsys.readouterr().err
+    assert main([*args, "test_time_repetition=maybe"]) == 2  # not bool("maybe") == True
+    assert "test_time_repetition must be of type bool" in capsys.readouterr().err
+    assert main([*args, "test_time_repetition=false"]) == 0
 
 
 def test_calibrate_stores_runtime_defaults_and_keeps_the_rest(capsys, tmp_path):
