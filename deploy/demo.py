@@ -31,7 +31,10 @@ from ausm_stream.pipeline.sinks import read_dataset
 from ausm_stream.pipeline.storage import open_store
 from ausm_stream.pipeline.video_files import write_h264
 
-SOURCE_SIZE = (192, 320)
+SOURCE_SIZE = (256, 256)
+"""Square, like the model's input: ingest stretches frames to the input size, and the shipped
+model, trained on undistorted shapes, mislabels stretched ones (a 16:9 circle looks like a
+square to it). Letterboxing non-square cameras is future work."""
 
 
 def write_videos(folder: Path, streams: int, frames: int, fps: int) -> dict[str, Path]:
