@@ -8,6 +8,8 @@ long the stream has run or how many objects it holds.
 
 The blob records the config's architecture fingerprint and a SHA-256 of its tensors, so a
 blob from another config, a truncated upload or a flipped byte is refused with a clear error.
+The same state always gives the same bytes, so checkpoints can be compared and deduplicated
+by content.
 """
 
 from __future__ import annotations
@@ -96,7 +98,7 @@ class StreamState:
             "pending_width": str(self.pending_masks.shape[-1]),
             "sha256": _digest(tensors),
         }
-        return st_save(tensors, metadata=metadata)
+        return _canonical_header(st_save(tensors, metadata=metadata))
 
     @classmethod
     def from_bytes(
@@ -183,6 +185,17 @@ def _digest(tensors: dict[str, Tensor]) -> str:
         h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
         h.update(t.contiguous().view(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
+
+
+def _canonical_header(blob: bytes) -> bytes:
+    """The same blob with its JSON header's keys sorted: safetensors writes the metadata map
+    in hash order, so two saves of one state would differ in bytes. Sorting keeps the
+    header's length (only the order changes), so the tensor offsets still hold."""
+    n = int.from_bytes(blob[:8], "little")
+    header = json.dumps(json.loads(blob[8 : 8 + n]), sort_keys=True, separators=(",", ":"))
+    if len(header) > n:  # never seen: safetensors writes compact JSON; keep its bytes then
+        return blob
+    return blob[:8] + header.encode().ljust(n) + blob[8 + n :]
 
 
 def _read_metadata(blob: bytes) -> dict[str, str]:
