@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from ausm_stream.deploy.cli import main
 from ausm_stream.deploy.runtime import local_cpus
@@ -66,6 +67,10 @@ def test_calibrate_stores_runtime_defaults_and_keeps_the_rest(capsys, tmp_path):
     assert AUSM.read_metadata(out)["note"] == "kept"
     assert AUSM.read_config(src).fg_threshold == 0.5  # the source is untouched
     assert AUSM.from_weights(out, fg_threshold=0.6).cfg.fg_threshold == 0.6  # still overridable
+    assert main(["calibrate", "--weights", str(out), "--set", "max_missing=3"]) == 0  # in place
+    assert (AUSM.read_config(out).max_missing, AUSM.read_config(out).fg_threshold) == (3, 0.9)
+    tuned, original = AUSM.from_weights(out).state_dict(), AUSM.from_weights(src).state_dict()
+    assert all(torch.equal(tuned[k], original[k]) for k in original)  # weights untouched
     assert main(args) == 2 and "at least one --set" in capsys.readouterr().err
     assert main([*args, "--set", "n_det=3"]) == 2  # architecture is fixed by the weights
 
