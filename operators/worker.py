@@ -97,7 +97,7 @@ class SegmentationWorker:
         self.store = open_store(cfg.storage)
         self.producer = kafka.make_producer(cfg.kafka, bootstrap)
         self.parquet = ParquetSink(self.store, self.model_version, cfg.worker.parquet_frames)
-        self.track_topic = KafkaTrackSink(self.producer, cfg.kafka.tracks_topic, self.model_version)
+        self.track_topic = KafkaTrackSink(self.producer, cfg.kafka.tracks_topic)
         self.processor = StreamProcessor(
             self.model,
             self._emit,

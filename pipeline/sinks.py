@@ -97,10 +97,9 @@ class ParquetSink:
 class KafkaTrackSink:
     """One Arrow IPC message per frame that has tracks, keyed by stream id."""
 
-    def __init__(self, producer: KafkaProducer, topic: str, model_version: str) -> None:
+    def __init__(self, producer: KafkaProducer, topic: str) -> None:
         self.producer = producer
         self.topic = topic
-        self.model_version = model_version
 
     def add(self, frame: FrameTracks, rows: pa.RecordBatch) -> None:
         if len(frame.track_ids):
@@ -119,8 +118,6 @@ class BackgroundWriter:
     again from the next :meth:`put` or :meth:`join` rather than lost.
     """
 
-    _STOP = object()
-
     def __init__(self, write: Callable[[Any], None], max_queued: int = 256) -> None:
         self._write = write
         self._queue: queue.Queue[Any] = queue.Queue(max_queued)
@@ -137,17 +134,13 @@ class BackgroundWriter:
         self._queue.join()
         self._raise_error()
 
-    def close(self) -> None:
-        self._queue.put(self._STOP)
-        self._thread.join()
-        self._raise_error()
-
     def _raise_error(self) -> None:
         if self._error is not None:
             raise RuntimeError(f"sink failed: {self._error}") from self._error
 
-    def _loop(self) -> None:
-        while (item := self._queue.get()) is not self._STOP:
+    def _loop(self) -> None:  # lives as long as its worker (a daemon thread)
+        while True:
+            item = self._queue.get()
             try:
                 if self._error is None:
                     self._write(item)
@@ -156,7 +149,6 @@ class BackgroundWriter:
                 self._error = exc
             finally:
                 self._queue.task_done()
-        self._queue.task_done()
 
 
 def read_dataset(store: ObjectStore, table: str = "tracks") -> pa.Table:
