@@ -10,7 +10,7 @@ from ausm_stream.errors import InvalidInputError
 from ausm_stream.model.mamba import Mamba
 from ausm_stream.model.scan import (
     _associative_scan,
-    _sequential_scan,
+    linear_scan,
     resolve_backend,
     selective_scan,
     selective_scan_ref,
@@ -113,14 +113,26 @@ def test_parallel_scan_gradients_match_the_reference():
         assert (gp - gr).abs().max() <= 1e-8, name
 
 
-def test_log_depth_and_one_pass_scans_agree():
+def test_log_depth_scan_equals_the_recurrence_and_its_gradient():
     # The GPU path (log depth) cannot run on CUDA here; its arithmetic is checked on the CPU.
     g = torch.Generator().manual_seed(3)
-    decay = torch.rand(3, 13, 4, 2, generator=g)
-    drive = torch.randn(3, 13, 4, 2, generator=g)
-    h = torch.randn(3, 4, 2, generator=g)
-    one_pass = _sequential_scan(decay, drive, h)
-    torch.testing.assert_close(_associative_scan(decay, drive, h), one_pass, atol=1e-6, rtol=1e-6)
+    decay = torch.rand(3, 13, 4, 2, generator=g, dtype=torch.float64)
+    drive = torch.randn(3, 13, 4, 2, generator=g, dtype=torch.float64)
+    h0 = torch.randn(3, 4, 2, generator=g, dtype=torch.float64)
+    hs = _associative_scan(decay, drive, h0)
+    h, steps = h0, []
     for t in range(13):
         h = decay[:, t] * h + drive[:, t]
-        torch.testing.assert_close(one_pass[:, t], h, atol=1e-6, rtol=1e-6)
+        steps.append(h)
+    torch.testing.assert_close(hs, torch.stack(steps, 1))
+
+    inputs = [x.clone().requires_grad_(True) for x in (decay, drive, h0)]
+    weights = torch.randn(hs.shape, generator=g, dtype=torch.float64)
+    fast = torch.autograd.grad((linear_scan(*inputs) * weights).sum(), inputs)
+    h, steps = inputs[2], []
+    for t in range(13):
+        h = inputs[0][:, t] * h + inputs[1][:, t]
+        steps.append(h)
+    slow = torch.autograd.grad((torch.stack(steps, 1) * weights).sum(), inputs)
+    for a, b in zip(fast, slow, strict=True):
+        torch.testing.assert_close(a, b)
