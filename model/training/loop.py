@@ -32,7 +32,7 @@ from ausm_stream.model.marker import masks_to_grid
 from ausm_stream.model.network import NetOutputs
 from ausm_stream.model.pixel_decoder import QueryPredictions
 from ausm_stream.model.training.objective import clip_loss
-from ausm_stream.model.training.teacher import ClipBatch, make_batch
+from ausm_stream.model.training.teacher import MASK_STRIDES, ClipBatch, make_batch
 
 CHECKPOINT_FORMAT = "ausm-stream-train-checkpoint"
 
@@ -67,6 +67,11 @@ class TrainConfig:
     """Chance that a tracked instance's history mask is degraded like a prediction (see
     training/teacher.py), so the model learns to recover from its own mistakes."""
 
+    mask_stride: int = 4
+    """Resolution of the mask loss (1, 2 or 4 = 1/4 of the input, where the logits live).
+    Below 4 the logits are upsampled as inference does and compared with finer targets,
+    which sharpens boundaries (see training/objective.py)."""
+
     def __post_init__(self) -> None:
         for name in ("clip_frames", "batch_size", "iterations", "checkpoint_every"):
             if int(getattr(self, name)) < 1:
@@ -77,6 +82,8 @@ class TrainConfig:
             )
         if self.stop_after is not None and not 1 <= self.stop_after <= self.iterations:
             raise InvalidInputError("train config: stop_after must lie in [1, iterations]")
+        if self.mask_stride not in MASK_STRIDES:
+            raise InvalidInputError(f"train config: mask_stride must be one of {MASK_STRIDES}")
         if not 0.0 <= self.history_noise <= 1.0:
             raise InvalidInputError("train config: history_noise must lie in [0, 1]")
         if "preset" not in self.model:
@@ -149,7 +156,7 @@ def train_step(
 ) -> dict[str, float]:
     videos = source.clips(it, cfg.batch_size, cfg.clip_frames)
     rng = np.random.default_rng([cfg.seed, it])
-    batch = make_batch(videos, model.cfg, rng, cfg.history_noise)
+    batch = make_batch(videos, model.cfg, rng, cfg.history_noise, cfg.mask_stride)
     for group in opt.param_groups:
         group["lr"] = learning_rate(cfg, it)
     if cfg.mode == "parallel":

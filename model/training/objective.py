@@ -1,8 +1,17 @@
-"""The training loss of a teacher-forced clip, with deep supervision on every decoder stage."""
+"""The training loss of a teacher-forced clip, with deep supervision on every decoder stage.
+
+Mask logits live at 1/4 of the input, and inference upsamples them bilinearly before
+thresholding. Comparing them with ground truth pooled to 1/4 caps a mask's IoU near 0.93
+on the synthetic shapes (the pooled target, upsampled, loses the boundary). With a finer
+``mask_stride`` the loss compares the *upsampled* logits with finer targets, which is what
+inference thresholds: logits fitted that way reach 0.98 (both measured by fitting free
+logits on `val` masks).
+"""
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from ausm_stream.model.config import AUSMConfig
@@ -17,7 +26,10 @@ def clip_loss(
 ) -> tuple[Tensor, dict[str, float]]:
     """Sum over decoder stages of (mean class loss per frame + mean mask loss per mask)."""
     w = weights or LossWeights()
-    stages = [*out.aux, QueryPredictions(out.class_logits, out.mask_logits)]
+    stages = [
+        QueryPredictions(s.class_logits, upsampled_mask_logits(s.mask_logits, batch))
+        for s in [*out.aux, QueryPredictions(out.class_logits, out.mask_logits)]
+    ]
     total = out.class_logits.new_zeros(())
     logs = {"cls": 0.0, "mask": 0.0}
     for stage in stages:
@@ -26,6 +38,15 @@ def clip_loss(
         logs["cls"] += float(cls.detach()) / len(stages)
         logs["mask"] += float(mask.detach()) / len(stages)
     return total, logs
+
+
+def upsampled_mask_logits(mask_logits: Tensor, batch: ClipBatch) -> Tensor:
+    """(b, T, Q, h4, w4) -> (b, T, Q, H / stride, W / stride), bilinear as at inference."""
+    size = tuple(n // batch.mask_stride for n in batch.frames.shape[2:4])
+    if tuple(mask_logits.shape[-2:]) == size:
+        return mask_logits
+    flat = F.interpolate(mask_logits.flatten(0, 2).unsqueeze(1), size=size, mode="bilinear")
+    return flat.squeeze(1).unflatten(0, mask_logits.shape[:3])
 
 
 def _stage_loss(

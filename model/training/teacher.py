@@ -33,9 +33,9 @@ from ausm_stream.model.data.video import Video
 @dataclass
 class FrameTargets:
     track: dict[int, tuple[int, Tensor | None]]
-    """slot -> (class or -1 for no object, (h4, w4) soft mask or None)."""
+    """slot -> (class or -1 for no object, soft mask at the batch's ``mask_stride`` or None)."""
     det_classes: Tensor  # (g,) int64
-    det_masks: Tensor  # (g, h4, w4) float
+    det_masks: Tensor  # (g, H / mask_stride, W / mask_stride) float
 
 
 @dataclass
@@ -44,13 +44,21 @@ class ClipBatch:
     history_masks: Tensor  # (B, T, N_id, H, W) bool
     history_active: Tensor  # (B, T, N_id) bool
     targets: list[list[FrameTargets]]  # [b][t]
+    mask_stride: int = 4
+    """Target masks are the ground truth average-pooled by this; the loss compares them with
+    mask logits upsampled to their size (see ``objective.clip_loss``)."""
 
 
-def small_masks(masks: np.ndarray) -> Tensor:
-    """(..., H, W) bool -> (..., H/4, W/4) soft targets at the mask-logit resolution."""
+MASK_STRIDES = (1, 2, 4)
+
+
+def target_masks(masks: np.ndarray, stride: int) -> Tensor:
+    """(..., H, W) bool -> (..., H/stride, W/stride) soft targets."""
     t = torch.from_numpy(masks).float()
+    if stride == 1:
+        return t
     lead = t.shape[:-2]
-    pooled = F.avg_pool2d(t.reshape(-1, 1, *t.shape[-2:]), 4)
+    pooled = F.avg_pool2d(t.reshape(-1, 1, *t.shape[-2:]), stride)
     return pooled.reshape(*lead, *pooled.shape[-2:])
 
 
@@ -75,8 +83,14 @@ def perturb_mask(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def make_batch(
-    videos: list[Video], cfg: AUSMConfig, rng: np.random.Generator, history_noise: float = 0.0
+    videos: list[Video],
+    cfg: AUSMConfig,
+    rng: np.random.Generator,
+    history_noise: float = 0.0,
+    mask_stride: int = 4,
 ) -> ClipBatch:
+    if mask_stride not in MASK_STRIDES:
+        raise InvalidInputError(f"mask_stride must be one of {MASK_STRIDES}, got {mask_stride}")
     lengths = {v.num_frames for v in videos}
     if len(lengths) != 1:
         raise InvalidInputError(f"clips in a batch need one length, got {sorted(lengths)}")
@@ -96,7 +110,7 @@ def make_batch(
         slots = rng.permutation(n_id)[:k_len]
         first = visible.argmax(axis=0)
         switch = np.array([rng.integers(f, t_len) for f in first], dtype=np.int64)
-        small = small_masks(video.masks[:, :k_len])
+        small = target_masks(video.masks[:, :k_len], mask_stride)
         per_frame = []
         for t in range(t_len):
             track, det_c, det_m = {}, [], []
@@ -113,14 +127,13 @@ def make_batch(
                 elif t >= first[i] and visible[t, i]:
                     det_c.append(int(video.classes[i]))
                     det_m.append(small[t, i])
-            h4, w4 = cfg.mask_size
             per_frame.append(
                 FrameTargets(
                     track,
                     torch.tensor(det_c, dtype=torch.int64),
-                    torch.stack(det_m) if det_m else torch.zeros(0, h4, w4),
+                    torch.stack(det_m) if det_m else torch.zeros(0, *small.shape[-2:]),
                 )
             )
         targets.append(per_frame)
     frames = torch.from_numpy(np.stack([v.frames for v in videos]))
-    return ClipBatch(frames, hist_masks, hist_active, targets)
+    return ClipBatch(frames, hist_masks, hist_active, targets, mask_stride)

@@ -7,12 +7,13 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from ausm_stream.model import AUSM, AUSMConfig
 from ausm_stream.model.data import ShapesSpec, generate_video
 from ausm_stream.model.training.loop import TrainConfig, forward_iterative, train
-from ausm_stream.model.training.objective import clip_loss
+from ausm_stream.model.training.objective import clip_loss, upsampled_mask_logits
 from ausm_stream.model.training.teacher import MAX_MORPH, MAX_SHIFT, make_batch, perturb_mask
 
 SMALL = {"preset": "tiny", "image_size": [64, 64], "n_id": 8, "n_det": 8}
@@ -85,11 +86,39 @@ def test_parallel_and_iterative_training_give_the_same_loss():
     assert torch.allclose(g_par, g_it, atol=1e-4, rtol=1e-3)
 
 
-def test_loss_falls_on_a_fixed_batch():
+def test_finer_mask_targets_are_the_pooled_ground_truth():
+    cfg = AUSMConfig.preset("tiny", image_size=(64, 64), n_id=8, n_det=8)
+    videos = small_videos(cfg, frames=4)
+    batch = make_batch(videos, cfg, np.random.default_rng(0), mask_stride=2)
+    checked = 0
+    for b, per_frame in enumerate(batch.targets):
+        for t, tgt in enumerate(per_frame):
+            pooled = F.avg_pool2d(torch.from_numpy(videos[b].masks[t]).float()[:, None], 2)[:, 0]
+            for target in [*tgt.det_masks, *(m for _, m in tgt.track.values() if m is not None)]:
+                assert target.shape == (32, 32)
+                assert (pooled == target).all(dim=(1, 2)).any()
+                checked += 1
+    assert checked > 0
+    with pytest.raises(ValueError, match="mask_stride"):
+        make_batch(videos, cfg, np.random.default_rng(0), mask_stride=3)
+
+
+def test_the_finer_mask_loss_sees_what_inference_thresholds():
+    """Logits upsampled to 1/2 are exactly the 2x2 means of those upsampled to full size."""
+    cfg = AUSMConfig.preset("tiny", image_size=(64, 64), n_id=8, n_det=8)
+    batch = make_batch(small_videos(cfg, frames=2), cfg, np.random.default_rng(0), mask_stride=2)
+    logits = torch.randn(2, 2, 3, 16, 16)
+    full = F.interpolate(logits.flatten(0, 1), size=(64, 64), mode="bilinear").unflatten(0, (2, 2))
+    expected = F.avg_pool2d(full.flatten(0, 1), 2).unflatten(0, (2, 2))
+    torch.testing.assert_close(upsampled_mask_logits(logits, batch), expected)
+
+
+@pytest.mark.parametrize("mask_stride", [4, 2])
+def test_loss_falls_on_a_fixed_batch(mask_stride):
     torch.manual_seed(0)
     cfg = AUSMConfig.preset("tiny", image_size=(64, 64), n_id=8, n_det=8)
     model = AUSM(cfg).train()
-    batch = small_batch(cfg)
+    batch = make_batch(small_videos(cfg), cfg, np.random.default_rng(0), mask_stride=mask_stride)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     losses = []
     for _ in range(15):
@@ -145,5 +174,7 @@ def test_bad_train_configs(tmp_path):
         TrainConfig.from_dict({"iterationz": 3})
     with pytest.raises(ValueError, match="mode"):
         TrainConfig(mode="sideways")
+    with pytest.raises(ValueError, match="mask_stride"):
+        TrainConfig(mask_stride=8)
     with pytest.raises(ValueError, match="no checkpoint"):
         train(TrainConfig(model=SMALL, out_dir=str(tmp_path / "x")), resume=True)
