@@ -249,12 +249,16 @@ def _add_detections(f: _Frame, prompt_masks: list[Tensor]) -> None:
     order = sorted(range(det.numel()), key=lambda i: (-float(f.scores[det[i]]), int(det[i])))
     det = det[order]
     masks = upsample_masks(f.mask_logits[det], cfg.image_size)
-    _, taken = f.visible_masks()
-    taken = list(taken) + prompt_masks
-    for q, mask in zip(det.tolist(), masks, strict=True):
-        if int(mask.sum()) < cfg.min_mask_area:
-            continue
-        if taken and float(mask_iou(mask[None], torch.stack(taken)).max()) > cfg.dedup_iou:
+    areas = masks.flatten(1).sum(1).tolist()
+    _, visible = f.visible_masks()
+    taken = torch.cat([visible, *(m[None] for m in prompt_masks)])
+    # Overlaps with what is already taken, and among the detections, computed once: a
+    # detection is dropped if it repeats either, or an earlier detection that was kept.
+    over_taken = (mask_iou(masks, taken) > cfg.dedup_iou).any(1).tolist()
+    over_det = mask_iou(masks, masks) > cfg.dedup_iou
+    kept: list[int] = []
+    for i, (q, mask) in enumerate(zip(det.tolist(), masks, strict=True)):
+        if areas[i] < cfg.min_mask_area or over_taken[i] or bool(over_det[i, kept].any()):
             continue
         label = int(f.labels[q])
         slot = _lost_track(f, mask, label)
@@ -266,7 +270,7 @@ def _add_detections(f: _Frame, prompt_masks: list[Tensor]) -> None:
             slot = f.allocate()
         f.state.slot_missing[slot] = 0
         f.emitted[slot] = (mask, float(f.scores[q]), label)
-        taken.append(mask)
+        kept.append(i)
 
 
 def mask_boxes(masks: Tensor) -> Tensor:
