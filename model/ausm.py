@@ -32,6 +32,8 @@ from ausm_stream.model.state import StreamState, empty_state_tensors
 from ausm_stream.model.tracking import StepResult, update_stream
 
 WEIGHTS_FORMAT = "ausm-stream-weights"
+DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "shapes-tiny.safetensors"
+"""The shipped model (see weights/MODEL_CARD.md): what the pipeline and the demo load."""
 
 
 class AUSM(nn.Module):

@@ -26,9 +26,8 @@ import ray
 import torch
 from kafka.consumer.fetcher import ConsumerRecord
 
-import ausm_stream.model as model_pkg
 from ausm_stream.errors import ConfigError, RecordError
-from ausm_stream.model import AUSM, AUSMConfig
+from ausm_stream.model import AUSM, DEFAULT_WEIGHTS, AUSMConfig
 from ausm_stream.operators.processor import StreamProcessor
 from ausm_stream.pipeline import kafka, records
 from ausm_stream.pipeline.config import PipelineConfig
@@ -38,7 +37,6 @@ from ausm_stream.pipeline.storage import open_store
 
 log = logging.getLogger(__name__)
 
-DEFAULT_WEIGHTS = Path(model_pkg.__file__).parent / "weights" / "shapes-tiny.safetensors"
 ERROR_HEADER = "ausm-error"
 SOURCE_HEADER = "ausm-source"
 
