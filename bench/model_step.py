@@ -1,5 +1,10 @@
 """Benchmark of the streaming model step (tiny preset): speed, batching, state size, memory.
 
+Runs the shipped weights (``DEFAULT_WEIGHTS``; at 256 px the same weights on a larger grid)
+on synthetic shapes videos, one per stream, so the tracker keeps the tracks it keeps in
+service. (Random weights, used before, fill every ID slot with noise tracks and measure
+bookkeeping no user sees.)
+
 Prints, for each input size: frames/s of one stream; throughput of N streams stepped one by
 one, as one batch, and as one batch in lanes (``AUSMConfig.step_lanes`` = cores, one torch
 thread per lane: the serving configuration on a CPU), with ratios to one by one (measured
@@ -21,10 +26,12 @@ import resource
 import statistics
 import time
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
-from ausm_stream.model import AUSM, AUSMConfig
+from ausm_stream.model import AUSM, DEFAULT_WEIGHTS
+from ausm_stream.model.data import ShapesSpec, generate_video
 
 
 def rss_mb() -> float:
@@ -33,13 +40,22 @@ def rss_mb() -> float:
 
 
 def build(size: int, **runtime: object) -> AUSM:
-    torch.manual_seed(0)
-    return AUSM(AUSMConfig.preset("tiny", image_size=(size, size), **runtime)).eval()
+    return AUSM.from_weights(DEFAULT_WEIGHTS, image_size=(size, size), **runtime)
 
 
-def frames(n: int, size: int, seed: int = 0) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    return torch.randint(0, 256, (n, size, size, 3), dtype=torch.uint8, generator=g)
+def videos(n: int, size: int, seed: int = 0, length: int = 24) -> torch.Tensor:
+    """(n, length, size, size, 3) uint8: n synthetic test videos, shapes scaled to the size."""
+    scale = size / 128
+    spec = ShapesSpec(
+        size=(size, size),
+        frames=length,
+        min_radius=8 * scale,
+        max_radius=20 * scale,
+        max_speed=3 * scale,
+    )
+    return torch.from_numpy(
+        np.stack([generate_video("test", seed + i, spec).frames for i in range(n)])
+    )
 
 
 class Threads:
@@ -58,13 +74,17 @@ class Threads:
 def throughputs(model: AUSM, lanes: AUSM, n: int, size: int, rounds: int) -> dict[str, float]:
     """Median frames/s over n streams: one batched step (all threads on each op), one batched
     step in lanes (one stream group per core, one thread each), and n single-stream steps."""
-    fr = frames(n, size, seed=n)
+    clips = videos(n, size, seed=n)
     default = torch.get_num_threads()
     runs = {"batched": (model, default), "lanes": (lanes, 1), "alone": (model, default)}
     states = {k: [m.init_state(seed=i) for i in range(n)] for k, (m, _) in runs.items()}
 
+    steps = dict.fromkeys(runs, 0)
+
     def once(kind: str) -> float:
         m, threads = runs[kind]
+        fr = clips[:, steps[kind] % clips.shape[1]]
+        steps[kind] += 1
         t = time.perf_counter()
         with Threads(threads):
             if kind == "alone":
@@ -86,12 +106,12 @@ def throughputs(model: AUSM, lanes: AUSM, n: int, size: int, rounds: int) -> dic
 def rss_run(steps: int, size: int) -> dict[str, float]:
     model = build(size)
     state = model.init_state(seed=1)
-    fr = frames(16, size, seed=99)
+    clip = videos(1, size, seed=99)[0]
     warmup = min(100, steps // 10)
     sizes = []
     start = 0.0
     for t in tqdm(range(steps), desc=f"RSS run {size}px", unit="frame", leave=False):
-        model.step([state], fr[t % 16 : t % 16 + 1])
+        model.step([state], clip[t % len(clip)][None])
         if t + 1 == warmup:
             start = rss_mb()
             sizes.append(len(state.to_bytes()))
