@@ -134,9 +134,10 @@ Record = FrameChunk | PromptRecord | ControlRecord
 
 
 # -- encoding ------------------------------------------------------------------------------
-def to_ipc(batch: pa.RecordBatch) -> bytes:
+def to_ipc(batch: pa.RecordBatch, compression: str | None = "zstd") -> bytes:
+    """One Arrow IPC stream holding ``batch``; readers detect the compression themselves."""
     sink = pa.BufferOutputStream()
-    options = pa.ipc.IpcWriteOptions(compression="zstd")
+    options = pa.ipc.IpcWriteOptions(compression=compression)
     with pa.ipc.new_stream(sink, batch.schema, options=options) as writer:
         writer.write_batch(batch)
     return sink.getvalue().to_pybytes()
