@@ -7,8 +7,6 @@ data plane (every frame exactly once, records valid), not segmentation quality.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -38,6 +36,7 @@ from ausm_stream.pipeline.sinks import read_dataset
 from ausm_stream.pipeline.storage import open_store
 from ausm_stream.pipeline.video_files import write_h264
 from tests.conftest import disc_mask, s3_storage
+from tests.live_source import serve_camera
 
 pytestmark = pytest.mark.slow
 FRAMES = 48
@@ -239,10 +238,9 @@ def test_prompt_mid_stream_is_applied_at_its_frame(broker, ray_session, weights,
 
 
 def test_live_source_drop_and_reconnect(broker):
-    """An HTTP camera (H.264/MPEG-TS from FFmpeg's libraries) killed and restarted."""
+    """An HTTP camera served by the ffmpeg program, killed and restarted mid-stream."""
     port = free_port()
-    cmd = [sys.executable, str(Path(__file__).with_name("live_source.py")), str(port), "10"]
-    server = subprocess.Popen(cmd)
+    server = serve_camera(port, fps=10)
     cfg = KafkaConfig(
         bootstrap=broker.bootstrap, frames_topic=f"live-{uuid.uuid4().hex[:6]}", partitions=1
     )
@@ -267,7 +265,7 @@ def test_live_source_drop_and_reconnect(broker):
         server.kill()
         server.wait()
         time.sleep(1.0)  # the camera is away for a while
-        server = subprocess.Popen(cmd)
+        server = serve_camera(port, fps=10)
         thread.join(90)
         assert not thread.is_alive()
     finally:
