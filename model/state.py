@@ -30,7 +30,7 @@ from ausm_stream.errors import StateError
 from ausm_stream.model.config import AUSMConfig
 
 STATE_FORMAT = "ausm-stream-state"
-STATE_VERSION = "2"
+STATE_VERSION = "3"
 _COUNTERS = ("seed", "frames_seen", "alloc_count", "next_track_id")
 
 
@@ -49,7 +49,8 @@ class StreamState:
     slot_object_id: Tensor  # (N_id,) int64: caller's prompt object id, -1 when unprompted
     slot_missing: Tensor  # (N_id,) int64: consecutive frames without a visible mask
     slot_box: Tensor  # (N_id, 4) float32: x0, y0, x1, y1 of the mask when last visible
-    slot_label: Tensor  # (N_id,) int64: class when last visible
+    slot_label: Tensor  # (N_id,) int64: class shown when last visible (gates re-identification)
+    slot_class_evidence: Tensor  # (N_id, C) float32: class probabilities summed while visible
     pending_object_id: Tensor  # (N_id,) int64: prompts for the next frame, -1 = none
     pending_masks: Tensor  # (N_id, H, W) bool
     seed: int
@@ -173,6 +174,7 @@ def empty_state_tensors(cfg: AUSMConfig) -> dict[str, Tensor]:
         "slot_missing": torch.zeros(n, dtype=torch.int64),
         "slot_box": torch.zeros(n, 4),
         "slot_label": torch.full((n,), -1, dtype=torch.int64),
+        "slot_class_evidence": torch.zeros(n, cfg.num_classes),
         "pending_object_id": torch.full((n,), -1, dtype=torch.int64),
         "pending_masks": torch.zeros(n, *cfg.image_size, dtype=torch.bool),
     }

@@ -21,6 +21,13 @@ Kept apart from the ``nn.Module``s so the network stays pure tensors. Per stream
    while there is room. Weaker detections (above ``reid_threshold``) may continue a lost
    track but never start one (ByteTrack's low-score association).
 
+A track has one class, not one per frame: the class with the most probability summed over
+the frames the track was visible (as video-instance evaluations score a track by its mean
+class probability). Early in a track it may change as evidence comes in; then it settles
+instead of flickering whenever one frame's class head hesitates, so a query for "tracks of
+class X" gets whole tracks. Scores stay per frame, and re-identification still compares a
+detection with the class the track showed when last seen (its look just before it was lost).
+
 Track ids shown to users are a per-stream counter from 1, never reused; they are separate
 from the buffer slot. Slots are drawn by :func:`sample_slot`, a pure function of
 (stream seed, allocation count), so a replayed stream reproduces its ids bit for bit.
@@ -102,9 +109,11 @@ class _Frame:
         self.cfg, self.state = cfg, state
         probs = class_logits.float().softmax(-1)
         self.scores = 1.0 - probs[:, -1]
-        self.labels = probs[:, :-1].argmax(-1)
+        self.class_probs = probs[:, :-1]
+        self.labels = self.class_probs.argmax(-1)
         self.mask_logits = mask_logits
-        self.emitted: dict[int, tuple[Tensor, float, int]] = {}  # slot -> (mask, score, label)
+        # slot -> (mask, score, query whose class probabilities count as this frame's evidence)
+        self.emitted: dict[int, tuple[Tensor, float, int]] = {}
 
     def visible_masks(self) -> tuple[list[int], Tensor]:
         slots = sorted(self.emitted)
@@ -124,6 +133,7 @@ class _Frame:
         s.next_track_id += 1
         s.slot_object_id[slot] = object_id
         s.slot_missing[slot] = 0
+        s.slot_class_evidence[slot] = 0.0
         return slot
 
     def retire(self, slot: int) -> None:
@@ -133,6 +143,7 @@ class _Frame:
         s.slot_object_id[slot] = -1
         s.slot_missing[slot] = 0
         s.slot_label[slot] = -1
+        s.slot_class_evidence[slot] = 0.0
         self.emitted.pop(slot, None)
 
 
@@ -146,7 +157,7 @@ def _update_tracks(f: _Frame) -> None:
         score = float(f.scores[slot])
         if visible:
             s.slot_missing[slot] = 0
-            f.emitted[slot] = (mask, score, int(f.labels[slot]))
+            f.emitted[slot] = (mask, score, slot)
         else:
             s.slot_missing[slot] += 1
             if int(s.slot_missing[slot]) > cfg.max_missing:
@@ -184,7 +195,7 @@ def _apply_prompts(f: _Frame) -> list[Tensor]:
     pending = (s.pending_object_id >= 0).nonzero().flatten().tolist()
     if not pending:
         return []
-    # A prompt's label: the class of the query whose 1/4-grid mask overlaps it best.
+    # A prompt's class evidence: that of the query whose 1/4-grid mask overlaps it best.
     query_masks = f.mask_logits > 0
     installed = []
     for p in pending:
@@ -203,7 +214,7 @@ def _apply_prompts(f: _Frame) -> list[Tensor]:
         s.slot_missing[slot] = 0
         small = F.avg_pool2d(mask[None, None].float(), 4)[0] > 0.5
         best = int(mask_iou(small, query_masks).argmax())
-        f.emitted[slot] = (mask, 1.0, int(f.labels[best]))
+        f.emitted[slot] = (mask, 1.0, best)
         installed.append(mask)
         s.pending_object_id[p] = -1
         s.pending_masks[p] = False
@@ -269,7 +280,7 @@ def _add_detections(f: _Frame, prompt_masks: list[Tensor]) -> None:
                 break
             slot = f.allocate()
         f.state.slot_missing[slot] = 0
-        f.emitted[slot] = (mask, float(f.scores[q]), label)
+        f.emitted[slot] = (mask, float(f.scores[q]), q)
         kept.append(i)
 
 
@@ -321,7 +332,9 @@ def update_stream(
     if slots:
         grid[slots] = masks_to_grid(masks).to(grid.dtype)
         state.slot_box[slots] = mask_boxes(masks)
-        state.slot_label[slots] = torch.tensor([f.emitted[i][2] for i in slots])
+        queries = torch.tensor([f.emitted[i][2] for i in slots])
+        state.slot_label[slots] = f.labels[queries]
+        state.slot_class_evidence[slots] += f.class_probs[queries]
     state.slot_masks = grid  # M_t: unseen tracks keep an empty mask
     frame_index = state.frames_seen
     state.frames_seen += 1
@@ -329,7 +342,7 @@ def update_stream(
     track_ids = state.slot_track_id[slots] if slots else torch.zeros(0, dtype=torch.int64)
     order = torch.argsort(track_ids).tolist()
     slots = [slots[i] for i in order]
-    labels = [f.emitted[s][2] for s in slots]
+    labels = state.slot_class_evidence[slots].argmax(-1).tolist()
     return StepResult(
         frame_index=frame_index,
         track_ids=track_ids[order].clone(),

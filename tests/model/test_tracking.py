@@ -180,3 +180,23 @@ def test_a_track_continues_below_the_bar_that_starts_one():
     assert r.track_ids.tolist() == [1] and abs(float(r.scores[0]) - 0.7) < 1e-4
     assert len(update_stream(cfg, s, *scored(slot, (3, 3), 0.4))) == 0  # below: unseen
     assert bool(s.slot_active[slot]) and int(s.slot_missing[slot]) == 1
+
+
+def test_a_track_keeps_its_class_when_one_frame_disagrees_and_follows_the_evidence():
+    def as_class(q, at, label):
+        cls, masks = outputs({q: at})
+        cls[q, 1], cls[q, label] = -10.0, 10.0
+        return cls, masks
+
+    s = fresh_state()
+    update_stream(CFG, s, *outputs({det(0): (2, 2)}))  # square
+    slot = int(s.slot_active.nonzero()[0])
+    shown = [update_stream(CFG, s, *as_class(slot, (2, 2), c)).label_names for c in (1, 2)]
+    assert shown == [["square"], ["square"]]  # two squares, then one triangle: a square
+    update_stream(CFG, s, *as_class(slot, (2, 2), 2))  # a tie
+    assert update_stream(CFG, s, *as_class(slot, (2, 2), 2)).label_names == ["triangle"]
+    # A new track starts from its own evidence only (a retired slot's is cleared).
+    for _ in range(CFG.max_missing + 1):
+        update_stream(CFG, s, *outputs({}))
+    assert not bool(s.slot_active.any()) and float(s.slot_class_evidence.abs().sum()) == 0.0
+    assert update_stream(CFG, s, *outputs({det(1): (20, 20)})).label_names == ["square"]
