@@ -15,6 +15,7 @@ before it, so its effect does not depend on how fast the worker runs.
 from __future__ import annotations
 
 import logging
+import time
 import zlib
 from collections import deque
 from collections.abc import Callable
@@ -86,6 +87,7 @@ class StreamProcessor:
         self.on_end = on_end
         self.streams: dict[str, StreamSlot] = {}
         self.size = model.cfg.image_size
+        self.step_seconds = 0.0  # wall time in the model's step: how busy the model was
 
     def slot(self, stream_id: str) -> StreamSlot:
         if stream_id not in self.streams:
@@ -186,7 +188,9 @@ class StreamProcessor:
                         "stream %s: prompt at frame %d rejected: %s", sid, head.frame_idx, exc
                     )
         frames = torch.from_numpy(np.stack([h.rgb for h in heads]))
+        started = time.perf_counter()
         results = self.model.step([s.state for s in slots], frames)
+        self.step_seconds += time.perf_counter() - started
         names = self.model.cfg.class_names
         for sid, s, head, r in zip(ids, slots, heads, results, strict=True):
             self.emit(

@@ -106,6 +106,8 @@ class SegmentationWorker:
         self.stats: dict[str, StreamStats] = defaultdict(StreamStats)
         self.writer = BackgroundWriter(self._write)
         self.dead_letters = 0
+        self.run_seconds = 0.0
+        self.cpu_seconds = 0.0
         self._stop = threading.Event()
 
     # -- sinks (on the writer thread, in emit order) ------------------------------------------
@@ -180,6 +182,7 @@ class SegmentationWorker:
         consumer = kafka.make_consumer(self.cfg.kafka, self.bootstrap)
         kafka.assign(consumer, self.cfg.kafka.frames_topic, self.partitions)
         started = last_activity = time.monotonic()
+        cpu_started = time.process_time()
         try:
             while not self._stop.is_set():
                 # One batch per poll: a backlog makes the poll non-blocking, and frames that
@@ -204,6 +207,8 @@ class SegmentationWorker:
             self.parquet.flush()
             self.producer.flush()
             consumer.close()
+            self.run_seconds += time.monotonic() - started
+            self.cpu_seconds += time.process_time() - cpu_started
         return self.summary()
 
     def stop(self) -> None:
@@ -213,6 +218,11 @@ class SegmentationWorker:
         return {
             "model_version": self.model_version,
             "dead_letters": self.dead_letters,
+            # Utilisation over finished runs: the model's share of wall time, and the cores
+            # the whole worker process (model, decoding, sinks, Kafka client) kept busy.
+            "run_seconds": round(self.run_seconds, 3),
+            "step_seconds": round(self.processor.step_seconds, 3),
+            "cpu_seconds": round(self.cpu_seconds, 3),
             "streams": {
                 sid: {
                     "frames": st.frames,

@@ -158,6 +158,7 @@ def test_three_streams_every_frame_exactly_once(
         videos, FRAMES
     )
     assert summary["dead_letters"] == 0
+    assert 0 < summary["step_seconds"] < summary["run_seconds"] and summary["cpu_seconds"] > 0
     check_every_frame_once(open_store(storage), dict.fromkeys(videos, FRAMES))
     # The tracks topic carries the same rows, in frame order per stream.
     msgs = consume(broker, cfg.kafka.tracks_topic, cfg.kafka.partitions)
