@@ -15,7 +15,9 @@ stream's state. Then RSS over a long run of one stream.
     .venv/bin/python bench/model_step.py --sizes 128 --rss-steps 200
 
 Targets (issue 2): batched N = 16 at least 2x one by one; RSS growth under 2% over 2,000
-steps; state bytes constant.
+steps; state bytes constant. The line "one core" bounds what batching can give here: a
+batch only helps as far as a frame costs less in it than alone on one core, and lanes at
+best multiply one core's batched throughput by the number of cores.
 """
 
 from __future__ import annotations
@@ -73,10 +75,17 @@ class Threads:
 
 def throughputs(model: AUSM, lanes: AUSM, n: int, size: int, rounds: int) -> dict[str, float]:
     """Median frames/s over n streams: one batched step (all threads on each op), one batched
-    step in lanes (one stream group per core, one thread each), and n single-stream steps."""
+    step in lanes (one stream group per core, one thread each), and n single-stream steps;
+    and, on one core (one thread), n single-stream steps and one batched step."""
     clips = videos(n, size, seed=n)
     default = torch.get_num_threads()
-    runs = {"batched": (model, default), "lanes": (lanes, 1), "alone": (model, default)}
+    runs = {
+        "batched": (model, default),
+        "lanes": (lanes, 1),
+        "alone": (model, default),
+        "alone_1core": (model, 1),
+        "batched_1core": (model, 1),
+    }
     states = {k: [m.init_state(seed=i) for i in range(n)] for k, (m, _) in runs.items()}
 
     steps = dict.fromkeys(runs, 0)
@@ -87,7 +96,7 @@ def throughputs(model: AUSM, lanes: AUSM, n: int, size: int, rounds: int) -> dic
         steps[kind] += 1
         t = time.perf_counter()
         with Threads(threads):
-            if kind == "alone":
+            if kind.startswith("alone"):
                 for i, s in enumerate(states[kind]):
                     m.step([s], fr[i : i + 1])
             else:
@@ -148,6 +157,7 @@ def main() -> None:
             f"{'N':>4} {'one-by-one':>11} {'batched':>8} {'ratio':>6} "
             f"{f'in {cores} lanes':>11} {'ratio':>6}   (frames/s)"
         )
+        per_core = {}
         for n in args.streams:
             r = throughputs(model, lanes, n, size, args.rounds)
             alone = r["alone"]
@@ -155,6 +165,14 @@ def main() -> None:
                 f"{n:>4} {alone:>11.1f} {r['batched']:>8.1f} {r['batched'] / alone:>6.2f} "
                 f"{r['lanes']:>11.1f} {r['lanes'] / alone:>6.2f}"
             )
+            per_core[n] = r
+        n = max(per_core)
+        r = per_core[n]
+        print(
+            f"one core, N = {n}: {1e3 / r['alone_1core']:.1f} ms a frame one by one, "
+            f"{1e3 / r['batched_1core']:.1f} ms in one batch; so {cores} lanes can give at most "
+            f"{cores * r['batched_1core'] / r['alone']:.2f}x one by one (perfect scaling)"
+        )
     if args.rss_steps:
         r = rss_run(args.rss_steps, args.sizes[0])
         print(
