@@ -95,7 +95,9 @@ class SegmentationWorker:
         self.store = open_store(cfg.storage)
         self.producer = kafka.make_producer(cfg.kafka, bootstrap)
         self.parquet = ParquetSink(self.store, self.model_version, cfg.worker.parquet_frames)
-        self.track_topic = KafkaTrackSink(self.producer, cfg.kafka.tracks_topic)
+        self.track_topic = KafkaTrackSink(
+            self.producer, cfg.kafka.tracks_topic, cfg.ingest.chunk_frames
+        )
         self.processor = StreamProcessor(
             self.model,
             self._emit,
@@ -205,7 +207,7 @@ class SegmentationWorker:
         finally:
             self.writer.join()
             self.parquet.flush()
-            self.producer.flush()
+            self.track_topic.flush()
             consumer.close()
             self.run_seconds += time.monotonic() - started
             self.cpu_seconds += time.process_time() - cpu_started
