@@ -66,6 +66,7 @@ def make_consumer(cfg: KafkaConfig, bootstrap: str) -> KafkaConsumer:
         enable_auto_commit=False,
         fetch_max_bytes=8 * cfg.max_message_bytes,
         max_partition_fetch_bytes=cfg.max_message_bytes,
+        fetch_max_wait_ms=cfg.fetch_max_wait_ms,
         auto_offset_reset="earliest",
     )
 
