@@ -129,6 +129,13 @@ class AUSM(nn.Module):
         parts = map(run, groups) if serial else self._lanes().map(run, groups)
         return [r for part in parts for r in part]
 
+    def warm_up(self, streams: int = 1) -> None:
+        """One throwaway step of ``streams`` empty streams: the first step of a process builds
+        kernels and lane threads (~0.3 s on a CPU), which should not fall on a live frame."""
+        h, w = self.cfg.image_size
+        frames = torch.zeros(streams, h, w, 3, dtype=torch.uint8)
+        self.step([self.init_state() for _ in range(streams)], frames)
+
     def _micro_batches(self, n: int) -> list[slice]:
         """Split a batch so each group holds at most ``batch_cells`` grid cells, and so every
         lane gets a group.

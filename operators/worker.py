@@ -92,6 +92,7 @@ class SegmentationWorker:
         # outputs do not depend on how many cores a worker has (replays elsewhere match).
         torch.set_num_threads(1)
         self.model, self.model_version = load_model(cfg.model.weights, step_lanes=cfg.worker.cpus)
+        self.model.warm_up(streams=cfg.worker.cpus)  # ready before the first frame arrives
         self.store = open_store(cfg.storage)
         self.producer = kafka.make_producer(cfg.kafka, bootstrap)
         self.parquet = ParquetSink(self.store, self.model_version, cfg.worker.parquet_frames)
