@@ -16,12 +16,8 @@ instead of adding duplicates. ``date`` is the UTC date of the window's first fra
 from __future__ import annotations
 
 import logging
-import queue
-import threading
 from collections import defaultdict
-from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -134,48 +130,6 @@ class KafkaTrackSink(WindowedSink):
         """Send buffered windows (of one stream, or all) and wait until they are delivered."""
         super().flush(stream_id)
         self.producer.flush()
-
-
-class BackgroundWriter:
-    """Runs ``write(item)`` for queued items, in order, on its own thread.
-
-    The worker's sinks (Arrow encoding, Parquet files, Kafka sends) would otherwise stall the
-    model between batches; here they overlap the next step. The queue is bounded, so a slow
-    sink slows the worker instead of filling memory, and an error in ``write`` is raised
-    again from the next :meth:`put` or :meth:`join` rather than lost.
-    """
-
-    def __init__(self, write: Callable[[Any], None], max_queued: int = 256) -> None:
-        self._write = write
-        self._queue: queue.Queue[Any] = queue.Queue(max_queued)
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._loop, name="ausm-sinks", daemon=True)
-        self._thread.start()
-
-    def put(self, item: Any) -> None:
-        self._raise_error()
-        self._queue.put(item)
-
-    def join(self) -> None:
-        """Wait until everything queued so far is written."""
-        self._queue.join()
-        self._raise_error()
-
-    def _raise_error(self) -> None:
-        if self._error is not None:
-            raise RuntimeError(f"sink failed: {self._error}") from self._error
-
-    def _loop(self) -> None:  # lives as long as its worker (a daemon thread)
-        while True:
-            item = self._queue.get()
-            try:
-                if self._error is None:
-                    self._write(item)
-            except BaseException as exc:  # handed to the producing thread
-                log.exception("sink failed")
-                self._error = exc
-            finally:
-                self._queue.task_done()
 
 
 def read_dataset(store: ObjectStore, table: str = "tracks") -> pa.Table:

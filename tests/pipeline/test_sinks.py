@@ -1,18 +1,15 @@
-"""The worker's sinks: the tracks topic's windows, and the background writer (order kept,
-errors surfaced, never lost)."""
+"""The worker's sinks: the tracks topic's windows."""
 
 from __future__ import annotations
 
-import threading
 import time
 
 import numpy as np
-import pytest
 
 from ausm_stream.pipeline import kafka, records
 from ausm_stream.pipeline.config import KafkaConfig
 from ausm_stream.pipeline.records import FrameTracks
-from ausm_stream.pipeline.sinks import BackgroundWriter, KafkaTrackSink
+from ausm_stream.pipeline.sinks import KafkaTrackSink
 
 
 def frame_tracks(stream_id: str, frame_idx: int, tracks: int) -> FrameTracks:
@@ -67,38 +64,3 @@ def test_tracks_topic_gets_one_message_per_stream_and_window_with_tracks(broker)
     a0 = [("a", 0), ("a", 1), ("a", 1), ("a", 2), ("a", 3)]
     assert sent[:2] == [a0, [("a", 8), ("a", 9)]]
     assert sorted(sent[2:]) == [[("a", 13)], [("b", 0)]]
-
-
-def test_items_are_written_in_order_and_join_waits_for_them():
-    written: list[int] = []
-    gate = threading.Event()
-
-    def write(item: int) -> None:
-        gate.wait(5)
-        written.append(item)
-
-    writer = BackgroundWriter(write, max_queued=4)
-    for i in range(3):
-        writer.put(i)
-    assert written == []  # the producer did not wait for the sink
-    gate.set()
-    writer.join()
-    assert written == [0, 1, 2]
-
-
-def test_a_failed_write_is_raised_again_and_later_items_are_not_written():
-    written: list[int] = []
-
-    def write(item: int) -> None:
-        if item == 1:
-            raise OSError("disk full")
-        written.append(item)
-
-    writer = BackgroundWriter(write)
-    writer.put(0)
-    writer.put(1)
-    with pytest.raises(RuntimeError, match="sink failed: disk full"):
-        writer.join()
-    with pytest.raises(RuntimeError, match="disk full"):
-        writer.put(2)
-    assert written == [0]
