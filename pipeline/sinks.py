@@ -16,6 +16,7 @@ instead of adding duplicates. ``date`` is the UTC date of the window's first fra
 from __future__ import annotations
 
 import logging
+from abc import ABC, abstractmethod
 from collections import defaultdict
 from datetime import datetime, timezone
 
@@ -37,7 +38,7 @@ def part_name(first: int, last: int) -> str:
     return f"part-{first:012d}-{last:012d}.parquet"
 
 
-class WindowedSink:
+class WindowedSink(ABC):
     """Buffers each stream's frames by window (``frame_idx // window``) and writes a window
     when its last frame arrives, a later window starts (after a gap) or the stream ends."""
 
@@ -64,8 +65,9 @@ class WindowedSink:
         if buffered:
             self._write(stream_id, buffered)
 
+    @abstractmethod
     def _write(self, stream_id: str, buffered: list[tuple[FrameTracks, pa.RecordBatch]]) -> None:
-        raise NotImplementedError
+        """Write one window of one stream's frames."""
 
 
 class ParquetSink(WindowedSink):
