@@ -198,7 +198,7 @@ class SegmentationWorker:
                     break
         finally:
             self.parquet.flush()
-            self.track_topic.flush()
+            self.track_topic.flush()  # and the producer: dead letters are delivered too
             consumer.close()
             self.run_seconds += time.monotonic() - started
             self.cpu_seconds += time.process_time() - cpu_started
