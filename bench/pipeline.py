@@ -22,6 +22,8 @@ run of either can be 10% off.
 from __future__ import annotations
 
 import argparse
+import multiprocessing as mp
+import os
 import tempfile
 import threading
 import time
@@ -35,7 +37,14 @@ from tqdm import tqdm
 
 from ausm_stream.deploy.runtime import Runtime, start_runtime
 from ausm_stream.model.data import ShapesSpec, generate_video
-from ausm_stream.operators.worker import load_model, start_worker, weights_info
+from ausm_stream.operators.pool import (
+    WorkerPool,
+    merge_summaries,
+    owned_streams,
+    split_partitions,
+    worker_count,
+)
+from ausm_stream.operators.worker import load_model, weights_info
 from ausm_stream.pipeline import kafka, records
 from ausm_stream.pipeline.config import PipelineConfig
 from ausm_stream.pipeline.ingest import Ingest, decode_source
@@ -63,27 +72,63 @@ def bare_loop(weights: str, videos: dict[str, Path], size: tuple[int, int], lane
     return fps
 
 
+def bare_processes(
+    weights: str, videos: dict[str, Path], size: tuple[int, int], groups: list[set[str]]
+) -> float:
+    """The model alone in one process per group of streams (the pool's split), one torch
+    thread each, stepping together: the pipeline's worker layout without the pipeline."""
+    ctx = mp.get_context("spawn")
+    barrier, results = ctx.Barrier(len(groups)), ctx.Queue()
+    procs = [
+        ctx.Process(
+            target=_bare_process,
+            args=(weights, {s: videos[s] for s in sorted(g)}, size, barrier, results),
+        )
+        for g in groups
+    ]
+    for p in procs:
+        p.start()
+    done = [results.get(timeout=600) for _ in procs]
+    for p in procs:
+        p.join()
+    frames = sum(n for n, _, _ in done)
+    return frames / (max(end for _, _, end in done) - min(start for _, start, _ in done))
+
+
+def _bare_process(weights, videos, size, barrier, results) -> None:
+    torch.set_num_threads(1)
+    model, _ = load_model(weights)
+    stacks = [np.stack([d.rgb for d in decode_source(str(p), size)]) for p in videos.values()]
+    states = [model.init_state(seed=i) for i in range(len(stacks))]
+    n = min(len(f) for f in stacks)
+    barrier.wait()
+    start = time.monotonic()
+    for t in range(n):
+        model.step(states, torch.from_numpy(np.stack([f[t] for f in stacks])))
+    results.put((n * len(stacks), start, time.monotonic()))
+
+
 def end_to_end(
     rt: Runtime, cfg: PipelineConfig, videos: dict[str, Path], size: tuple[int, int], frames: int
 ) -> tuple[float, dict]:
-    """Frames/s end to end, and the worker's summary (its utilisation figures). A fresh worker
+    """Frames/s end to end, and the pool's summary (its workers' utilisation). Fresh workers
     and frames topic, so a round reads only its own records."""
     kafka.ensure_topics(cfg.kafka, rt.bootstrap)
-    worker = start_worker(cfg, rt.bootstrap, list(range(cfg.kafka.partitions)))
-    ray.get(worker.summary.remote())  # the actor is up and the model loaded
+    pool = WorkerPool.start(cfg, rt.bootstrap)
+    pool.summary()  # the actors are up and their models loaded
     producer = kafka.make_producer(cfg.kafka, rt.bootstrap)
     start = time.perf_counter()
-    run = worker.run.remote(until_ended=set(videos), max_seconds=1800)
+    runs = pool.run(until_ended=set(videos), max_seconds=1800)
     jobs = [Ingest(sid, str(p), size, producer, cfg.kafka, cfg.ingest) for sid, p in videos.items()]
     threads = [threading.Thread(target=j.run) for j in jobs]
     for t in threads:
         t.start()
-    summary = ray.get(run)
+    summary = merge_summaries(ray.get(runs))
     elapsed = time.perf_counter() - start
     for t in threads:
         t.join()
     producer.close()
-    ray.kill(worker)
+    pool.kill()
     done = sum(s["frames"] for s in summary["streams"].values())
     assert done == frames * len(videos), summary
     return done / elapsed, summary
@@ -136,17 +181,21 @@ def main() -> None:
             for i in range(args.streams)
         }
         size = (128, 128)
-        bare, e2e, workers = [], [], []
+        bare, split, e2e, workers = [], [], [], []
         base = config(root, args.weights, "base")
         with start_runtime(base) as rt:
+            cpus = int(ray.cluster_resources()["CPU"])
+            ranges = split_partitions(base.kafka.partitions, worker_count(base, cpus))
+            groups = [owned_streams(set(videos), r, base) for r in ranges]
             for r in tqdm(range(args.rounds), desc="rounds", unit="round", leave=False):
-                # The faster of the two ways to run the bare model is the baseline.
+                # The faster of the two ways to run the bare model in one process.
                 bare.append(
                     max(
                         bare_loop(args.weights, videos, size, lanes)
-                        for lanes in (1, base.worker.cpus)
+                        for lanes in (1, os.cpu_count() or 1)
                     )
                 )
+                split.append(bare_processes(args.weights, videos, size, groups))
                 fps, worker = end_to_end(
                     rt, config(root, args.weights, f"r{r}"), videos, size, args.frames
                 )
@@ -157,16 +206,25 @@ def main() -> None:
             )
     ratios = [e / b for e, b in zip(e2e, bare, strict=True)]
     print(f"model {version}, {args.streams} streams x {args.frames} frames, {args.rounds} rounds")
-    print(f"bare model loop        {median(bare):8.1f} frames/s   (median)")
+    split_ratios = [e / b for e, b in zip(e2e, split, strict=True)]
+    print(f"bare model loop        {median(bare):8.1f} frames/s   (median; one process)")
+    print(
+        f"bare, split as workers {median(split):8.1f} frames/s   (median; one process per "
+        f"worker: {[sorted(g) for g in groups]})"
+    )
     print(
         f"end to end (Kafka+Ray) {median(e2e):8.1f} frames/s   ratio {median(ratios):.2f} "
-        f"(median of rounds: {', '.join(f'{r:.2f}' for r in ratios)}; target 0.85)"
+        f"(median of rounds: {', '.join(f'{r:.2f}' for r in ratios)}; target 0.85); "
+        f"{median(split_ratios):.2f} of the split bare model "
+        f"({', '.join(f'{r:.2f}' for r in split_ratios)})"
     )
-    busy = [w["step_seconds"] / w["run_seconds"] for w in workers]
-    cores = [w["cpu_seconds"] / w["run_seconds"] for w in workers]
+    per_worker = [w for summary in workers for w in summary["workers"]]
+    busy = [w["step_seconds"] / w["run_seconds"] for w in per_worker]
+    cores = [w["cpu_seconds"] / w["run_seconds"] for w in per_worker]
     print(
-        f"worker                 model step {100 * median(busy):.0f}% of its run, process CPU "
-        f"{median(cores):.2f} cores (medians)"
+        f"workers                {len(workers[0]['workers'])}, partitions "
+        f"{[w['partitions'] for w in workers[0]['workers']]}: model step {100 * median(busy):.0f}% "
+        f"of a worker's run, its process CPU {median(cores):.2f} cores (medians)"
     )
     print(
         f"Kafka frame chunks     produce {produced:.1f} MB/s, consume {consumed:.1f} MB/s "

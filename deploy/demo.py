@@ -2,9 +2,10 @@
 
 Writes four synthetic H.264 videos, starts the embedded broker, a local object store
 directory and a local Ray, ingests the videos as four concurrent streams (Ray actors),
-segments them with the default weights in a SegmentationWorker actor, writes the Parquet
-dataset, prints a summary table and renders one contact sheet per stream. Everything goes
-under ``./ausm-demo/`` (or ``--out``)::
+segments them with the default weights in SegmentationWorker actors (one per core, each
+owning part of the frames topic's partitions), writes the Parquet dataset, prints a summary
+table and renders one contact sheet per stream. Everything goes under ``./ausm-demo/``
+(or ``--out``)::
 
     ausm-demo/videos/cam-<i>.mp4           the inputs
     ausm-demo/store/tracks/...             the Parquet dataset (and frames/)
@@ -24,7 +25,8 @@ from tqdm import tqdm
 from ausm_stream.deploy.overlay import COLUMNS, contact_sheet
 from ausm_stream.deploy.runtime import start_runtime
 from ausm_stream.model.data import ShapesSpec, generate_video
-from ausm_stream.operators.worker import start_worker, weights_info
+from ausm_stream.operators.pool import WorkerPool, merge_summaries
+from ausm_stream.operators.worker import weights_info
 from ausm_stream.pipeline.config import PipelineConfig
 from ausm_stream.pipeline.ingest import ingest_actor
 from ausm_stream.pipeline.sinks import read_dataset
@@ -63,8 +65,8 @@ def run_demo(
     videos = write_videos(out / "videos", streams, frames, fps)
     started = time.monotonic()
     with start_runtime(cfg, out / "logs") as rt:
-        worker = start_worker(cfg, rt.bootstrap, list(range(cfg.kafka.partitions)))
-        run = worker.run.remote(until_ended=set(videos), max_seconds=1800)
+        pool = WorkerPool.start(cfg, rt.bootstrap)
+        runs = pool.run(until_ended=set(videos), max_seconds=1800)
         actor = ingest_actor()
         jobs = [
             actor.remote(sid, str(path), size, cfg.kafka, rt.bootstrap, cfg.ingest)
@@ -74,12 +76,12 @@ def run_demo(
         total = streams * frames
         with tqdm(total=total, desc="segmenting", unit="frame") as bar:
             while True:
-                done, _ = ray.wait([run], timeout=0.5)
-                summary = ray.get(worker.summary.remote())
+                _, running = ray.wait(runs, num_returns=len(runs), timeout=0.5)
+                summary = pool.summary()
                 bar.update(sum(s["frames"] for s in summary["streams"].values()) - bar.n)
-                if done:
+                if not running:
                     break
-        summary = ray.get(run)
+        summary = merge_summaries(ray.get(runs))
         ingested = {r.stream_id: r for r in ray.get(reports)}
     elapsed = time.monotonic() - started
 
@@ -97,6 +99,8 @@ def _print_summary(
     summary: dict, ingested: dict, elapsed: float, version: str, out: Path, sheets: dict[str, Path]
 ) -> None:
     print(f"\nmodel {version}; {elapsed:.1f} s wall clock, dead letters: {summary['dead_letters']}")
+    ranges = ", ".join(str(w["partitions"]) for w in summary["workers"])
+    print(f"{len(summary['workers'])} workers, partitions {ranges}")
     print(f"{'stream':<8} {'ingested':>9} {'segmented':>10} {'tracks':>7} {'fps':>7}")
     for sid, s in summary["streams"].items():
         print(

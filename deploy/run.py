@@ -1,7 +1,8 @@
 """``ausm-stream run``: the pipeline against the services a configuration names.
 
-Starts one SegmentationWorker actor that owns every partition of the frames topic, and
-optionally ingest actors for ``--source ID=URL`` streams, then runs until interrupted
+Starts a pool of SegmentationWorker actors that share the partitions of the frames topic
+(``worker.count``; by default one per ``worker.cpus`` cores of the cluster), and optionally
+ingest actors for ``--source ID=URL`` streams, then runs until interrupted
 (Ctrl-C) or, with ``--idle-timeout``, until nothing has arrived for that long. Ingest that
 runs next to the cameras uses ``ausm-stream ingest`` instead.
 """
@@ -15,7 +16,8 @@ import ray
 
 from ausm_stream.deploy.runtime import start_runtime
 from ausm_stream.errors import ConfigError
-from ausm_stream.operators.worker import start_worker, weights_info
+from ausm_stream.operators.pool import WorkerPool, merge_summaries
+from ausm_stream.operators.worker import weights_info
 from ausm_stream.pipeline.config import PipelineConfig
 from ausm_stream.pipeline.ingest import ingest_actor
 
@@ -39,7 +41,8 @@ def run_pipeline(
     size = model_cfg.image_size
     log.info("model %s, frames topic %s", version, cfg.kafka.frames_topic)
     with start_runtime(cfg) as rt:
-        worker = start_worker(cfg, rt.bootstrap, list(range(cfg.kafka.partitions)))
+        pool = WorkerPool.start(cfg, rt.bootstrap)
+        log.info("%d workers, partitions %s", len(pool.actors), pool.partitions)
         actor = ingest_actor()
         jobs = [
             actor.remote(sid, url, size, cfg.kafka, rt.bootstrap, cfg.ingest)
@@ -47,13 +50,13 @@ def run_pipeline(
         ]
         for job in jobs:
             job.run.remote()
-        run = worker.run.remote(idle_timeout_s=idle_timeout_s)
+        runs = pool.run(idle_timeout_s=idle_timeout_s)
         try:
-            summary = ray.get(run)
+            summary = merge_summaries(ray.get(runs))
         except KeyboardInterrupt:
-            ray.get(worker.stop.remote())
+            pool.stop()
             for job in jobs:
                 job.stop.remote()
-            summary = ray.get(run)
+            summary = merge_summaries(ray.get(runs))
     print(json.dumps(summary, indent=2))
     return summary

@@ -38,12 +38,14 @@ class Runtime:
 
 
 def local_cpus(cfg: PipelineConfig) -> int:
-    """CPUs of a local Ray: ``ray.num_cpus``, else this machine's, and room for the worker."""
-    cpus = cfg.ray.num_cpus or max(os.cpu_count() or 1, cfg.worker.cpus)
-    if cpus < cfg.worker.cpus:
+    """CPUs of a local Ray: ``ray.num_cpus``, else this machine's, and room for the workers."""
+    w = cfg.worker
+    need = w.cpus * max(w.count, 1)
+    cpus = cfg.ray.num_cpus or max(os.cpu_count() or 1, need)
+    if cpus < need:
         raise ConfigError(
-            f"worker.cpus={cfg.worker.cpus} does not fit in ray.num_cpus={cpus}: "
-            "the worker would never start"
+            f"the workers need {need} CPUs (worker.cpus={w.cpus}, worker.count={w.count}) "
+            f"but ray.num_cpus={cpus}: they would never start"
         )
     return cpus
 

@@ -210,6 +210,7 @@ class SegmentationWorker:
     def summary(self) -> dict:
         return {
             "model_version": self.model_version,
+            "partitions": self.partitions,
             "dead_letters": self.dead_letters,
             # Utilisation over finished runs: the model's share of wall time, and the cores
             # the whole worker process (model, decoding, sinks, Kafka client) kept busy.

@@ -7,7 +7,7 @@ Every section is a frozen dataclass. The YAML mirrors them::
     ray:     {address: auto}
     model:   {weights: default}
     ingest:  {chunk_frames: 8, fps: 8}
-    worker:  {parquet_frames: 64}
+    worker:  {parquet_frames: 64, cpus: 1, count: 0}
 
 An environment variable ``AUSM_<SECTION>__<KEY>`` overrides a key (``AUSM_KAFKA__BOOTSTRAP``).
 Unknown sections or keys and values of the wrong type are errors that name the key. With
@@ -92,9 +92,14 @@ class WorkerConfig:
     """A stream's Parquet files cover this many frames (named by range, so replays overwrite)."""
     poll_ms: int = 200
     max_batch: int = 16
-    cpus: int = 2
-    """CPU cores the worker's Ray actor reserves. The model steps its streams in this many
-    lanes, each on one torch thread (``AUSMConfig.step_lanes``)."""
+    cpus: int = 1
+    """CPU cores each worker's Ray actor reserves. The model steps its streams in this many
+    lanes, each on one torch thread (``AUSMConfig.step_lanes``). One core per worker is the
+    default: lanes are threads that take turns on Python's GIL, so on a CPU a worker per core
+    steps more frames than one worker with a lane per core (README, "Performance")."""
+    count: int = 0
+    """Worker actors sharing the frames topic's partitions (contiguous ranges, one range
+    each). 0 = as many as fit: the Ray cluster's CPUs // ``cpus``, at most one per partition."""
 
 
 @dataclass(frozen=True)
