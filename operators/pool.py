@@ -63,12 +63,17 @@ def owned_streams(stream_ids: set[str], partitions: list[int], cfg: PipelineConf
 
 def merge_summaries(summaries: list[dict]) -> dict:
     """One summary for the pool: every stream (each is on one worker), dead letters summed,
-    and each worker's partitions and utilisation under ``workers``."""
+    and each worker's partitions, streams and utilisation under ``workers``."""
     return {
         "model_version": summaries[0]["model_version"],
         "dead_letters": sum(s["dead_letters"] for s in summaries),
         "workers": [
-            {"partitions": s["partitions"], **{k: s[k] for k in UTILISATION}} for s in summaries
+            {
+                "partitions": s["partitions"],
+                "streams": sorted(s["streams"]),
+                **{k: s[k] for k in UTILISATION},
+            }
+            for s in summaries
         ],
         "streams": dict(sorted(kv for s in summaries for kv in s["streams"].items())),
     }

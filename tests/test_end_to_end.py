@@ -20,7 +20,8 @@ import ray
 from ausm_stream import rle
 from ausm_stream.model import AUSM, AUSMConfig
 from ausm_stream.model.data import ShapesSpec, generate_video
-from ausm_stream.operators.worker import ERROR_HEADER, start_worker
+from ausm_stream.operators.pool import WorkerPool, merge_summaries
+from ausm_stream.operators.worker import ERROR_HEADER
 from ausm_stream.pipeline import kafka, records
 from ausm_stream.pipeline.broker import free_port
 from ausm_stream.pipeline.config import (
@@ -83,7 +84,7 @@ def pipeline_config(broker, weights: Path, storage: StorageConfig) -> PipelineCo
             frames_topic=f"frames-{topic}",
             tracks_topic=f"tracks-{topic}",
             dead_letter_topic=f"dlq-{topic}",
-            partitions=2,
+            partitions=4,  # cam-1 on the first worker's [0, 1], cam-0 and cam-2 on [2, 3]
         ),
         storage=storage,
         model=ModelConfig(weights=str(weights)),
@@ -107,10 +108,11 @@ def ingest_all(cfg: PipelineConfig, broker, videos: dict[str, Path]) -> None:
     assert all(j.report.frames == FRAMES for j in jobs)
 
 
-def run_worker(cfg: PipelineConfig, broker, streams: set[str]) -> dict:
-    worker = start_worker(cfg, broker.bootstrap, list(range(cfg.kafka.partitions)))
-    summary = ray.get(worker.run.remote(until_ended=streams, max_seconds=240), timeout=300)
-    ray.kill(worker)
+def run_workers(cfg: PipelineConfig, broker, streams: set[str]) -> dict:
+    """The pool as ``run`` and the demo start it: one worker per core of the test's Ray."""
+    pool = WorkerPool.start(cfg, broker.bootstrap)
+    summary = merge_summaries(ray.get(pool.run(until_ended=streams, max_seconds=240), timeout=300))
+    pool.kill()
     return summary
 
 
@@ -153,12 +155,17 @@ def test_three_streams_every_frame_exactly_once(
     )
     cfg = pipeline_config(broker, weights, storage)
     ingest_all(cfg, broker, videos)
-    summary = run_worker(cfg, broker, set(videos))
+    summary = run_workers(cfg, broker, set(videos))
     assert {sid: s["frames"] for sid, s in summary["streams"].items()} == dict.fromkeys(
         videos, FRAMES
     )
     assert summary["dead_letters"] == 0
-    assert 0 < summary["step_seconds"] < summary["run_seconds"] and summary["cpu_seconds"] > 0
+    # One worker per core, each with its own partitions and the streams hashed to them.
+    workers = summary["workers"]
+    assert [w["partitions"] for w in workers] == [[0, 1], [2, 3]]
+    assert [w["streams"] for w in workers] == [["cam-1"], ["cam-0", "cam-2"]]
+    for w in workers:
+        assert 0 < w["step_seconds"] < w["run_seconds"] and w["cpu_seconds"] > 0
     check_every_frame_once(open_store(storage), dict.fromkeys(videos, FRAMES))
     # The tracks topic carries the same rows, in frame order per stream.
     msgs = consume(broker, cfg.kafka.tracks_topic, cfg.kafka.partitions)
@@ -199,7 +206,7 @@ def test_bad_chunks_go_to_the_dead_letter_topic_and_the_stream_goes_on(
     kafka.send(producer, cfg.kafka.frames_topic, "cam-x", value, kind, partition=part)
     producer.flush()
 
-    summary = run_worker(cfg, broker, {"cam-x"})
+    summary = run_workers(cfg, broker, {"cam-x"})
     assert summary["dead_letters"] == 2
     dead = consume(broker, cfg.kafka.dead_letter_topic, cfg.kafka.partitions)
     reasons = [kafka.header(m.headers, ERROR_HEADER) for m in dead]
@@ -227,7 +234,7 @@ def test_prompt_mid_stream_is_applied_at_its_frame(broker, ray_session, weights,
     )
     producer.flush()
     ingest_all(cfg, broker, {"cam-0": videos["cam-0"]})
-    run_worker(cfg, broker, {"cam-0"})
+    run_workers(cfg, broker, {"cam-0"})
     tracks = read_dataset(open_store(cfg.storage))
     prompted = (
         tracks.filter(pc.field("prompt_object_id") == 5)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -77,6 +78,8 @@ def test_calibrate_stores_runtime_defaults_and_keeps_the_rest(capsys, tmp_path):
 
 def test_a_worker_that_cannot_fit_in_local_ray_is_a_config_error():
     cfg = PipelineConfig.from_dict({"ray": {"num_cpus": 1}, "worker": {"cpus": 2}})
-    with pytest.raises(ConfigError, match=r"worker\.cpus=2"):
+    with pytest.raises(ConfigError, match=r"worker\.cpus=2, worker\.count=0"):
         local_cpus(cfg)
     assert local_cpus(PipelineConfig.from_dict({"worker": {"cpus": 64}})) == 64
+    three = PipelineConfig.from_dict({"worker": {"count": 3}})
+    assert local_cpus(three) == max(os.cpu_count() or 1, 3)  # room for every worker

@@ -1,0 +1,82 @@
+import pytest
+
+from ausm_stream.errors import ConfigError
+from ausm_stream.operators.pool import (
+    merge_summaries,
+    owned_streams,
+    split_partitions,
+    worker_count,
+)
+from ausm_stream.pipeline.config import PipelineConfig
+
+
+def config(partitions: int = 4, **worker: int) -> PipelineConfig:
+    return PipelineConfig.from_dict({"kafka": {"partitions": partitions}, "worker": worker})
+
+
+@pytest.mark.parametrize(
+    ("partitions", "workers", "expected"),
+    [
+        (8, 3, [[0, 1, 2], [3, 4, 5], [6, 7]]),
+        (4, 2, [[0, 1], [2, 3]]),
+        (4, 1, [[0, 1, 2, 3]]),
+        (3, 3, [[0], [1], [2]]),
+    ],
+)
+def test_partitions_split_into_contiguous_even_ranges(partitions, workers, expected):
+    assert split_partitions(partitions, workers) == expected
+
+
+@pytest.mark.parametrize("workers", [0, 5])
+def test_a_split_that_leaves_a_worker_idle_is_refused(workers):
+    with pytest.raises(ValueError, match="cannot split 4 partitions"):
+        split_partitions(4, workers)
+
+
+def test_worker_count_defaults_to_one_per_worker_cpus_cores_of_the_cluster():
+    assert worker_count(config(), cluster_cpus=2) == 2
+    assert worker_count(config(cpus=2), cluster_cpus=2) == 1
+    assert worker_count(config(cpus=4), cluster_cpus=2) == 1  # never none
+    assert worker_count(config(partitions=3), cluster_cpus=16) == 3  # never an idle one
+    assert worker_count(config(count=3), cluster_cpus=4) == 3
+
+
+def test_worker_counts_that_cannot_work_are_config_errors_naming_the_key():
+    with pytest.raises(ConfigError, match=r"worker\.count=5 is more than kafka\.partitions=4"):
+        worker_count(config(count=5), cluster_cpus=16)
+    with pytest.raises(ConfigError, match=r"worker\.count=2 x worker\.cpus=2 needs 4 CPUs"):
+        worker_count(config(count=2, cpus=2), cluster_cpus=2)
+
+
+def test_every_stream_belongs_to_exactly_one_worker():
+    cfg = config(partitions=8)
+    streams = {f"cam-{i}" for i in range(40)}
+    owned = [owned_streams(streams, r, cfg) for r in split_partitions(8, 3)]
+    assert set().union(*owned) == streams
+    assert sum(len(o) for o in owned) == len(streams)
+    assert all(owned)  # 40 streams spread over every worker
+
+
+def test_the_pool_summary_merges_its_workers():
+    def summary(partitions, streams, dead):
+        return {
+            "model_version": "m@1",
+            "partitions": partitions,
+            "dead_letters": dead,
+            "run_seconds": 2.0,
+            "step_seconds": 1.5,
+            "cpu_seconds": 1.8,
+            "streams": {sid: {"frames": 5} for sid in streams},
+        }
+
+    merged = merge_summaries([summary([0, 1], ["b", "a"], 1), summary([2, 3], ["c"], 2)])
+    assert merged["dead_letters"] == 3
+    assert list(merged["streams"]) == ["a", "b", "c"]
+    assert merged["workers"][0] == {
+        "partitions": [0, 1],
+        "streams": ["a", "b"],
+        "run_seconds": 2.0,
+        "step_seconds": 1.5,
+        "cpu_seconds": 1.8,
+    }
+    assert merged["workers"][1]["streams"] == ["c"]
