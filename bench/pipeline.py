@@ -4,19 +4,24 @@
     .venv/bin/python bench/pipeline.py --streams 2 --frames 32
 
 1. Bare model loop: the same frames, decoded up front, stepped in batches over all streams
-   as the worker batches them; the faster of the default threading and the worker's lanes.
-2. End to end: H.264 files -> ingest (one thread per stream) -> embedded Kafka broker ->
-   SegmentationWorker Ray actor -> Parquet + tracks topic; frames/s from the first frame
-   produced to the last frame written. Target: at least 0.85 of the bare loop.
-   Also the worker's utilisation: the model step's share of the run's wall time, and the
-   cores its process kept busy (the model and everything around it). The rest of the
-   machine's 2 cores runs ingest and the broker.
-3. Kafka: frame chunks (8 frames) produced and consumed through the broker, in MB/s of
+   in one process; the faster of the default threading and one lane per core. This is the
+   issue's baseline: the model run by hand, without the pipeline.
+2. The bare model split as the pipeline's workers split the streams: one process per
+   worker, one torch thread each, stepping its streams together. The pipeline's layout
+   without the pipeline: the ratio against it is the cost of ingest, Kafka and the sinks
+   alone.
+3. End to end: H.264 files -> ingest (one thread per stream) -> embedded Kafka broker ->
+   SegmentationWorker Ray actors (the default pool: one per core) -> Parquet + tracks
+   topic; frames/s from the first frame produced to the last frame written. Target: at
+   least 0.85 of the bare loop. Also each worker's utilisation: the model step's share of
+   its run's wall time, and the cores its process kept busy. Ingest and the broker share
+   the same 2 cores.
+4. Kafka: frame chunks (8 frames) produced and consumed through the broker, in MB/s of
    message bytes.
 
-Rounds of 1 and 2 alternate on one broker and Ray (each end-to-end round with a fresh worker
-and frames topic) and medians are reported, with each round's ratio: on these machines one
-run of either can be 10% off.
+Rounds of 1-3 alternate on one broker and Ray (each end-to-end round with fresh workers
+and frames topic) and medians are reported, with each round's ratios: on these machines one
+run of any of them can be 10% off.
 """
 
 from __future__ import annotations
