@@ -191,7 +191,8 @@ def main() -> None:
         with start_runtime(base) as rt:
             cpus = int(ray.cluster_resources()["CPU"])
             ranges = split_partitions(base.kafka.partitions, worker_count(base, cpus))
-            groups = [owned_streams(set(videos), r, base) for r in ranges]
+            # A worker whose partitions got no stream idles: no process for it.
+            groups = [g for r in ranges if (g := owned_streams(set(videos), r, base))]
             for r in tqdm(range(args.rounds), desc="rounds", unit="round", leave=False):
                 # The faster of the two ways to run the bare model in one process.
                 bare.append(
