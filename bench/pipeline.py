@@ -66,6 +66,7 @@ def bare_loop(weights: str, videos: dict[str, Path], size: tuple[int, int], lane
     frames = {
         sid: np.stack([d.rgb for d in decode_source(str(p), size)]) for sid, p in videos.items()
     }
+    model.warm_up(streams=len(frames))  # as the worker does before its first frame
     states = [model.init_state(seed=i) for i in range(len(frames))]
     stacks = list(frames.values())
     n = min(len(f) for f in stacks)
@@ -104,6 +105,7 @@ def _bare_process(weights, videos, size, barrier, results) -> None:
     torch.set_num_threads(1)
     model, _ = load_model(weights)
     stacks = [np.stack([d.rgb for d in decode_source(str(p), size)]) for p in videos.values()]
+    model.warm_up(streams=len(stacks))
     states = [model.init_state(seed=i) for i in range(len(stacks))]
     n = min(len(f) for f in stacks)
     barrier.wait()
