@@ -101,7 +101,13 @@ def bare_processes(
     return frames / (max(end for _, _, end in done) - min(start for _, start, _ in done))
 
 
-def _bare_process(weights, videos, size, barrier, results) -> None:
+def _bare_process(
+    weights: str,
+    videos: dict[str, Path],
+    size: tuple[int, int],
+    barrier: mp.synchronize.Barrier,
+    results: mp.queues.Queue,
+) -> None:
     torch.set_num_threads(1)
     model, _ = load_model(weights)
     stacks = [np.stack([d.rgb for d in decode_source(str(p), size)]) for p in videos.values()]
