@@ -32,6 +32,7 @@ import os
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from statistics import median
 
@@ -56,24 +57,35 @@ from ausm_stream.pipeline.ingest import Ingest, decode_source
 from ausm_stream.pipeline.video_files import write_h264
 
 
+def prepare_bare(
+    weights: str, videos: dict[str, Path], size: tuple[int, int], lanes: int = 1
+) -> Callable[[], int]:
+    """The untimed part of a bare run: the model loaded and warmed up, the frames decoded.
+    Returns the timed part, which steps every stream's frames in batches and returns how
+    many frames it stepped."""
+    model, _ = load_model(weights, step_lanes=lanes)
+    stacks = [np.stack([d.rgb for d in decode_source(str(p), size)]) for p in videos.values()]
+    model.warm_up(streams=len(stacks))  # as the worker does before its first frame
+    states = [model.init_state(seed=i) for i in range(len(stacks))]
+    n = min(len(f) for f in stacks)
+
+    def run() -> int:
+        for t in range(n):
+            model.step(states, torch.from_numpy(np.stack([f[t] for f in stacks])))
+        return n * len(stacks)
+
+    return run
+
+
 def bare_loop(weights: str, videos: dict[str, Path], size: tuple[int, int], lanes: int) -> float:
     """The model alone over the decoded frames. ``lanes`` > 1 is the worker's configuration
     (one torch thread per lane); 1 is the plain default (all threads on every op)."""
-    model, _ = load_model(weights, step_lanes=lanes)
     threads = torch.get_num_threads()
     if lanes > 1:
         torch.set_num_threads(1)
-    frames = {
-        sid: np.stack([d.rgb for d in decode_source(str(p), size)]) for sid, p in videos.items()
-    }
-    model.warm_up(streams=len(frames))  # as the worker does before its first frame
-    states = [model.init_state(seed=i) for i in range(len(frames))]
-    stacks = list(frames.values())
-    n = min(len(f) for f in stacks)
+    run = prepare_bare(weights, videos, size, lanes)
     start = time.perf_counter()
-    for t in range(n):
-        model.step(states, torch.from_numpy(np.stack([f[t] for f in stacks])))
-    fps = n * len(stacks) / (time.perf_counter() - start)
+    fps = run() / (time.perf_counter() - start)
     torch.set_num_threads(threads)
     return fps
 
@@ -109,16 +121,11 @@ def _bare_process(
     results: mp.queues.Queue,
 ) -> None:
     torch.set_num_threads(1)
-    model, _ = load_model(weights)
-    stacks = [np.stack([d.rgb for d in decode_source(str(p), size)]) for p in videos.values()]
-    model.warm_up(streams=len(stacks))
-    states = [model.init_state(seed=i) for i in range(len(stacks))]
-    n = min(len(f) for f in stacks)
+    run = prepare_bare(weights, videos, size)
     barrier.wait()
     start = time.monotonic()
-    for t in range(n):
-        model.step(states, torch.from_numpy(np.stack([f[t] for f in stacks])))
-    results.put((n * len(stacks), start, time.monotonic()))
+    frames = run()
+    results.put((frames, start, time.monotonic()))
 
 
 def end_to_end(
