@@ -2,9 +2,15 @@
 
 - **J** (region similarity): mask IoU; a frame where both prediction and ground truth are
   empty scores 1 (DAVIS 2017).
-- **F** (contour accuracy): boundary F-measure; boundaries are matched within
-  ``ceil(0.008 x image diagonal)`` pixels (DAVIS 2017). A boundary pixel is a foreground
-  pixel with a 4-connected background neighbour (pixels outside the image do not count).
+- **F** (contour accuracy): boundary F-measure as davis2017-evaluation computes it
+  (``davis2017/metrics.py``: ``f_measure``, ``_seg2bmap``). A pixel is on the boundary when
+  it differs from its east, south or south-east neighbour (last row: east only; last
+  column: south only; the bottom-right pixel never), so the map runs half a pixel towards
+  the origin and holds background pixels too. Boundaries are matched within a disk of
+  radius ``ceil(0.008 x image diagonal)`` pixels (``bound_th`` itself when >= 1), the
+  points ``x^2 + y^2 <= r^2`` of ``arange(-r, r + 1)``. An empty boundary counts as
+  precision 1 (prediction) or recall 1 (ground truth), so both empty scores 1 and one
+  empty 0; F = 2PR / (P + R), 0 when P + R = 0.
 - **AP** (YouTube-VIS): COCO-style average precision over tracks, with the spatio-temporal
   IoU ``sum_t |P_t n G_t| / sum_t |P_t u G_t|``, IoU thresholds 0.50:0.05:0.95, 101 recall
   points, at most 100 tracks per video, averaged over categories that have ground truth.
@@ -32,35 +38,68 @@ def jaccard(pred: np.ndarray, gt: np.ndarray) -> float:
 
 
 def boundary(mask: np.ndarray) -> np.ndarray:
-    """Foreground pixels with a background 4-neighbour inside the image."""
+    """The DAVIS boundary map (``_seg2bmap``): pixels that differ from a neighbour.
+
+    The official map marks a pixel, foreground or background, that differs from its east,
+    south or south-east neighbour; in the last row only the east one is compared, in the
+    last column only the south one, and the bottom-right pixel is never marked. The map is
+    one pixel wide and lies half a pixel towards the origin: a lone pixel's boundary is the
+    2x2 block ending at it. Pixels outside the image do not count (the image's edge is no
+    boundary). The official f_measure never resizes the map, so neither do we.
+    """
     m = mask.astype(bool)
-    inner = m.copy()
-    inner[1:, :] &= m[:-1, :]
-    inner[:-1, :] &= m[1:, :]
-    inner[:, 1:] &= m[:, :-1]
-    inner[:, :-1] &= m[:, 1:]
-    return m & ~inner
+    b = np.zeros_like(m)
+    core = m[:-1, :-1]
+    b[:-1, :-1] = (core != m[:-1, 1:]) | (core != m[1:, :-1]) | (core != m[1:, 1:])
+    b[-1, :-1] = m[-1, :-1] != m[-1, 1:]
+    b[:-1, -1] = m[:-1, -1] != m[1:, -1]
+    return b
 
 
-def _disk(radius: int) -> np.ndarray:
+def _disk(radius: float) -> np.ndarray:
+    """skimage's ``disk(radius)``, which the official code dilates with.
+
+    The grid is ``arange(-radius, radius + 1)`` on both axes and a point belongs when
+    ``x^2 + y^2 <= radius^2``; for a fractional radius the grid does not hold 0 and the
+    kernel can have an even size.
+    """
     r = np.arange(-radius, radius + 1)
-    return (r[:, None] ** 2 + r[None, :] ** 2) <= radius * radius
+    return (r[:, None] ** 2 + r[None, :] ** 2) <= radius**2
 
 
-def boundary_tolerance(shape: tuple[int, int], bound_th: float = 0.008) -> int:
-    return math.ceil(bound_th * math.hypot(*shape))
+def boundary_tolerance(shape: tuple[int, int], bound_th: float = 0.008) -> float:
+    """The disk radius in pixels: ``bound_th`` itself when >= 1 (official convention), else
+    ``ceil(bound_th x image diagonal)``."""
+    return bound_th if bound_th >= 1 else math.ceil(bound_th * math.hypot(*shape))
+
+
+def _dilate(bmap: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """``cv2.dilate`` of a binary map: ``out[p] = any(bmap[p + k - anchor])`` over the
+    kernel's points ``k``, anchor ``size // 2``, nothing from outside the image.
+
+    scipy's dilation mirrors the kernel, so it is handed the mirrored one; an even-sized
+    kernel (a fractional radius) then sits one pixel past cv2's anchor, which an origin of
+    -1 on that axis puts back.
+    """
+    origin = [-1 if n % 2 == 0 else 0 for n in kernel.shape]
+    return ndimage.binary_dilation(bmap, kernel[::-1, ::-1], origin=origin)
 
 
 def f_measure(pred: np.ndarray, gt: np.ndarray, bound_th: float = 0.008) -> float:
+    """Boundary F-measure of ``pred`` against ``gt``, davis2017-evaluation's ``f_measure``.
+
+    A predicted boundary pixel is correct when a ground-truth boundary pixel lies within
+    the tolerance disk, and the other way round for recall. An empty predicted boundary
+    has precision 1 and an empty ground-truth boundary recall 1 (official convention):
+    both empty score 1, one empty 0. A mask that fills the image has an empty boundary too.
+    """
     bp, bg = boundary(pred), boundary(gt)
     n_p, n_g = int(bp.sum()), int(bg.sum())
-    if n_p == 0 and n_g == 0:
-        return 1.0
     if n_p == 0 or n_g == 0:
-        return 0.0
+        return 1.0 if n_p == n_g else 0.0
     disk = _disk(boundary_tolerance(pred.shape, bound_th))
-    precision = (bp & ndimage.binary_dilation(bg, disk)).sum() / n_p
-    recall = (bg & ndimage.binary_dilation(bp, disk)).sum() / n_g
+    precision = (bp & _dilate(bg, disk)).sum() / n_p
+    recall = (bg & _dilate(bp, disk)).sum() / n_g
     return 0.0 if precision + recall == 0 else float(2 * precision * recall / (precision + recall))
 
 

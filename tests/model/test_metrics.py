@@ -9,6 +9,8 @@ import pytest
 
 from ausm_stream.model.evaluation.metrics import (
     Track,
+    _dilate,
+    _disk,
     average_precision,
     boundary,
     boundary_tolerance,
@@ -35,25 +37,96 @@ def test_jaccard_counts_empty_vs_empty_as_one():
     assert jaccard(a, empty) == 0.0 and jaccard(empty, a) == 0.0
 
 
-def test_boundary_of_a_square_is_its_ring():
-    b = boundary(box(8, 8, 2, 2, 6, 6))
-    assert b.sum() == 12 and not b[3:5, 3:5].any()
-    assert boundary(np.ones((3, 3), dtype=bool)).sum() == 0  # the image edge is no boundary
+def grid(rows: str) -> np.ndarray:
+    """A bool map from rows of '#' (set) and '.' (unset)."""
+    return np.array([[c == "#" for c in row] for row in rows.split()])
+
+
+# The F cases below are worked out by hand from davis2017-evaluation's definitions
+# (davis2017/metrics.py: f_measure, _seg2bmap; skimage's disk; cv2.dilate).
+
+
+def test_boundary_map_follows_seg2bmap():
+    # A pixel is marked when it differs from its east, south or south-east neighbour: a
+    # square's map is the ring of the square grown by one pixel up and left, background
+    # pixels included, and 12 pixels for a 3x3 square (the old foreground ring had 8).
+    square = box(6, 6, 1, 1, 4, 4)
+    ring = grid("####.. #..#.. #..#.. ####.. ...... ......")
+    assert (boundary(square) == ring).all()
+    assert boundary(box(8, 8, 2, 2, 6, 6)).sum() == 16  # a 4x4 square: the 5x5 ring
+    # Touching the last row and column: there only the east (last row) or the south (last
+    # column) neighbour is compared and the corner is never marked, so none of the mask's
+    # own pixels is on its map.
+    corner = box(6, 6, 3, 3, 6, 6)
+    assert (boundary(corner) == grid("...... ...... ..#### ..#... ..#... ..#...")).all()
+    assert (boundary(box(4, 4, 3, 0, 4, 4)) == grid(".... .... #### ....")).all()
+    # A single pixel: the 2x2 block ending at it; at the bottom-right corner the pixel
+    # itself drops out; at the top-left one nothing lies above or left of it.
+    assert (boundary(box(5, 5, 2, 2, 3, 3)) == grid("..... .##.. .##.. ..... .....")).all()
+    assert (boundary(box(5, 5, 4, 4, 5, 5)) == grid("..... ..... ..... ...## ...#.")).all()
+    assert (boundary(box(5, 5, 0, 0, 1, 1)) == grid("#.... ..... ..... ..... .....")).all()
+    # A constant map has no boundary: the image's edge is none.
+    assert not boundary(np.ones((3, 3), dtype=bool)).any()
+    assert not boundary(np.zeros((3, 3), dtype=bool)).any()
+
+
+def test_tolerance_disk_follows_skimage_disk():
+    # ceil(0.008 x diagonal): 1 px at 6x6 (0.068) and 10x10, 2 px at 100x100 (1.13).
+    assert boundary_tolerance((6, 6)) == 1 and boundary_tolerance((10, 10)) == 1
+    assert boundary_tolerance((100, 100)) == math.ceil(0.008 * math.hypot(100, 100)) == 2
+    # bound_th >= 1 is the radius in pixels itself, not a fraction of the diagonal.
+    assert boundary_tolerance((6, 6), 2) == 2 and boundary_tolerance((6, 6), 1.5) == 1.5
+    # skimage: the points x^2 + y^2 <= r^2 of the grid arange(-r, r + 1).
+    assert (_disk(1) == grid(".#. ### .#.")).all()
+    assert (_disk(2) == grid("..#.. .###. ##### .###. ..#..")).all()
+    # r = 1.5: the grid is -1.5, -0.5, 0.5, 1.5, so the kernel is 4x4 holding the inner 2x2.
+    assert (_disk(1.5) == grid(".... .##. .##. ....")).all()
+
+
+def test_dilation_anchors_the_kernel_like_cv2():
+    # cv2.dilate: out[p] = any(src[p + k - anchor]) with anchor size // 2. The 4x4 disk of
+    # radius 1.5 (points k in {1, 2}^2, anchor 2) spreads a pixel to itself and the pixels
+    # below and right of it, not up and left.
+    src = box(5, 5, 2, 2, 3, 3)
+    assert (_dilate(src, _disk(1.5)) == box(5, 5, 2, 2, 4, 4)).all()
+    assert (_dilate(src, _disk(1)) == grid("..... ..#.. .###. ..#.. .....")).all()
+
+
+def test_f_measure_one_pixel_shifts_within_and_beyond_tolerance():
+    # 10x10, tolerance 1 px (the cross _disk(1)); the 3x3 square's map is the 12-pixel ring
+    # of rows 1-4, columns 1-4.
+    gt = box(10, 10, 2, 2, 5, 5)
+    assert f_measure(gt, gt) == 1.0
+    assert f_measure(box(10, 10, 2, 3, 5, 6), gt) == 1.0  # 1 px right: every pixel matched
+    # 1 px down-right: each ring misses only its far corner (2 px away on the cross):
+    # precision = recall = 11/12 (the old 8-pixel rings gave 7/8).
+    assert f_measure(box(10, 10, 3, 3, 6, 6), gt) == pytest.approx(11 / 12)
+    # 2 px right, beyond tolerance: the top and bottom rows keep 3 of 4 pixels, the near
+    # column its 2 pixels, the far one none: 8/12 (the old rings gave 5/8).
+    assert f_measure(box(10, 10, 2, 4, 5, 7), gt) == pytest.approx(8 / 12)
+    # bound_th 1.5 is a radius of 1.5 px: the 2x2 kernel covers the down-right shift one
+    # way only: precision 1, recall 4/12 (the right column's top two, the bottom row's
+    # left two), F = 1/2.
+    assert f_measure(box(10, 10, 3, 3, 6, 6), gt, bound_th=1.5) == pytest.approx(0.5)
 
 
 def test_f_measure_tolerance_and_edge_cases():
-    assert boundary_tolerance((100, 100)) == math.ceil(0.008 * math.hypot(100, 100)) == 2
     gt = box(100, 100, 20, 20, 60, 60)
-    assert f_measure(gt, gt) == 1.0
     assert f_measure(box(100, 100, 20, 22, 60, 62), gt) == 1.0  # 2 px shift: within tolerance
-    # 3 px shift, 2 px tolerance: of the 156-pixel ring, top and bottom rows keep 39 of 40
-    # pixels each, the near column keeps the 4 pixels within 2 px of the corners, the far
-    # column none: precision = recall = 82 / 156.
+    # 3 px shift, 2 px tolerance: of the 160-pixel ring (rows and columns 19-59), the top and
+    # bottom rows keep 40 of 41 pixels each, the near column the 4 pixels within 2 px of the
+    # corners, the far column none: precision = recall = 84 / 160.
     shifted = f_measure(box(100, 100, 20, 23, 60, 63), gt)
-    assert shifted == pytest.approx(82 / 156)
+    assert shifted == pytest.approx(84 / 160)
+    # Official edge cases: an empty predicted boundary is precision 1, an empty ground-truth
+    # one recall 1: both empty score 1, one empty 0. A full mask has no boundary either.
     empty = np.zeros((100, 100), dtype=bool)
-    assert f_measure(empty, empty) == 1.0
+    full = np.ones((100, 100), dtype=bool)
+    assert f_measure(empty, empty) == 1.0 and f_measure(full, empty) == 1.0
     assert f_measure(empty, gt) == 0.0 and f_measure(gt, empty) == 0.0
+    assert f_measure(full, gt) == 0.0
+    # A lone pixel in the bottom-right corner still has a boundary (3 pixels).
+    assert f_measure(box(100, 100, 99, 99, 100, 100), empty) == 0.0
 
 
 def test_davis_scores_skip_first_and_last_frame():
