@@ -43,13 +43,8 @@ from tqdm import tqdm
 
 from ausm_stream.deploy.runtime import Runtime, start_runtime
 from ausm_stream.model.data import ShapesSpec, generate_video
-from ausm_stream.operators.pool import (
-    WorkerPool,
-    merge_summaries,
-    owned_streams,
-    split_partitions,
-    worker_count,
-)
+from ausm_stream.operators.coordinator import owned_streams, split_partitions, worker_count
+from ausm_stream.operators.pool import WorkerPool
 from ausm_stream.operators.worker import load_model, weights_info
 from ausm_stream.pipeline import kafka, records
 from ausm_stream.pipeline.config import PipelineConfig
@@ -138,12 +133,12 @@ def end_to_end(
     pool.summary()  # the actors are up and their models loaded
     producer = kafka.make_producer(cfg.kafka, rt.bootstrap)
     start = time.perf_counter()
-    runs = pool.run(until_ended=set(videos), max_seconds=1800)
+    run = pool.run(until_ended=set(videos), max_seconds=1800)
     jobs = [Ingest(sid, str(p), size, producer, cfg.kafka, cfg.ingest) for sid, p in videos.items()]
     threads = [threading.Thread(target=j.run) for j in jobs]
     for t in threads:
         t.start()
-    summary = merge_summaries(ray.get(runs))
+    summary = ray.get(run)
     elapsed = time.perf_counter() - start
     for t in threads:
         t.join()

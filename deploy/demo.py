@@ -25,7 +25,7 @@ from tqdm import tqdm
 from ausm_stream.deploy.overlay import COLUMNS, contact_sheet
 from ausm_stream.deploy.runtime import start_runtime
 from ausm_stream.model.data import ShapesSpec, generate_video
-from ausm_stream.operators.pool import WorkerPool, merge_summaries
+from ausm_stream.operators.pool import WorkerPool
 from ausm_stream.operators.worker import weights_info
 from ausm_stream.pipeline.config import PipelineConfig
 from ausm_stream.pipeline.ingest import ingest_actor
@@ -66,7 +66,7 @@ def run_demo(
     started = time.monotonic()
     with start_runtime(cfg, out / "logs") as rt:
         pool = WorkerPool.start(cfg, rt.bootstrap)
-        runs = pool.run(until_ended=set(videos), max_seconds=1800)
+        run = pool.run(until_ended=set(videos), max_seconds=1800)
         actor = ingest_actor()
         jobs = [
             actor.remote(sid, str(path), size, cfg.kafka, rt.bootstrap, cfg.ingest)
@@ -76,12 +76,12 @@ def run_demo(
         total = streams * frames
         with tqdm(total=total, desc="segmenting", unit="frame") as bar:
             while True:
-                _, running = ray.wait(runs, num_returns=len(runs), timeout=0.5)
+                _, running = ray.wait([run], timeout=0.5)
                 summary = pool.summary()
                 bar.update(sum(s["frames"] for s in summary["streams"].values()) - bar.n)
                 if not running:
                     break
-        summary = merge_summaries(ray.get(runs))
+        summary = ray.get(run)
         ingested = {r.stream_id: r for r in ray.get(reports)}
     elapsed = time.monotonic() - started
 

@@ -16,7 +16,7 @@ import ray
 
 from ausm_stream.deploy.runtime import start_runtime
 from ausm_stream.errors import ConfigError
-from ausm_stream.operators.pool import WorkerPool, merge_summaries
+from ausm_stream.operators.pool import WorkerPool
 from ausm_stream.operators.worker import weights_info
 from ausm_stream.pipeline.config import PipelineConfig
 from ausm_stream.pipeline.ingest import ingest_actor
@@ -42,7 +42,7 @@ def run_pipeline(
     log.info("model %s, frames topic %s", version, cfg.kafka.frames_topic)
     with start_runtime(cfg) as rt:
         pool = WorkerPool.start(cfg, rt.bootstrap)
-        log.info("%d workers, partitions %s", len(pool.actors), pool.partitions)
+        log.info("workers and their partitions: %s", pool.assignment())
         actor = ingest_actor()
         jobs = [
             actor.remote(sid, url, size, cfg.kafka, rt.bootstrap, cfg.ingest)
@@ -50,13 +50,13 @@ def run_pipeline(
         ]
         for job in jobs:
             job.run.remote()
-        runs = pool.run(idle_timeout_s=idle_timeout_s)
+        run = pool.run(idle_timeout_s=idle_timeout_s)
         try:
-            summary = merge_summaries(ray.get(runs))
+            summary = ray.get(run)
         except KeyboardInterrupt:
             pool.stop()
             for job in jobs:
                 job.stop.remote()
-            summary = merge_summaries(ray.get(runs))
+            summary = ray.get(run)
     print(json.dumps(summary, indent=2))
     return summary

@@ -107,7 +107,7 @@ class StreamState:
     ) -> StreamState:
         """Read a blob written by :meth:`to_bytes`; raises :class:`StateError` if it is not one
         for ``cfg`` or if any byte changed."""
-        metadata = _read_metadata(blob)
+        metadata = safetensors_metadata(blob)
         if metadata.get("format") != STATE_FORMAT:
             raise StateError("blob is not an ausm-stream state (format tag missing)")
         if metadata.get("version") != STATE_VERSION:
@@ -200,7 +200,7 @@ def _canonical_header(blob: bytes) -> bytes:
     return blob[:8] + header.encode().ljust(n) + blob[8 + n :]
 
 
-def _read_metadata(blob: bytes) -> dict[str, str]:
+def safetensors_metadata(blob: bytes) -> dict[str, str]:
     """The safetensors header's ``__metadata__``, read without touching tensor data."""
     if not isinstance(blob, bytes | bytearray | memoryview) or len(blob) < 8:
         raise StateError("state blob is corrupt: too short to be safetensors")

@@ -9,7 +9,17 @@ Per stream the processor keeps the model state, the next frame index it expects 
 queue of received frames. Chunks that repeat frames already processed (a replay) are
 trimmed; a gap in frame indexes is logged and counted, and the stream goes on from the new
 index. A prompt without a frame index applies to the frame after the last one received
-before it, so its effect does not depend on how fast the worker runs.
+before it, so its effect does not depend on how fast the worker runs. A prompt that cannot
+apply (an empty mask, more objects than the ID buffer holds) is handed to ``on_rejected``
+with the reason, which the worker sends to the dead-letter topic.
+
+Recovery: every record comes with its offset in its partition, and :meth:`snapshot` of a
+stream says where to resume reading it: the offset of the record that delivered its oldest
+queued frame, or, with nothing queued, the partition position after the last record read.
+The snapshot holds exactly what came from records before that offset and is not yet in the
+model state: prompts still waiting for their frame, and the end of the stream once every
+frame before it was stepped. Frames and prompts from later records are read again after a
+:meth:`restore`, and the worker skips the stream's records before the snapshot's offset.
 """
 
 from __future__ import annotations
@@ -24,7 +34,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ausm_stream.errors import RecordError
+from ausm_stream.errors import InvalidInputError, RecordError
 from ausm_stream.model import AUSM, StreamState
 from ausm_stream.pipeline.records import (
     ControlRecord,
@@ -45,25 +55,57 @@ class QueuedFrame:
     source_height: int
     source_width: int
     rgb: np.ndarray
+    offset: int = -1
+    """Offset of the record that delivered the frame (its partition's)."""
+    after_gap: bool = False
+    """Frames before this one never arrived (counted in ``StreamEntry.gaps``)."""
 
 
 @dataclass
-class StreamSlot:
+class QueuedPrompt:
+    prompt: PromptRecord
+    offset: int = -1
+
+
+@dataclass
+class StreamEntry:
+    """What the processor keeps for one stream."""
+
     state: StreamState
     next_frame: int = 0
     """Index of the next frame to step (everything before it has been emitted)."""
     received: int = 0
     """One past the last frame index received."""
     queue: deque[QueuedFrame] = field(default_factory=deque)
-    prompts: dict[int, list[PromptRecord]] = field(default_factory=dict)
+    prompts: dict[int, list[QueuedPrompt]] = field(default_factory=dict)
     ended_at: int | None = None
     frames_done: int = 0
     gaps: int = 0
     closed: bool = False
+    has_frames: bool = False
+    """A frame (or the end) arrived: until then, prompts alone do not make a stream."""
 
     @property
     def finished(self) -> bool:
-        return self.ended_at is not None and not self.queue and self.next_frame >= self.ended_at
+        # Records keep their order in the topic: once the end has arrived, every frame before
+        # it has too, or never will (a dead-lettered chunk).
+        return self.ended_at is not None and not self.queue
+
+
+@dataclass
+class StreamSnapshot:
+    """Everything the processor needs to resume one stream exactly (see the module doc)."""
+
+    stream_id: str
+    state: StreamState
+    offset: int
+    """Read the stream's records from this offset of its partition on."""
+    next_frame: int
+    frames_done: int
+    gaps: int
+    ended: bool
+    prompts: list[tuple[int, PromptRecord]]
+    """(frame it applies at, prompt), for prompts from records before ``offset``."""
 
 
 def stream_seed(base: int, stream_id: str) -> int:
@@ -79,48 +121,67 @@ class StreamProcessor:
         seed: int = 0,
         max_batch: int = 16,
         on_end: Callable[[str], None] | None = None,
+        on_rejected: Callable[[PromptRecord, str], None] | None = None,
     ) -> None:
         self.model = model
         self.emit = emit
         self.seed = seed
         self.max_batch = max_batch
         self.on_end = on_end
-        self.streams: dict[str, StreamSlot] = {}
+        self.on_rejected = on_rejected
+        self.streams: dict[str, StreamEntry] = {}
         self.size = model.cfg.image_size
         self.step_seconds = 0.0  # wall time in the model's step: how busy the model was
 
-    def slot(self, stream_id: str) -> StreamSlot:
+    def entry(self, stream_id: str) -> StreamEntry:
         if stream_id not in self.streams:
-            self.streams[stream_id] = StreamSlot(
+            self.streams[stream_id] = StreamEntry(
                 self.model.init_state(stream_seed(self.seed, stream_id))
             )
         return self.streams[stream_id]
 
     # -- input -------------------------------------------------------------------------------
-    def on_record(self, record: Record) -> None:
-        """Queue a validated record; raises :class:`RecordError` for ones that cannot apply."""
+    def on_record(self, record: Record, offset: int = -1) -> None:
+        """Queue a validated record read at ``offset`` of its partition; raises
+        :class:`RecordError` for ones that cannot apply."""
         if isinstance(record, FrameChunk):
-            self._on_frames(record)
+            self._on_frames(record, offset)
         elif isinstance(record, PromptRecord):
-            self._on_prompt(record)
+            self._on_prompt(record, offset)
         elif record.kind == "end":
-            self.slot(record.stream_id).ended_at = record.frame_idx
-            self._finish_if_done(record.stream_id)
+            self._on_end(record)
         else:  # reset
             self._on_reset(record)
 
-    def _on_frames(self, chunk: FrameChunk) -> None:
+    def _on_end(self, record: ControlRecord) -> None:
+        s = self.entry(record.stream_id)
+        s.has_frames = True
+        if record.frame_idx > s.received:
+            s.gaps += 1
+            log.warning(
+                "stream %s ended at frame %d: frames %d-%d never arrived",
+                record.stream_id,
+                record.frame_idx,
+                s.received,
+                record.frame_idx - 1,
+            )
+        s.ended_at = record.frame_idx
+        self._finish_if_done(record.stream_id)
+
+    def _on_frames(self, chunk: FrameChunk, offset: int) -> None:
         if chunk.frames.shape[1:3] != self.size:
             raise RecordError(
                 f"frames of {chunk.stream_id!r} at frame {chunk.first} are "
                 f"{chunk.frames.shape[1]}x{chunk.frames.shape[2]}, the model "
                 f"takes {self.size[0]}x{self.size[1]}"
             )
-        s = self.slot(chunk.stream_id)
+        s = self.entry(chunk.stream_id)
+        s.has_frames = True
         for i, idx in enumerate(chunk.frame_idx.tolist()):
             if idx < s.received:
                 continue  # already received (a replayed chunk): processed once only
-            if idx > s.received:
+            gap = idx > s.received
+            if gap:
                 s.gaps += 1
                 log.warning(
                     "stream %s: frames %d-%d never arrived; continuing at %d",
@@ -139,31 +200,45 @@ class StreamProcessor:
                     chunk.source_height,
                     chunk.source_width,
                     chunk.frames[i],
+                    offset,
+                    gap,
                 )
             )
             s.received = idx + 1
 
-    def _on_prompt(self, prompt: PromptRecord) -> None:
+    def _on_prompt(self, prompt: PromptRecord, offset: int) -> None:
+        sid = prompt.stream_id
         if prompt.masks.shape[1:] != self.size:
             raise RecordError(
-                f"prompt for {prompt.stream_id!r}: masks are "
+                f"prompt for {sid!r}: masks are "
                 f"{prompt.masks.shape[1]}x{prompt.masks.shape[2]}, the model "
                 f"takes {self.size[0]}x{self.size[1]}"
             )
-        s = self.slot(prompt.stream_id)
+        empty = [i for i, m in zip(prompt.object_ids, prompt.masks, strict=True) if not m.any()]
+        if empty:
+            raise RecordError(
+                f"prompt for {sid!r}: the masks of object ids {empty} are empty; "
+                "draw at least one pixel of each object"
+            )
+        if len(prompt.object_ids) > self.model.cfg.n_id:
+            raise RecordError(
+                f"prompt for {sid!r} names {len(prompt.object_ids)} objects, more than the "
+                f"{self.model.cfg.n_id} the model's ID buffer holds (AUSMConfig.n_id)"
+            )
+        s = self.entry(sid)
         at = s.received if prompt.frame_idx is None else prompt.frame_idx
         if at < s.next_frame:
             raise RecordError(
-                f"prompt for {prompt.stream_id!r} names frame {at}, which was "
+                f"prompt for {sid!r} names frame {at}, which was "
                 f"already processed (next is {s.next_frame})"
             )
-        s.prompts.setdefault(at, []).append(prompt)
+        s.prompts.setdefault(at, []).append(QueuedPrompt(prompt, offset))
 
     def _on_reset(self, record: ControlRecord) -> None:
         old = self.streams.pop(record.stream_id, None)
         if old is not None:
             log.info("stream %s reset at frame %d", record.stream_id, record.frame_idx)
-        s = self.slot(record.stream_id)
+        s = self.entry(record.stream_id)
         s.next_frame = s.received = record.frame_idx
 
     # -- stepping ----------------------------------------------------------------------------
@@ -175,24 +250,17 @@ class StreamProcessor:
         ids = self.ready()
         if not ids:
             return 0
-        slots = [self.streams[sid] for sid in ids]
-        heads = [s.queue.popleft() for s in slots]
-        for sid, s, head in zip(ids, slots, heads, strict=True):
-            for prompt in s.prompts.pop(head.frame_idx, []):
-                try:
-                    self.model.add_prompt(
-                        s.state, torch.from_numpy(prompt.masks), prompt.object_ids
-                    )
-                except ValueError as exc:
-                    log.error(
-                        "stream %s: prompt at frame %d rejected: %s", sid, head.frame_idx, exc
-                    )
+        entries = [self.streams[sid] for sid in ids]
+        heads = [s.queue.popleft() for s in entries]
+        for s, head in zip(entries, heads, strict=True):
+            for queued in s.prompts.pop(head.frame_idx, []):
+                self._apply_prompt(s, queued.prompt, head.frame_idx)
         frames = torch.from_numpy(np.stack([h.rgb for h in heads]))
         started = time.perf_counter()
-        results = self.model.step([s.state for s in slots], frames)
+        results = self.model.step([s.state for s in entries], frames)
         self.step_seconds += time.perf_counter() - started
         names = self.model.cfg.class_names
-        for sid, s, head, r in zip(ids, slots, heads, results, strict=True):
+        for sid, s, head, r in zip(ids, entries, heads, results, strict=True):
             self.emit(
                 FrameTracks(
                     stream_id=sid,
@@ -213,6 +281,58 @@ class StreamProcessor:
             s.frames_done += 1
             self._finish_if_done(sid)
         return len(ids)
+
+    def _apply_prompt(self, s: StreamEntry, prompt: PromptRecord, frame_idx: int) -> None:
+        try:
+            self.model.add_prompt(s.state, torch.from_numpy(prompt.masks), prompt.object_ids)
+        except InvalidInputError as exc:
+            reason = f"prompt for {prompt.stream_id!r} at frame {frame_idx} rejected: {exc}"
+            log.error("%s", reason)
+            if self.on_rejected is not None:
+                self.on_rejected(prompt, reason)
+
+    # -- recovery ----------------------------------------------------------------------------
+    def snapshot(self, stream_id: str, position: int) -> StreamSnapshot:
+        """The stream as of now, to resume from; ``position`` is its partition's offset
+        after the last record read (where to resume when nothing of it is queued)."""
+        s = self.streams[stream_id]
+        offset = s.queue[0].offset if s.queue else position
+        return StreamSnapshot(
+            stream_id=stream_id,
+            state=s.state.clone(),
+            offset=offset,
+            next_frame=s.next_frame,
+            frames_done=s.frames_done,
+            gaps=s.gaps - sum(q.after_gap for q in s.queue),
+            ended=s.finished,
+            prompts=[
+                (at, q.prompt)
+                for at, queued in sorted(s.prompts.items())
+                for q in queued
+                if q.offset < offset
+            ],
+        )
+
+    def restore(self, snap: StreamSnapshot) -> None:
+        """Resume a stream from :meth:`snapshot` (its later records are read again)."""
+        s = StreamEntry(
+            snap.state,
+            next_frame=snap.next_frame,
+            received=snap.next_frame,
+            frames_done=snap.frames_done,
+            gaps=snap.gaps,
+            has_frames=True,
+        )
+        for at, prompt in snap.prompts:
+            s.prompts.setdefault(at, []).append(QueuedPrompt(prompt))
+        if snap.ended:
+            s.ended_at = snap.next_frame
+            s.closed = True  # its end was handled (sinks flushed) before the snapshot
+        self.streams[snap.stream_id] = s
+
+    def forget(self, stream_id: str) -> None:
+        """Drop a stream (its partition moved to another worker)."""
+        self.streams.pop(stream_id, None)
 
     def backlog(self) -> int:
         """Frames received and not yet stepped, over all streams."""

@@ -19,19 +19,23 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import queue
 import threading
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import ray
 import torch
+from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 
 from ausm_stream.errors import ConfigError, RecordError
 from ausm_stream.model import AUSM, DEFAULT_WEIGHTS, AUSMConfig
+from ausm_stream.operators.checkpoint import Checkpoint, CheckpointStore
 from ausm_stream.operators.processor import StreamProcessor
+from ausm_stream.operators.recovery import CheckpointWriter, recovery_plan
 from ausm_stream.pipeline import kafka, records
 from ausm_stream.pipeline.config import PipelineConfig
 from ausm_stream.pipeline.records import FrameTracks
@@ -69,10 +73,11 @@ def weights_info(weights: str) -> tuple[AUSMConfig, str]:
 @dataclass
 class StreamStats:
     frames: int = 0
-    tracks: set[int] = field(default_factory=set)
     first_step: float | None = None
     last_step: float | None = None
     ended: bool = False
+    resumed_at: int = 0
+    """The frame the stream's checkpoint resumed at; frames stepped before it are replays."""
 
     @property
     def fps(self) -> float:
@@ -82,20 +87,47 @@ class StreamStats:
 
 
 class SegmentationWorker:
-    def __init__(self, cfg: PipelineConfig, bootstrap: str, partitions: list[int]) -> None:
+    """Consumes its partitions, steps their streams, writes tracks and checkpoints.
+
+    Recovery is the same path as a first start: :meth:`run` first recovers every partition
+    it owns from the object store (:func:`~.recovery.recovery_plan`), so a worker restarted
+    by Ray after a crash, a whole pipeline started again, and a worker handed a partition
+    that moved all resume where the last checkpoints left off and replay the rest.
+
+    Checkpoint cadence: a stream is checkpointed when it completes a window of
+    ``worker.checkpoint_frames`` frames (default: the Parquet window, so the sinks' buffers
+    are empty then), every ``worker.checkpoint_seconds`` if it progressed, when it ends, when
+    its partition is released and when the worker stops. The snapshot is taken between
+    steps; serialising and writing it happen on the :class:`~.recovery.CheckpointWriter`
+    thread.
+    """
+
+    def __init__(
+        self,
+        cfg: PipelineConfig,
+        bootstrap: str,
+        partitions: list[int],
+        coordinator: str | None = None,
+        name: str | None = None,
+    ) -> None:
         self.cfg = cfg
         self.bootstrap = bootstrap
         self.partitions = list(partitions)
+        self.coordinator = coordinator
+        self.name = name
         # One torch thread per lane, one lane per reserved core: streams run side by side, and
         # outputs do not depend on how many cores a worker has (replays elsewhere match).
         torch.set_num_threads(1)
         self.model, self.model_version = load_model(cfg.model.weights, step_lanes=cfg.worker.cpus)
         self.model.warm_up(streams=cfg.worker.cpus)  # ready before the first frame arrives
         self.store = open_store(cfg.storage)
+        self.checkpoints = CheckpointStore(
+            self.store, self.model.cfg, self.model_version, keep=cfg.worker.checkpoints_kept
+        )
         self.producer = kafka.make_producer(cfg.kafka, bootstrap)
         self.parquet = ParquetSink(self.store, self.model_version, cfg.worker.parquet_frames)
         self.track_topic = KafkaTrackSink(
-            self.producer, cfg.kafka.tracks_topic, cfg.ingest.chunk_frames
+            self.producer, cfg.kafka.tracks_topic, cfg.ingest.chunk_frames, self.model_version
         )
         self.processor = StreamProcessor(
             self.model,
@@ -103,11 +135,27 @@ class SegmentationWorker:
             seed=cfg.model.seed,
             max_batch=cfg.worker.max_batch,
             on_end=self._end_stream,
+            on_rejected=self._reject_prompt,
         )
+        self.writer = CheckpointWriter(
+            self.checkpoints, cfg.kafka.frames_topic, flush_sinks=self.producer.flush
+        )
+        self.checkpoint_frames = cfg.worker.checkpoint_frames or cfg.worker.parquet_frames
         self.stats: dict[str, StreamStats] = defaultdict(StreamStats)
         self.dead_letters = 0
         self.run_seconds = 0.0
         self.cpu_seconds = 0.0
+        self.recovered_streams = 0
+        self.replayed_frames = 0
+        self.positions: dict[int, int] = {}
+        """Per owned partition, the offset after the last record read."""
+        self.skip: dict[str, int] = {}
+        """Per restored stream, the offset its checkpoint resumes at (earlier records skip)."""
+        self._due: set[str] = set()
+        self._progressed: set[str] = set()
+        self._last_periodic = time.monotonic()
+        self._consumer: KafkaConsumer | None = None
+        self._commands: queue.Queue[tuple[str, list[int], threading.Event]] = queue.Queue()
         self._stop = threading.Event()
 
     # -- sinks (in emit order) ----------------------------------------------------------------
@@ -120,50 +168,188 @@ class SegmentationWorker:
         st.first_step = st.first_step or now
         st.last_step = now
         st.frames += 1
-        st.tracks.update(int(t) for t in frame.track_ids)
+        if frame.frame_idx < st.resumed_at:
+            self.replayed_frames += 1
+        self._progressed.add(frame.stream_id)
+        if (frame.frame_idx + 1) % self.checkpoint_frames == 0:
+            self._due.add(frame.stream_id)
 
     def _end_stream(self, stream_id: str) -> None:
-        self.parquet.flush(stream_id)
-        self.track_topic.flush(stream_id)
-        st = self.stats[stream_id]
-        st.ended = True
-        log.info("stream %s ended after %d frames", stream_id, st.frames)
+        self.parquet.end(stream_id)
+        self.track_topic.end(stream_id)
+        self.stats[stream_id].ended = True
+        self._due.add(stream_id)
+        log.info("stream %s ended after %d frames", stream_id, self.stats[stream_id].frames)
 
-    def _dead_letter(self, msg: ConsumerRecord, reason: str) -> None:
+    def _dead_letter(self, key: str, value: bytes, kind: str, source: str, reason: str) -> None:
         self.dead_letters += 1
-        kind = kafka.header(msg.headers, records.KIND_HEADER) or "unknown"
-        key = msg.key.decode(errors="replace") if msg.key else ""
-        log.warning(
-            "dead-lettered %s record of %r (%s/%d@%d): %s",
-            kind,
-            key,
-            msg.topic,
-            msg.partition,
-            msg.offset,
-            reason,
-        )
+        log.warning("dead-lettered %s record of %r (%s): %s", kind, key, source, reason)
         kafka.send(
             self.producer,
             self.cfg.kafka.dead_letter_topic,
             key,
-            msg.value or b"",
+            value,
             kind,
-            extra_headers=[
-                (ERROR_HEADER, reason.encode()),
-                (SOURCE_HEADER, f"{msg.topic}/{msg.partition}/{msg.offset}".encode()),
-            ],
+            extra_headers=[(ERROR_HEADER, reason.encode()), (SOURCE_HEADER, source.encode())],
         )
+
+    def _reject_prompt(self, prompt: records.PromptRecord, reason: str) -> None:
+        value, kind = records.encode(prompt)
+        self._dead_letter(prompt.stream_id, value, kind, self.cfg.kafka.frames_topic, reason)
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def _partition_of(self, stream_id: str) -> int:
+        return kafka.partition_for(stream_id, self.cfg.kafka.partitions)
+
+    def _checkpoint(self, stream_ids: set[str]) -> None:
+        """Snapshot streams now (between steps) and hand them to the writer thread."""
+        for sid in sorted(stream_ids):
+            if sid not in self.processor.streams:
+                continue
+            partition = self._partition_of(sid)
+            snap = self.processor.snapshot(sid, self.positions.get(partition, 0))
+            pending = {
+                "parquet": self.parquet.pending(sid),
+                "kafka": self.track_topic.pending(sid),
+            }
+            self.writer.submit(Checkpoint(snap, pending), partition)
+        self._progressed -= stream_ids
+
+    def _checkpoint_due(self) -> None:
+        w = self.cfg.worker
+        now = time.monotonic()
+        if now - self._last_periodic >= w.checkpoint_seconds:
+            self._due |= self._progressed
+            self._last_periodic = now
+        if self._due:
+            due, self._due = self._due, set()
+            self._checkpoint(due)
+
+    # -- partitions ----------------------------------------------------------------------------
+    def _recover(self, partitions: list[int]) -> None:
+        """Load the partitions' checkpoints and seek each to where its streams resume."""
+        assert self._consumer is not None
+        topic = self.cfg.kafka.frames_topic
+        seeks: dict[int, int | None] = {}
+        for p in partitions:
+            plan = recovery_plan(self.checkpoints, topic, p, self.cfg.kafka.partitions)
+            for ckpt in plan.restored:
+                self._restore(ckpt)
+            self.writer.track(plan.manifest)
+            seeks[p] = plan.seek
+        self.partitions = sorted(set(self.partitions) | set(partitions))
+        self._assign()
+        for p, offset in seeks.items():
+            tp = TopicPartition(topic, p)
+            if offset is None:
+                self._consumer.seek_to_beginning(tp)
+                self.positions[p] = 0
+            else:
+                self._consumer.seek(tp, offset)
+                self.positions[p] = offset
+            log.info("partition %d: reading from offset %s", p, offset)
+
+    def _restore(self, ckpt: Checkpoint) -> None:
+        snap = ckpt.snapshot
+        self.processor.restore(snap)
+        self.parquet.restore(snap.stream_id, *ckpt.pending["parquet"])
+        self.track_topic.restore(snap.stream_id, *ckpt.pending["kafka"])
+        self.skip[snap.stream_id] = snap.offset
+        st = self.stats[snap.stream_id] = StreamStats(
+            frames=snap.frames_done, ended=snap.ended, resumed_at=snap.next_frame
+        )
+        self.recovered_streams += 1
+        log.info(
+            "stream %s restored at frame %d (%d frames done%s)",
+            snap.stream_id,
+            snap.next_frame,
+            st.frames,
+            ", ended" if st.ended else "",
+        )
+
+    def _release(self, partitions: list[int]) -> None:
+        """Checkpoint the partitions' streams, wait until written, then drop them."""
+        gone = set(partitions)
+        streams = {s for s in self.processor.streams if self._partition_of(s) in gone}
+        self._checkpoint(streams)
+        self.writer.wait()
+        for sid in streams:
+            self.processor.forget(sid)
+            self.parquet.forget(sid)
+            self.track_topic.forget(sid)
+            self.stats.pop(sid, None)
+            self.skip.pop(sid, None)
+        for p in gone:
+            self.writer.untrack(p)
+            self.positions.pop(p, None)
+        self.partitions = [p for p in self.partitions if p not in gone]
+        self._assign()
+
+    def _assign(self) -> None:
+        """Assign the owned partitions, keeping the position of those already read."""
+        assert self._consumer is not None
+        topic = self.cfg.kafka.frames_topic
+        kafka.assign(self._consumer, topic, self.partitions)
+        for p in self.partitions:
+            if p in self.positions and self.positions[p] > 0:
+                self._consumer.seek(TopicPartition(topic, p), self.positions[p])
+
+    def acquire(self, partitions: list[int], timeout_s: float = 120.0) -> list[int]:
+        """Take over partitions (recovering their streams); returns the owned partitions."""
+        return self._command("acquire", partitions, timeout_s)
+
+    def release(self, partitions: list[int], timeout_s: float = 120.0) -> list[int]:
+        """Hand partitions back after checkpointing their streams; returns those still owned."""
+        return self._command("release", partitions, timeout_s)
+
+    def _command(self, kind: str, partitions: list[int], timeout_s: float) -> list[int]:
+        if self._consumer is None:  # not running: the next run starts with the new set
+            now = set(self.partitions)
+            now = now | set(partitions) if kind == "acquire" else now - set(partitions)
+            self.partitions = sorted(now)
+            return self.partitions
+        done = threading.Event()
+        self._commands.put((kind, list(partitions), done))
+        if not done.wait(timeout_s):
+            raise TimeoutError(f"worker did not {kind} partitions {partitions} in {timeout_s} s")
+        return self.partitions
+
+    def _run_commands(self) -> None:
+        while not self._commands.empty():
+            kind, partitions, done = self._commands.get()
+            if kind == "acquire":
+                self._recover([p for p in partitions if p not in self.partitions])
+            else:
+                self._release([p for p in partitions if p in self.partitions])
+            done.set()
 
     # -- the loop ----------------------------------------------------------------------------
     def handle(self, msg: ConsumerRecord) -> None:
-        """Decode, validate and queue one message; invalid ones go to the dead-letter topic."""
-        kind = kafka.header(msg.headers, records.KIND_HEADER)
+        """Decode, validate and queue one message; invalid ones go to the dead-letter topic.
+        Records that a restored stream's checkpoint already covers are skipped."""
         key = msg.key.decode(errors="replace") if msg.key else None
-        try:
-            record = records.decode(kind, msg.value or b"", key, self.model.cfg.image_size)
-            self.processor.on_record(record)
-        except RecordError as exc:
-            self._dead_letter(msg, str(exc))
+        p = msg.partition
+        if key is None or msg.offset >= self.skip.get(key, -1):
+            kind = kafka.header(msg.headers, records.KIND_HEADER)
+            try:
+                record = records.decode(kind, msg.value or b"", key, self.model.cfg.image_size)
+                self.processor.on_record(record, msg.offset)
+                self.writer.note_stream(p, record.stream_id, msg.offset)
+                self._progressed.add(record.stream_id)
+            except RecordError as exc:
+                self._dead_letter(
+                    key or "",
+                    msg.value or b"",
+                    kind or "unknown",
+                    f"{msg.topic}/{p}/{msg.offset}",
+                    str(exc),
+                )
+        self.positions[p] = msg.offset + 1
+        self.writer.note_position(p, msg.offset + 1)
+
+    def _owned(self, stream_ids: set[str]) -> set[str]:
+        mine = set(self.partitions)
+        return {s for s in stream_ids if self._partition_of(s) in mine}
 
     def run(
         self,
@@ -171,35 +357,47 @@ class SegmentationWorker:
         idle_timeout_s: float | None = None,
         max_seconds: float | None = None,
     ) -> dict:
-        """Consume and segment until every stream in ``until_ended`` has ended, nothing has
-        arrived for ``idle_timeout_s``, ``max_seconds`` passed, or :meth:`stop` is called."""
-        consumer = kafka.make_consumer(self.cfg.kafka, self.bootstrap)
-        kafka.assign(consumer, self.cfg.kafka.frames_topic, self.partitions)
+        """Recover, then consume and segment until every stream of ``until_ended`` on this
+        worker's partitions has ended, nothing has arrived for ``idle_timeout_s``,
+        ``max_seconds`` passed, or :meth:`stop` is called. Checkpoints everything on the way
+        out."""
+        if self.coordinator is not None:  # a restarted actor asks who owns what now
+            coordinator = ray.get_actor(self.coordinator)
+            self.partitions = ray.get(coordinator.partitions_of.remote(self.name))
+        self._consumer = kafka.make_consumer(self.cfg.kafka, self.bootstrap)
+        owned, self.partitions = self.partitions, []
+        self._recover(owned)
         started = last_activity = time.monotonic()
         cpu_started = time.process_time()
         try:
             while not self._stop.is_set():
+                self._run_commands()
                 # One batch per poll: a backlog makes the poll non-blocking, and frames that
                 # arrived meanwhile join the next batch instead of waiting for a drained queue.
                 backlog = self.processor.backlog()
-                polled = consumer.poll(timeout_ms=0 if backlog else self.cfg.worker.poll_ms)
+                polled = self._consumer.poll(timeout_ms=0 if backlog else self.cfg.worker.poll_ms)
                 for msgs in polled.values():
                     for msg in msgs:
                         self.handle(msg)
                 stepped = self.processor.step_ready()
+                self._checkpoint_due()
                 now = time.monotonic()
                 if polled or stepped:
                     last_activity = now
-                if until_ended is not None and all(self.stats[s].ended for s in until_ended):
+                if until_ended is not None and all(
+                    self.stats[s].ended for s in self._owned(until_ended)
+                ):
                     break
                 if idle_timeout_s is not None and now - last_activity > idle_timeout_s:
                     break
                 if max_seconds is not None and now - started > max_seconds:
                     break
+            self._checkpoint(set(self.processor.streams))  # a clean stop resumes exactly
+            self.writer.wait()
         finally:
-            self.parquet.flush()
-            self.track_topic.flush()  # and the producer: dead letters are delivered too
-            consumer.close()
+            self.producer.flush()  # dead letters and tracks are delivered
+            self._consumer.close()
+            self._consumer = None
             self.run_seconds += time.monotonic() - started
             self.cpu_seconds += time.process_time() - cpu_started
         return self.summary()
@@ -207,7 +405,11 @@ class SegmentationWorker:
     def stop(self) -> None:
         self._stop.set()
 
+    def alive(self) -> bool:
+        return True
+
     def summary(self) -> dict:
+        entries = self.processor.streams
         return {
             "model_version": self.model_version,
             "partitions": self.partitions,
@@ -217,29 +419,43 @@ class SegmentationWorker:
             "run_seconds": round(self.run_seconds, 3),
             "step_seconds": round(self.processor.step_seconds, 3),
             "cpu_seconds": round(self.cpu_seconds, 3),
+            "checkpoints_written": self.writer.written,
+            "recovered_streams": self.recovered_streams,
+            "replayed_frames": self.replayed_frames,
             "streams": {
                 sid: {
                     "frames": st.frames,
-                    "tracks": len(st.tracks),
+                    "tracks": entries[sid].state.next_track_id - 1 if sid in entries else 0,
                     "fps": round(st.fps, 2),
                     "ended": st.ended,
-                    "gaps": self.processor.streams[sid].gaps
-                    if sid in self.processor.streams
-                    else 0,
+                    "gaps": entries[sid].gaps if sid in entries else 0,
                 }
                 for sid, st in sorted(self.stats.items())
+                if st.frames or st.ended
             },
         }
 
 
-# Two concurrent calls: ``run`` holds one thread, ``summary``/``stop`` use the other.
-SegmentationWorkerActor = ray.remote(max_concurrency=2)(SegmentationWorker)
+# Concurrent calls: ``run`` holds one thread; ``summary``, ``stop``, ``acquire`` and
+# ``release`` (from the coordinator and drivers) use the others.
+SegmentationWorkerActor = ray.remote(max_concurrency=4)(SegmentationWorker)
 
 
 def start_worker(
-    cfg: PipelineConfig, bootstrap: str, partitions: list[int]
+    cfg: PipelineConfig,
+    bootstrap: str,
+    partitions: list[int],
+    coordinator: str | None = None,
+    name: str | None = None,
 ) -> ray.actor.ActorHandle:
-    """A worker actor reserving ``worker.cpus`` cores, consuming ``partitions``."""
-    return SegmentationWorkerActor.options(num_cpus=cfg.worker.cpus).remote(
-        cfg, bootstrap, partitions
-    )
+    """A worker actor reserving ``worker.cpus`` cores, consuming ``partitions``.
+
+    Ray restarts it after a crash (``worker.max_restarts``; unset = always) and retries its
+    running ``run`` on the new process, which recovers from the checkpoints; so a pool's run
+    does not end because a worker died."""
+    restarts = cfg.worker.max_restarts
+    return SegmentationWorkerActor.options(
+        num_cpus=cfg.worker.cpus,
+        max_restarts=-1 if restarts is None else restarts,
+        max_task_retries=-1 if restarts is None else restarts,
+    ).remote(cfg, bootstrap, partitions, coordinator, name)

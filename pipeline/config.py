@@ -100,6 +100,17 @@ class WorkerConfig:
     count: int = 0
     """Worker actors sharing the frames topic's partitions (contiguous ranges, one range
     each). 0 = as many as fit: the Ray cluster's CPUs // ``cpus``, at most one per partition."""
+    checkpoint_frames: int | None = None
+    """Checkpoint a stream each time it completes this many frames; unset = the Parquet
+    window (``parquet_frames``), when the sinks hold nothing. Fewer frames mean shorter
+    replays after a failure and more storage traffic (``bench/recovery.py`` measures both)."""
+    checkpoint_seconds: float = 30.0
+    """Also checkpoint every stream that progressed at least this often (slow streams)."""
+    checkpoints_kept: int = 3
+    """Checkpoints kept per stream: a damaged newest one falls back to the one before."""
+    max_restarts: int | None = None
+    """Times Ray restarts a crashed worker (each restart recovers from the checkpoints);
+    unset = always."""
 
 
 @dataclass(frozen=True)
@@ -163,7 +174,30 @@ def _build_section(section: str, section_cls: type, values: Mapping[str, Any]) -
             f"unknown key(s) {[f'{section}.{k}' for k in unknown]}; known: {sorted(fields)}"
         )
     out = {k: _coerce(f"{section}.{k}", hints[k], v) for k, v in values.items()}
+    for key in POSITIVE.get(section, ()):
+        if out.get(key) == 0:
+            raise ConfigError(
+                f"config key {section}.{key} must be at least 1, got 0 "
+                f"(leave it out for the default, {getattr(section_cls(), key)})"
+            )
     return section_cls(**out)
+
+
+POSITIVE = {
+    "kafka": ("partitions", "max_message_bytes", "fetch_max_wait_ms"),
+    "ingest": ("chunk_frames",),
+    "worker": (
+        "parquet_frames",
+        "poll_ms",
+        "max_batch",
+        "cpus",
+        "checkpoint_frames",
+        "checkpoints_kept",
+    ),
+}
+"""Integer keys for which 0 means nothing sensible (a division by zero, or a worker that
+never steps): 0 is an error naming the key. Other integers may be 0 (``worker.count: 0``
+= as many as fit, ``ingest.reconnect_attempts: 0`` = never give up)."""
 
 
 def _coerce(key: str, hint: Any, value: Any) -> Any:

@@ -390,3 +390,25 @@ def tracks_batch(frames: list[FrameTracks], model_version: str) -> pa.RecordBatc
                 cols[name].append(value)
     arrays = [pa.array(cols[f.name], type=f.type) for f in TRACKS_SCHEMA]
     return pa.record_batch(arrays, schema=TRACKS_SCHEMA)
+
+
+# -- tracks messages -------------------------------------------------------------------------
+TRACK_HEADERS = ("ausm-stream", "ausm-first-frame", "ausm-last-frame", "ausm-model-version")
+"""Headers of every tracks message: which stream, frames and model it is about."""
+
+
+def track_headers(
+    stream_id: str, first: int, last: int, model_version: str
+) -> list[tuple[str, bytes]]:
+    values = (stream_id, str(first), str(last), model_version)
+    return [(k, v.encode()) for k, v in zip(TRACK_HEADERS, values, strict=True)]
+
+
+def track_message_id(headers: list[tuple[str, bytes]] | None) -> tuple[str, ...]:
+    """(stream, first frame, last frame, model version) of a tracks message: the key by
+    which a consumer drops the repeats a replay sends (the tracks topic is at-least-once)."""
+    found = dict(headers or ())
+    missing = [k for k in TRACK_HEADERS if k not in found]
+    if missing:
+        raise RecordError(f"tracks message lacks the header(s) {missing}")
+    return tuple(found[k].decode() for k in TRACK_HEADERS)

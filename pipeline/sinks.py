@@ -10,7 +10,14 @@ Partition columns (``stream_id``, ``date``) are in the path only, as hive reader
 processed, exactly once?" has an answer. A file covers the frames of one window of
 ``parquet_frames`` (frame_idx // parquet_frames), or the stream's last partial window, and
 is named by that range (zero-padded): a replay after a failure rewrites the same files
-instead of adding duplicates. ``date`` is the UTC date of the window's first frame.
+with the same bytes instead of adding duplicates. ``date`` is the UTC date of the window's
+first frame.
+
+A window is written only when it is complete: when its last frame arrives, a later window
+starts (after a gap) or the stream ends, never because the worker stops. What a sink still
+buffers travels in the stream's checkpoint instead (:meth:`WindowedSink.pending`,
+:meth:`WindowedSink.restore`), so a stream stopped mid-window and resumed elsewhere writes
+the same files, and the same tracks messages, as one that never stopped.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from __future__ import annotations
 import logging
 from abc import ABC, abstractmethod
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import pyarrow as pa
@@ -25,7 +33,13 @@ import pyarrow.parquet as pq
 from kafka import KafkaProducer
 
 from ausm_stream.pipeline import kafka
-from ausm_stream.pipeline.records import FRAME_KEY, TRACKS_SCHEMA, FrameTracks, to_ipc
+from ausm_stream.pipeline.records import (
+    FRAME_KEY,
+    TRACKS_SCHEMA,
+    FrameTracks,
+    to_ipc,
+    track_headers,
+)
 from ausm_stream.pipeline.storage import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -33,9 +47,25 @@ log = logging.getLogger(__name__)
 FRAMES_TABLE_SCHEMA = pa.schema([*FRAME_KEY, ("tracks", pa.int32()), ("model_version", pa.utf8())])
 """One row per processed frame: its identity and timing as in the chunk, and its track count."""
 
+FRAME_INFO_SCHEMA = pa.schema([*FRAME_KEY, ("tracks", pa.int32())])
+
 
 def part_name(first: int, last: int) -> str:
     return f"part-{first:012d}-{last:012d}.parquet"
+
+
+@dataclass(frozen=True)
+class FrameInfo:
+    """What a sink keeps of a frame besides its track rows."""
+
+    stream_id: str
+    frame_idx: int
+    pts_ns: int
+    capture_ts: int
+    tracks: int
+
+
+Buffered = list[tuple[FrameInfo, pa.RecordBatch]]
 
 
 class WindowedSink(ABC):
@@ -44,29 +74,69 @@ class WindowedSink(ABC):
 
     def __init__(self, window: int) -> None:
         self.window = window
-        self.pending: dict[str, list[tuple[FrameTracks, pa.RecordBatch]]] = defaultdict(list)
+        self.buffers: dict[str, Buffered] = defaultdict(list)
 
     def add(self, frame: FrameTracks, rows: pa.RecordBatch) -> None:
         """Buffer one frame and its track rows (``tracks_batch``)."""
-        buf = self.pending[frame.stream_id]
+        info = FrameInfo(
+            frame.stream_id, frame.frame_idx, frame.pts_ns, frame.capture_ts, len(frame.track_ids)
+        )
+        buf = self.buffers[frame.stream_id]
         if buf and frame.frame_idx // self.window != buf[0][0].frame_idx // self.window:
             self._write_pending(frame.stream_id)
-        self.pending[frame.stream_id].append((frame, rows))
+        self.buffers[frame.stream_id].append((info, rows))
         if (frame.frame_idx + 1) % self.window == 0:
             self._write_pending(frame.stream_id)
 
-    def flush(self, stream_id: str | None = None) -> None:
-        """Write buffered frames (of one stream, or all): at stream ends and at shutdown."""
-        for sid in [stream_id] if stream_id is not None else list(self.pending):
-            self._write_pending(sid)
+    def end(self, stream_id: str) -> None:
+        """The stream ended: write its last, partial window."""
+        self._write_pending(stream_id)
+
+    def pending(self, stream_id: str) -> tuple[pa.Table, pa.Table]:
+        """The stream's buffered frames (``FRAME_INFO_SCHEMA``) and their track rows: what a
+        checkpoint carries so that the window is written whole after a restart."""
+        buf = self.buffers.get(stream_id, [])
+        infos = pa.Table.from_pylist(
+            [
+                {
+                    "stream_id": i.stream_id,
+                    "frame_idx": i.frame_idx,
+                    "pts_ns": i.pts_ns,
+                    "capture_ts": i.capture_ts,
+                    "tracks": i.tracks,
+                }
+                for i, _ in buf
+            ],
+            schema=FRAME_INFO_SCHEMA,
+        )
+        return infos, pa.Table.from_batches([r for _, r in buf], schema=TRACKS_SCHEMA)
+
+    def restore(self, stream_id: str, infos: pa.Table, rows: pa.Table) -> None:
+        """Buffer what :meth:`pending` returned (replacing anything buffered for the stream)."""
+        self.buffers.pop(stream_id, None)
+        frame_of_row = rows.column("frame_idx").to_numpy()
+        columns = [
+            infos.column(name).cast(pa.int64()).to_numpy()
+            for name in ("frame_idx", "pts_ns", "capture_ts", "tracks")
+        ]
+        for frame_idx, pts_ns, capture_ts, tracks in zip(*columns, strict=True):
+            info = FrameInfo(stream_id, int(frame_idx), int(pts_ns), int(capture_ts), int(tracks))
+            part = rows.take((frame_of_row == info.frame_idx).nonzero()[0]).combine_chunks()
+            batches = part.to_batches()
+            batch = batches[0] if batches else pa.RecordBatch.from_pylist([], schema=TRACKS_SCHEMA)
+            self.buffers[stream_id].append((info, batch))
+
+    def forget(self, stream_id: str) -> None:
+        """Drop what is buffered for a stream (it moved; its checkpoint carries it)."""
+        self.buffers.pop(stream_id, None)
 
     def _write_pending(self, stream_id: str) -> None:
-        buffered = self.pending.pop(stream_id, [])
+        buffered = self.buffers.pop(stream_id, [])
         if buffered:
             self._write(stream_id, buffered)
 
     @abstractmethod
-    def _write(self, stream_id: str, buffered: list[tuple[FrameTracks, pa.RecordBatch]]) -> None:
+    def _write(self, stream_id: str, buffered: Buffered) -> None:
         """Write one window of one stream's frames."""
 
 
@@ -77,7 +147,7 @@ class ParquetSink(WindowedSink):
         self.model_version = model_version
         self.files_written = 0
 
-    def _write(self, stream_id: str, buffered: list[tuple[FrameTracks, pa.RecordBatch]]) -> None:
+    def _write(self, stream_id: str, buffered: Buffered) -> None:
         frames = [f for f, _ in buffered]
         first, last = frames[0].frame_idx, frames[-1].frame_idx
         day = datetime.fromtimestamp(frames[0].capture_ts / 1e9, tz=timezone.utc).date()
@@ -91,7 +161,7 @@ class ParquetSink(WindowedSink):
                 "capture_ts": pa.array(
                     [f.capture_ts for f in frames], pa.timestamp("ns", tz="UTC")
                 ),
-                "tracks": pa.array([len(f.track_ids) for f in frames], pa.int32()),
+                "tracks": pa.array([f.tracks for f in frames], pa.int32()),
                 "model_version": [self.model_version] * len(frames),
             },
             schema=FRAMES_TABLE_SCHEMA,
@@ -110,6 +180,12 @@ class KafkaTrackSink(WindowedSink):
     and window of ``window`` frames (the worker passes the ingest chunk size), for windows
     that have tracks.
 
+    The topic is at-least-once: a stream replayed after a failure sends its windows since
+    the last checkpoint again, with the same bytes. Every message carries headers that
+    identify it (``ausm-stream``, ``ausm-first-frame``, ``ausm-last-frame``,
+    ``ausm-model-version``), by which a consumer drops the repeats
+    (:func:`~ausm_stream.pipeline.records.track_message_id`).
+
     Why windows: kafka-python spends 0.2-0.3 ms of Python per send (measured), holding the
     GIL the model's lanes need; one message per input chunk cuts that per frame to 85 us,
     and adds no wait the chunking does not already impose (frames reach the worker a chunk
@@ -119,20 +195,27 @@ class KafkaTrackSink(WindowedSink):
     the record spec says.
     """
 
-    def __init__(self, producer: KafkaProducer, topic: str, window: int) -> None:
+    def __init__(
+        self, producer: KafkaProducer, topic: str, window: int, model_version: str
+    ) -> None:
         super().__init__(window)
         self.producer = producer
         self.topic = topic
+        self.model_version = model_version
 
-    def _write(self, stream_id: str, buffered: list[tuple[FrameTracks, pa.RecordBatch]]) -> None:
+    def _write(self, stream_id: str, buffered: Buffered) -> None:
         rows = pa.concat_batches([r for _, r in buffered])
         if rows.num_rows:
-            kafka.send(self.producer, self.topic, stream_id, to_ipc(rows, None), "tracks")
-
-    def flush(self, stream_id: str | None = None) -> None:
-        """Send buffered windows (of one stream, or all) and wait until they are delivered."""
-        super().flush(stream_id)
-        self.producer.flush()
+            first, last = buffered[0][0].frame_idx, buffered[-1][0].frame_idx
+            headers = track_headers(stream_id, first, last, self.model_version)
+            kafka.send(
+                self.producer,
+                self.topic,
+                stream_id,
+                to_ipc(rows, None),
+                "tracks",
+                extra_headers=headers,
+            )
 
 
 def read_dataset(store: ObjectStore, table: str = "tracks") -> pa.Table:

@@ -20,7 +20,7 @@ import ray
 from ausm_stream import rle
 from ausm_stream.model import AUSM, AUSMConfig
 from ausm_stream.model.data import ShapesSpec, generate_video
-from ausm_stream.operators.pool import WorkerPool, merge_summaries
+from ausm_stream.operators.pool import WorkerPool
 from ausm_stream.operators.worker import ERROR_HEADER
 from ausm_stream.pipeline import kafka, records
 from ausm_stream.pipeline.broker import free_port
@@ -111,7 +111,7 @@ def ingest_all(cfg: PipelineConfig, broker, videos: dict[str, Path]) -> None:
 def run_workers(cfg: PipelineConfig, broker, streams: set[str]) -> dict:
     """The pool as ``run`` and the demo start it: one worker per core of the test's Ray."""
     pool = WorkerPool.start(cfg, broker.bootstrap)
-    summary = merge_summaries(ray.get(pool.run(until_ended=streams, max_seconds=240), timeout=300))
+    summary = ray.get(pool.run(until_ended=streams, max_seconds=240), timeout=300)
     pool.kill()
     return summary
 

@@ -100,3 +100,94 @@ def test_stream_seeds_are_stable_and_distinct():
     assert stream_seed(0, "cam-1") == stream_seed(0, "cam-1")
     assert stream_seed(0, "cam-1") != stream_seed(0, "cam-2")
     assert stream_seed(0, "cam-1") != stream_seed(1, "cam-1")
+
+
+def stream_records():
+    """Two streams' records as a partition holds them: (offset, record)."""
+    recs = [chunk("a", 0, 4), chunk("b", 0, 4)]
+    recs.append(PromptRecord("a", 6, [7], disc_mask(SIZE, 30, 30, 8)[None].numpy()))
+    recs += [chunk("a", 4, 4), chunk("b", 4, 4)]
+    recs.append(PromptRecord("b", None, [9], disc_mask(SIZE, 20, 40, 6)[None].numpy()))
+    recs += [chunk("a", 8, 4), chunk("b", 8, 4), ControlRecord("end", "a", 12)]
+    recs += [chunk("b", 12, 4), ControlRecord("end", "b", 16)]
+    return list(enumerate(recs))
+
+
+def outputs(emitted):
+    return [
+        (f.stream_id, f.frame_idx, f.track_ids.tolist(), f.prompt_object_ids.tolist(), f.masks)
+        for f in emitted
+    ]
+
+
+@pytest.mark.parametrize("stop_after", [1, 3, 5, 6, 8, 9])
+def test_a_stream_resumed_from_its_snapshot_gives_the_same_output(stop_after):
+    model = make_model(image_size=SIZE, fg_threshold=0.85)
+    straight = []
+    p = StreamProcessor(model, straight.append, max_batch=8)
+    for offset, rec in stream_records():
+        p.on_record(rec, offset)
+        p.step_ready()
+    p.drain()
+
+    before = []
+    p = StreamProcessor(model, before.append, max_batch=8)
+    for offset, rec in stream_records()[: stop_after + 1]:
+        p.on_record(rec, offset)
+        p.step_ready()  # one frame per stream per record: some frames stay queued
+    snaps = [p.snapshot(sid, stop_after + 1) for sid in sorted(p.streams)]
+    after = []
+    resumed = StreamProcessor(model, after.append, max_batch=8)
+    for snap in snaps:
+        resumed.restore(snap)
+    skip = {s.stream_id: s.offset for s in snaps}
+    for offset, rec in stream_records()[min(skip.values()) :]:
+        if offset >= skip.get(rec.stream_id, 0):
+            resumed.on_record(rec, offset)
+            resumed.step_ready()
+    resumed.drain()
+    resume_at = {s.stream_id: s.next_frame for s in snaps}
+    done = [f for f in outputs(before) if f[1] < resume_at[f[0]]]
+    combined = sorted(done + outputs(after), key=lambda f: (f[0], f[1]))
+    expected = sorted(outputs(straight), key=lambda f: (f[0], f[1]))
+    assert [f[:4] for f in combined] == [f[:4] for f in expected]
+    assert all(np.array_equal(x[4], y[4]) for x, y in zip(combined, expected, strict=True))
+    assert done  # the first run got somewhere before it stopped
+    assert {sid: s.finished for sid, s in resumed.streams.items()} == {"a": True, "b": True}
+
+
+def test_a_stream_whose_last_chunk_was_lost_still_ends(processor):
+    p, _, ended = processor
+    p.on_record(chunk("a", 0, 4))
+    p.drain()
+    p.on_record(ControlRecord("end", "a", 8))  # frames 4-7 were dead-lettered
+    assert ended == ["a"] and p.streams["a"].gaps == 1
+
+
+def test_prompts_that_cannot_apply_are_record_errors_or_rejected(processor):
+    p, _, _ = processor
+    empty = np.zeros((2, *SIZE), dtype=bool)
+    empty[0, 5, 5] = True
+    with pytest.raises(RecordError, match=r"object ids \[2\] are empty"):
+        p.on_record(PromptRecord("a", None, [1, 2], empty))
+    n_id = p.model.cfg.n_id
+    many = np.ones((n_id + 1, *SIZE), dtype=bool)
+    with pytest.raises(RecordError, match=f"more than the {n_id}"):
+        p.on_record(PromptRecord("a", None, list(range(n_id + 1)), many))
+    # Within the buffer one by one, over it together: rejected when applied, with the reason.
+    rejected = []
+    p.on_rejected = lambda prompt, reason: rejected.append((prompt.object_ids, reason))
+    p.on_record(chunk("a", 0, 2))
+    half = np.ones((n_id // 2 + 1, *SIZE), dtype=bool)
+    p.on_record(PromptRecord("a", 0, list(range(n_id // 2 + 1)), half))
+    p.on_record(PromptRecord("a", 0, list(range(100, 100 + n_id // 2 + 1)), half))
+    p.drain()
+    assert len(rejected) == 1 and "exceed the ID buffer" in rejected[0][1]
+
+
+def test_a_prompt_alone_does_not_make_a_stream(processor):
+    p, _, _ = processor
+    p.on_record(PromptRecord("ghost", 5, [1], np.ones((1, *SIZE), dtype=bool)))
+    assert not p.streams["ghost"].has_frames
+    p.on_record(chunk("ghost", 0, 1))
+    assert p.streams["ghost"].has_frames

@@ -1,15 +1,17 @@
-"""The worker's sinks: the tracks topic's windows."""
+"""The worker's sinks: the tracks topic's windows, and windows carried across a restart."""
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 
 from ausm_stream.pipeline import kafka, records
 from ausm_stream.pipeline.config import KafkaConfig
 from ausm_stream.pipeline.records import FrameTracks
-from ausm_stream.pipeline.sinks import KafkaTrackSink
+from ausm_stream.pipeline.sinks import KafkaTrackSink, ParquetSink
+from ausm_stream.pipeline.storage import FileStore
 
 
 def frame_tracks(stream_id: str, frame_idx: int, tracks: int) -> FrameTracks:
@@ -34,8 +36,10 @@ def frame_tracks(stream_id: str, frame_idx: int, tracks: int) -> FrameTracks:
 def test_tracks_topic_gets_one_message_per_stream_and_window_with_tracks(broker):
     cfg = KafkaConfig(bootstrap=broker.bootstrap, tracks_topic="sink-windows", partitions=1)
     kafka.ensure_topics(cfg, broker.bootstrap)
-    sink = KafkaTrackSink(kafka.make_producer(cfg, broker.bootstrap), cfg.tracks_topic, window=4)
+    producer = kafka.make_producer(cfg, broker.bootstrap)
+    sink = KafkaTrackSink(producer, cfg.tracks_topic, window=4, model_version="m@1")
     sent: list[list[tuple[str, int]]] = []
+    ids_seen: list[tuple[str, ...]] = []
 
     def add(stream_id: str, frame_idx: int, tracks: int = 1) -> None:
         frame = frame_tracks(stream_id, frame_idx, tracks)
@@ -49,7 +53,9 @@ def test_tracks_topic_gets_one_message_per_stream_and_window_with_tracks(broker)
     add("a", 9)
     add("b", 0)
     add("a", 13)  # frames 10-12 never came: the 8-11 window is complete
-    sink.flush()  # the stream ends: partial windows go out
+    sink.end("a")  # the streams end: partial windows go out
+    sink.end("b")
+    producer.flush()
     consumer = kafka.make_consumer(cfg, broker.bootstrap)
     kafka.assign(consumer, cfg.tracks_topic, [0])
     deadline = time.monotonic() + 30
@@ -60,7 +66,38 @@ def test_tracks_topic_gets_one_message_per_stream_and_window_with_tracks(broker)
                 ids = rows.column("stream_id").to_pylist()
                 assert set(ids) == {msg.key.decode()}
                 sent.append(list(zip(ids, rows.column("frame_idx").to_pylist(), strict=True)))
+                ids_seen.append(records.track_message_id(msg.headers))
     consumer.close()
     a0 = [("a", 0), ("a", 1), ("a", 1), ("a", 2), ("a", 3)]
     assert sent[:2] == [a0, [("a", 8), ("a", 9)]]
     assert sorted(sent[2:]) == [[("a", 13)], [("b", 0)]]
+    # Each message says which stream, frames and model it holds: how consumers drop replays.
+    assert ids_seen[:2] == [("a", "0", "3", "m@1"), ("a", "8", "9", "m@1")]
+    assert sorted(ids_seen[2:]) == [("a", "13", "13", "m@1"), ("b", "0", "0", "m@1")]
+
+
+def test_a_window_carried_across_a_restart_is_written_with_the_same_bytes(tmp_path):
+    def run(sink: ParquetSink, frames: range) -> None:
+        for i in frames:
+            frame = frame_tracks("cam", i, tracks=i % 3)
+            sink.add(frame, records.tracks_batch([frame], "m@1"))
+
+    straight = ParquetSink(FileStore(tmp_path / "straight"), "m@1", parquet_frames=4)
+    run(straight, range(10))
+    straight.end("cam")
+    first = ParquetSink(FileStore(tmp_path / "restarted"), "m@1", parquet_frames=4)
+    run(first, range(6))  # stopped mid-window: frames 4-5 are only buffered
+    infos, rows = first.pending("cam")
+    assert infos.column("frame_idx").to_pylist() == [4, 5] and rows.num_rows == 1 + 2
+    assert not list((tmp_path / "restarted").rglob("part-*000005.parquet"))  # no partial file
+    second = ParquetSink(FileStore(tmp_path / "restarted"), "m@1", parquet_frames=4)
+    second.restore("cam", infos, rows)
+    run(second, range(6, 10))
+    second.end("cam")
+
+    def files(root: Path) -> dict[str, bytes]:
+        return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*.parquet"))}
+
+    expected = files(tmp_path / "straight")
+    assert len(expected) == 2 * 3  # tracks and frames tables, windows 0-3, 4-7, 8-9
+    assert files(tmp_path / "restarted") == expected

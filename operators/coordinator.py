@@ -1,0 +1,295 @@
+"""The coordinator: a named Ray actor that owns which worker reads which partitions.
+
+It starts the workers with contiguous ranges of the frames topic's partitions, answers a
+(restarted) worker's question "which partitions are mine now?", and moves partitions when
+workers are added or removed while the pipeline runs. The assignment is sticky: a change
+moves as few partitions as it can (:func:`rebalance`). A partition moves in order: its old
+owner checkpoints the partition's streams and drops them (``release`` returns once the
+checkpoints are written), then the new owner recovers them from those checkpoints
+(``acquire``). Kafka consumer-group rebalancing is never used: workers assign partitions
+explicitly.
+
+A worker that crashes is restarted by Ray and recovers by itself (``start_worker``); one
+that is gone for good (its restarts used up) is noticed when its run fails, and its
+partitions go to the others, which recover them from their last checkpoints.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import ray
+from ray.exceptions import RayActorError
+
+from ausm_stream.errors import ConfigError
+from ausm_stream.operators.worker import start_worker
+from ausm_stream.pipeline import kafka
+from ausm_stream.pipeline.config import PipelineConfig
+
+log = logging.getLogger(__name__)
+
+UTILISATION = ("run_seconds", "step_seconds", "cpu_seconds")
+COUNTERS = ("checkpoints_written", "recovered_streams", "replayed_frames")
+
+
+def split_partitions(partitions: int, workers: int) -> list[list[int]]:
+    """Contiguous ranges, as even as possible: 8 partitions over 3 workers give
+    [0, 1, 2], [3, 4, 5], [6, 7]."""
+    if not 1 <= workers <= partitions:
+        raise ValueError(f"cannot split {partitions} partitions over {workers} workers")
+    base, extra = divmod(partitions, workers)
+    ranges, start = [], 0
+    for i in range(workers):
+        end = start + base + (i < extra)
+        ranges.append(list(range(start, end)))
+        start = end
+    return ranges
+
+
+def rebalance(assignment: dict[str, list[int]], partitions: int) -> dict[str, list[int]]:
+    """A new assignment over the workers named in ``assignment`` (some may own nothing yet)
+    that keeps every worker's partitions where it can: sizes differ by at most one, and only
+    the partitions over a worker's share, or of a worker gone, move."""
+    names = list(assignment)
+    if not 1 <= len(names) <= partitions:
+        raise ValueError(f"cannot spread {partitions} partitions over {len(names)} workers")
+    base, extra = divmod(partitions, len(names))
+    order = sorted(names, key=lambda w: (-len(assignment[w]), w))
+    share = {w: base + (i < extra) for i, w in enumerate(order)}
+    kept = {w: sorted(assignment[w])[: share[w]] for w in names}
+    taken = {p for ps in kept.values() for p in ps}
+    free = [p for p in range(partitions) if p not in taken]
+    for w in order:
+        while len(kept[w]) < share[w]:
+            kept[w].append(free.pop(0))
+        kept[w].sort()
+    return kept
+
+
+def worker_count(cfg: PipelineConfig, cluster_cpus: int) -> int:
+    """``worker.count``, or as many workers as the cluster's CPUs hold (``count: 0``)."""
+    w, partitions = cfg.worker, cfg.kafka.partitions
+    if w.count == 0:
+        return max(1, min(partitions, cluster_cpus // max(w.cpus, 1)))
+    if w.count > partitions:
+        raise ConfigError(
+            f"worker.count={w.count} is more than kafka.partitions={partitions}: "
+            "a worker without partitions would have nothing to do"
+        )
+    if w.count * w.cpus > cluster_cpus:
+        raise ConfigError(
+            f"worker.count={w.count} x worker.cpus={w.cpus} needs {w.count * w.cpus} CPUs; "
+            f"the Ray cluster has {cluster_cpus}, so some workers would never start"
+        )
+    return w.count
+
+
+def owned_streams(stream_ids: set[str], partitions: list[int], cfg: PipelineConfig) -> set[str]:
+    """The streams among ``stream_ids`` whose frames go to one of ``partitions``."""
+    mine = set(partitions)
+    return {s for s in stream_ids if kafka.partition_for(s, cfg.kafka.partitions) in mine}
+
+
+def merge_summaries(summaries: list[dict]) -> dict:
+    """One summary for the pool: every stream (each is on one worker), dead letters and
+    recovery counters summed, and each worker's partitions, streams and utilisation."""
+    return {
+        "model_version": summaries[0]["model_version"],
+        "dead_letters": sum(s["dead_letters"] for s in summaries),
+        **{k: sum(s[k] for s in summaries) for k in COUNTERS},
+        "workers": [
+            {
+                "partitions": s["partitions"],
+                "streams": sorted(s["streams"]),
+                **{k: s[k] for k in UTILISATION},
+            }
+            for s in summaries
+        ],
+        "streams": dict(sorted(kv for s in summaries for kv in s["streams"].items())),
+    }
+
+
+def coordinator_name(cfg: PipelineConfig) -> str:
+    """One coordinator per frames topic on a Ray cluster."""
+    return f"ausm-coordinator:{cfg.kafka.frames_topic}"
+
+
+class Coordinator:
+    def __init__(self, cfg: PipelineConfig, bootstrap: str, workers: int | None = None) -> None:
+        self.cfg = cfg
+        self.bootstrap = bootstrap
+        self.name = coordinator_name(cfg)
+        cpus = int(ray.cluster_resources().get("CPU", 0))
+        count = workers or worker_count(cfg, cpus)
+        ranges = split_partitions(cfg.kafka.partitions, count)
+        self.assignment = {f"worker-{i}": r for i, r in enumerate(ranges)}
+        self.workers = {n: self._start(n, r) for n, r in self.assignment.items()}
+        self._added = count
+        self._runs: dict[str, ray.ObjectRef] = {}
+        self._results: dict[str, dict] = {}
+        self._run_args: dict | None = None
+        self._lock = threading.RLock()
+        self._stopping = False
+
+    def _start(self, name: str, partitions: list[int]) -> ray.actor.ActorHandle:
+        return start_worker(self.cfg, self.bootstrap, partitions, self.name, name)
+
+    # -- asked by workers and drivers --------------------------------------------------------
+    def partitions_of(self, worker: str) -> list[int]:
+        with self._lock:
+            return list(self.assignment.get(worker, []))
+
+    def current_assignment(self) -> dict[str, list[int]]:
+        with self._lock:
+            return {w: list(ps) for w, ps in self.assignment.items()}
+
+    def worker_handles(self) -> dict[str, ray.actor.ActorHandle]:
+        with self._lock:
+            return dict(self.workers)
+
+    def summary(self) -> dict:
+        """The merged summary now: finished workers' results, live workers' summaries."""
+        with self._lock:
+            done = dict(self._results)
+            live = {n: h for n, h in self.workers.items() if n not in done}
+        summaries = list(done.values())
+        for handle in live.values():
+            try:
+                summaries.append(ray.get(handle.summary.remote(), timeout=30))
+            except (RayActorError, ray.exceptions.GetTimeoutError):
+                continue  # restarting: it reports again once it is back
+        return merge_summaries(summaries)
+
+    # -- running ------------------------------------------------------------------------------
+    def run(
+        self,
+        until_ended: set[str] | None = None,
+        idle_timeout_s: float | None = None,
+        max_seconds: float | None = None,
+    ) -> dict:
+        """Run every worker's loop (``SegmentationWorker.run``) until all have returned;
+        workers added meanwhile join. The merged summary of all of them."""
+        with self._lock:
+            self._run_args = {
+                "until_ended": until_ended,
+                "idle_timeout_s": idle_timeout_s,
+                "max_seconds": max_seconds,
+            }
+            for name in self.workers:
+                self._launch(name)
+        while True:
+            with self._lock:
+                pending = {ref: name for name, ref in self._runs.items()}
+            if not pending:
+                break
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+            for ref in ready:
+                self._finished(pending[ref], ref)
+        with self._lock:
+            return merge_summaries(list(self._results.values()))
+
+    def _launch(self, name: str) -> None:
+        if self._run_args is not None and name not in self._runs:
+            self._runs[name] = self.workers[name].run.remote(**self._run_args)
+
+    def _finished(self, name: str, ref: ray.ObjectRef) -> None:
+        try:
+            result = ray.get(ref)
+        except RayActorError as exc:
+            log.error("worker %s is gone for good (%s); moving its partitions", name, exc)
+            with self._lock:
+                self._runs.pop(name, None)
+                self.workers.pop(name, None)
+                orphaned = self.assignment.pop(name, [])
+                if self.workers and not self._stopping:
+                    self._reassign(orphaned)
+            return
+        with self._lock:
+            self._runs.pop(name, None)
+            self._results[name] = result
+
+    def _reassign(self, orphaned: list[int]) -> None:
+        """Give a dead worker's partitions to the others (they recover them)."""
+        new = rebalance(self.assignment, self.cfg.kafka.partitions)
+        for worker, partitions in new.items():
+            gained = [p for p in partitions if p not in self.assignment[worker]]
+            self.assignment[worker] = partitions
+            if gained:
+                ray.get(self.workers[worker].acquire.remote(gained))
+        log.info("partitions %s reassigned: %s", orphaned, self.assignment)
+
+    # -- changing the set of workers -------------------------------------------------------
+    def add_worker(self) -> str:
+        """Start one more worker and move it its share of partitions; returns its name."""
+        with self._lock:
+            name = f"worker-{self._added}"
+            self._added += 1
+            if len(self.assignment) + 1 > self.cfg.kafka.partitions:
+                raise ConfigError(
+                    f"{len(self.assignment) + 1} workers would be more than "
+                    f"kafka.partitions={self.cfg.kafka.partitions}"
+                )
+            handle = self._start(name, [])
+            ray.get(handle.alive.remote())  # its model is loaded before anything moves
+            target = rebalance({**self.assignment, name: []}, self.cfg.kafka.partitions)
+            self._move(target, {name: handle})
+            self.workers[name] = handle
+            self._launch(name)
+        log.info("added %s: %s", name, self.assignment)
+        return name
+
+    def remove_worker(self, name: str) -> None:
+        """Move a worker's partitions to the others, then end it."""
+        with self._lock:
+            if name not in self.assignment:
+                raise ConfigError(f"no worker named {name!r}; workers: {sorted(self.assignment)}")
+            if len(self.assignment) == 1:
+                raise ConfigError("cannot remove the last worker")
+            rest = {w: ps for w, ps in self.assignment.items() if w != name}
+            target = rebalance(rest, self.cfg.kafka.partitions)
+            target[name] = []
+            self._move(target, {})
+            handle = self.workers.pop(name)
+            del self.assignment[name]
+            ref = self._runs.get(name)
+        ray.get(handle.stop.remote())
+        if ref is not None:
+            deadline = time.monotonic() + 120
+            while name in self._runs and time.monotonic() < deadline:
+                time.sleep(0.1)  # ``run`` collects its summary
+        ray.kill(handle, no_restart=True)
+        log.info("removed %s: %s", name, self.assignment)
+
+    def _move(self, target: dict[str, list[int]], new: dict[str, ray.actor.ActorHandle]) -> None:
+        """Old owners release first (checkpointing), then new owners acquire."""
+        handles = {**self.workers, **new}
+        releases = []
+        for worker, partitions in self.assignment.items():
+            lost = [p for p in partitions if p not in target.get(worker, [])]
+            if lost:
+                releases.append(handles[worker].release.remote(lost))
+        ray.get(releases)
+        acquires = []
+        for worker, partitions in target.items():
+            gained = [p for p in partitions if p not in self.assignment.get(worker, [])]
+            if gained:
+                acquires.append(handles[worker].acquire.remote(gained))
+        self.assignment = {w: ps for w, ps in target.items() if ps or w in new}
+        ray.get(acquires)
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopping = True
+            handles = list(self.workers.values())
+        ray.get([h.stop.remote() for h in handles])
+
+    def kill(self) -> None:
+        with self._lock:
+            self._stopping = True
+            for handle in self.workers.values():
+                ray.kill(handle, no_restart=True)
+
+
+CoordinatorActor = ray.remote(num_cpus=0, max_concurrency=16)(Coordinator)

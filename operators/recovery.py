@@ -1,0 +1,190 @@
+"""Checkpoint writing off the step loop, and where a partition's reading resumes.
+
+:class:`CheckpointWriter` takes checkpoints the worker snapshotted between steps and
+writes them on its own thread, in the commit order of :mod:`.checkpoint`: the tracks
+producer is flushed first (so every track message of the frames a checkpoint covers is
+delivered), then each state object and manifest, then the partition manifests. A stream
+snapshotted again before its previous checkpoint was written replaces it (the newer one
+covers more), so slow storage costs replay length, never step time.
+
+:func:`recovery_plan` reads a partition's manifest and its streams' newest valid
+checkpoints and says where to seek: the smallest offset any stream still needs.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ausm_stream.operators.checkpoint import (
+    Checkpoint,
+    CheckpointStore,
+    PartitionManifest,
+)
+
+log = logging.getLogger(__name__)
+
+
+class CheckpointWriter:
+    def __init__(self, store: CheckpointStore, topic: str, flush_sinks: Callable[[], None]) -> None:
+        self.store = store
+        self.topic = topic
+        self.flush_sinks = flush_sinks
+        self.partitions: dict[int, PartitionManifest] = {}
+        self.written = 0
+        self.bytes_written = 0
+        self.write_seconds = 0.0
+        self._jobs: dict[str, tuple[Checkpoint, int]] = {}
+        self._lock = threading.Condition()
+        self._busy = False
+        self._closed = False
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="checkpoint-writer", daemon=True)
+        self._thread.start()
+
+    # called from the step loop ----------------------------------------------------------
+    def track(self, manifest: PartitionManifest) -> None:
+        """Start keeping a partition's manifest (from recovery, or empty)."""
+        with self._lock:
+            self.partitions[manifest.partition] = manifest
+
+    def untrack(self, partition: int) -> None:
+        with self._lock:
+            self.partitions.pop(partition, None)
+
+    def note_stream(self, partition: int, stream_id: str, offset: int) -> None:
+        """A stream's first record on the partition, read at ``offset``."""
+        with self._lock:
+            streams = self.partitions[partition].streams
+            if stream_id not in streams:
+                streams[stream_id] = {"first": offset, "resume": offset}
+
+    def note_position(self, partition: int, position: int) -> None:
+        with self._lock:
+            self.partitions[partition].position = position
+
+    def submit(self, ckpt: Checkpoint, partition: int) -> None:
+        with self._lock:
+            self._raise_error()
+            self._jobs[ckpt.snapshot.stream_id] = (ckpt, partition)
+            self._lock.notify_all()
+
+    def wait(self, timeout_s: float = 120.0) -> None:
+        """Block until everything submitted is written."""
+        deadline = time.monotonic() + timeout_s
+        with self._lock:
+            while self._jobs or self._busy:
+                self._raise_error()
+                if not self._lock.wait(timeout=max(0.0, deadline - time.monotonic())):
+                    raise TimeoutError(f"checkpoints not written within {timeout_s} s")
+            self._raise_error()
+
+    def watermarks(self) -> dict[int, int]:
+        """Per partition, the smallest offset a recovery would read from (for lag)."""
+        with self._lock:
+            return {p: _watermark(m) for p, m in self.partitions.items()}
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._lock.notify_all()
+        self._thread.join(30)
+
+    # the writer thread ---------------------------------------------------------------------
+    def _raise_error(self) -> None:
+        if self._error is not None:
+            raise RuntimeError("the checkpoint writer failed") from self._error
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                while not self._jobs and not self._closed:
+                    self._lock.wait()
+                if not self._jobs:
+                    return
+                jobs, self._jobs = self._jobs, {}
+                self._busy = True
+            try:
+                self._write(list(jobs.values()))
+            except BaseException as exc:  # reported to the step loop at its next submit
+                log.exception("writing checkpoints failed")
+                with self._lock:
+                    self._error = exc
+            finally:
+                with self._lock:
+                    self._busy = False
+                    self._lock.notify_all()
+
+    def _write(self, jobs: list[tuple[Checkpoint, int]]) -> None:
+        started = time.perf_counter()
+        self.flush_sinks()
+        touched = set()
+        for ckpt, partition in jobs:
+            snap = ckpt.snapshot
+            manifest = self.store.write(ckpt, self.topic, partition)
+            self.written += 1
+            with self._lock:
+                known = self.partitions.get(partition)
+                if known is not None:
+                    entry = known.streams.setdefault(
+                        snap.stream_id, {"first": manifest.offset, "resume": manifest.offset}
+                    )
+                    entry["resume"] = manifest.offset
+                    touched.add(partition)
+        for partition in sorted(touched):
+            with self._lock:
+                manifest = copy.deepcopy(self.partitions.get(partition))
+            if manifest is not None:
+                self.store.write_partition(manifest)
+        self.write_seconds += time.perf_counter() - started
+
+
+def _watermark(manifest: PartitionManifest) -> int:
+    return min([manifest.position, *(s["resume"] for s in manifest.streams.values())])
+
+
+@dataclass
+class RecoveryPlan:
+    partition: int
+    seek: int | None
+    """Offset to read from; ``None`` = the partition's earliest."""
+    restored: list[Checkpoint] = field(default_factory=list)
+    manifest: PartitionManifest | None = None
+
+
+def recovery_plan(
+    store: CheckpointStore, topic: str, partition: int, partitions: int
+) -> RecoveryPlan:
+    """The newest valid checkpoint of every stream known on the partition, and the smallest
+    offset any of them (or a stream without one) still needs."""
+    known = store.load_partition(topic, partition)
+    if known is None:
+        streams = store.discover(topic, partition, partitions)
+        known_first: dict[str, int | None] = dict.fromkeys(streams)
+        position = 0
+    else:
+        known_first = {sid: s["first"] for sid, s in known.streams.items()}
+        position = known.position
+    restored, needs = [], []
+    manifest = PartitionManifest(topic, partition, position)
+    for sid, first in sorted(known_first.items()):
+        loaded = store.load(sid)
+        if loaded is None:
+            needs.append(first)  # replayed from its first record (None: from the start)
+            if first is not None:
+                manifest.streams[sid] = {"first": first, "resume": first}
+            continue
+        ckpt, found = loaded
+        restored.append(ckpt)
+        needs.append(found.offset)
+        start = found.offset if first is None else first
+        manifest.streams[sid] = {"first": start, "resume": found.offset}
+    if known is None or None in needs:
+        # Without the partition's manifest, streams that never wrote a checkpoint are
+        # unknown: read everything (checkpointed streams still skip what they cover).
+        return RecoveryPlan(partition, None, restored, manifest)
+    return RecoveryPlan(partition, min([position, *needs]), restored, manifest)
