@@ -31,7 +31,7 @@ from ausm_stream.pipeline.config import PipelineConfig
 log = logging.getLogger(__name__)
 
 UTILISATION = ("run_seconds", "step_seconds", "cpu_seconds")
-COUNTERS = ("checkpoints_written", "recovered_streams", "replayed_frames")
+COUNTERS = ("checkpoints_written", "recovered_streams")
 
 
 def split_partitions(partitions: int, workers: int) -> list[list[int]]:
@@ -252,7 +252,7 @@ class Coordinator:
             target[name] = []
             self._move(target, {})
             handle = self.workers.pop(name)
-            del self.assignment[name]
+            self.assignment.pop(name, None)
             ref = self._runs.get(name)
         ray.get(handle.stop.remote())
         if ref is not None:

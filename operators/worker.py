@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import queue
 import threading
 import time
@@ -76,8 +77,8 @@ class StreamStats:
     first_step: float | None = None
     last_step: float | None = None
     ended: bool = False
-    resumed_at: int = 0
-    """The frame the stream's checkpoint resumed at; frames stepped before it are replays."""
+    resumed_at: int | None = None
+    """The frame the stream resumed at, when this worker restored it from a checkpoint."""
 
     @property
     def fps(self) -> float:
@@ -146,7 +147,6 @@ class SegmentationWorker:
         self.run_seconds = 0.0
         self.cpu_seconds = 0.0
         self.recovered_streams = 0
-        self.replayed_frames = 0
         self.positions: dict[int, int] = {}
         """Per owned partition, the offset after the last record read."""
         self.skip: dict[str, int] = {}
@@ -168,8 +168,6 @@ class SegmentationWorker:
         st.first_step = st.first_step or now
         st.last_step = now
         st.frames += 1
-        if frame.frame_idx < st.resumed_at:
-            self.replayed_frames += 1
         self._progressed.add(frame.stream_id)
         if (frame.frame_idx + 1) % self.checkpoint_frames == 0:
             self._due.add(frame.stream_id)
@@ -392,7 +390,7 @@ class SegmentationWorker:
                     break
                 if max_seconds is not None and now - started > max_seconds:
                     break
-            self._checkpoint(set(self.processor.streams))  # a clean stop resumes exactly
+            self._checkpoint(self._progressed | self._due)  # a clean stop resumes exactly
             self.writer.wait()
         finally:
             self.producer.flush()  # dead letters and tracks are delivered
@@ -408,6 +406,10 @@ class SegmentationWorker:
     def alive(self) -> bool:
         return True
 
+    def pid(self) -> int:
+        """The worker's process id (operators and failover tests signal it)."""
+        return os.getpid()
+
     def summary(self) -> dict:
         entries = self.processor.streams
         return {
@@ -421,7 +423,6 @@ class SegmentationWorker:
             "cpu_seconds": round(self.cpu_seconds, 3),
             "checkpoints_written": self.writer.written,
             "recovered_streams": self.recovered_streams,
-            "replayed_frames": self.replayed_frames,
             "streams": {
                 sid: {
                     "frames": st.frames,
@@ -429,6 +430,7 @@ class SegmentationWorker:
                     "fps": round(st.fps, 2),
                     "ended": st.ended,
                     "gaps": entries[sid].gaps if sid in entries else 0,
+                    "resumed_at": st.resumed_at,
                 }
                 for sid, st in sorted(self.stats.items())
                 if st.frames or st.ended

@@ -59,3 +59,28 @@ def s3_storage(endpoint: str, bucket: str):
     return StorageConfig(
         url=f"s3://{bucket}/data", endpoint=endpoint, access_key="test", secret_key="test-secret"
     )
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    """A local Ray bound to loopback, one per test module (``ray.init`` takes seconds)."""
+    import ray
+
+    ray.init(
+        num_cpus=2,
+        _node_ip_address="127.0.0.1",
+        include_dashboard=False,
+        log_to_driver=False,
+        configure_logging=False,
+    )
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def weights(tmp_path_factory):
+    """A weights file of the tiny preset with seeded random weights."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("weights") / "random-tiny.safetensors"
+    AUSM(AUSMConfig.preset("tiny", fg_threshold=0.8)).save_weights(path)
+    return path

@@ -15,133 +15,32 @@ from pathlib import Path
 import numpy as np
 import pyarrow.compute as pc
 import pytest
-import ray
 
-from ausm_stream import rle
-from ausm_stream.model import AUSM, AUSMConfig
-from ausm_stream.model.data import ShapesSpec, generate_video
-from ausm_stream.operators.pool import WorkerPool
 from ausm_stream.operators.worker import ERROR_HEADER
 from ausm_stream.pipeline import kafka, records
 from ausm_stream.pipeline.broker import free_port
-from ausm_stream.pipeline.config import (
-    IngestConfig,
-    KafkaConfig,
-    ModelConfig,
-    PipelineConfig,
-    StorageConfig,
-    WorkerConfig,
-)
+from ausm_stream.pipeline.config import IngestConfig, KafkaConfig, StorageConfig
 from ausm_stream.pipeline.ingest import Ingest
 from ausm_stream.pipeline.sinks import read_dataset
 from ausm_stream.pipeline.storage import open_store
-from ausm_stream.pipeline.video_files import write_h264
 from tests.conftest import disc_mask, s3_storage
+from tests.e2e import (
+    FRAMES,
+    check_every_frame_once,
+    consume,
+    ingest_all,
+    pipeline_config,
+    run_workers,
+    write_videos,
+)
 from tests.live_source import serve_camera
 
 pytestmark = pytest.mark.slow
-FRAMES = 48
-
-
-@pytest.fixture(scope="module")
-def ray_session():
-    ray.init(
-        num_cpus=2,
-        _node_ip_address="127.0.0.1",
-        include_dashboard=False,
-        log_to_driver=False,
-        configure_logging=False,
-    )
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory) -> Path:
-    import torch
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("weights") / "random-tiny.safetensors"
-    AUSM(AUSMConfig.preset("tiny", fg_threshold=0.8)).save_weights(path)
-    return path
 
 
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("videos")
-    spec = ShapesSpec(size=(96, 160), frames=FRAMES)
-    return {
-        f"cam-{i}": write_h264(root / f"cam-{i}.mp4", generate_video("val", i, spec).frames)
-        for i in range(3)
-    }
-
-
-def pipeline_config(broker, weights: Path, storage: StorageConfig) -> PipelineConfig:
-    topic = uuid.uuid4().hex[:8]
-    return PipelineConfig(
-        kafka=KafkaConfig(
-            bootstrap=broker.bootstrap,
-            frames_topic=f"frames-{topic}",
-            tracks_topic=f"tracks-{topic}",
-            dead_letter_topic=f"dlq-{topic}",
-            partitions=4,  # cam-1 on the first worker's [0, 1], cam-0 and cam-2 on [2, 3]
-        ),
-        storage=storage,
-        model=ModelConfig(weights=str(weights)),
-        worker=WorkerConfig(parquet_frames=16),
-    )
-
-
-def ingest_all(cfg: PipelineConfig, broker, videos: dict[str, Path]) -> None:
-    """Ingest every video concurrently, one thread each, as separate cameras would."""
-    kafka.ensure_topics(cfg.kafka, broker.bootstrap)
-    producer = kafka.make_producer(cfg.kafka, broker.bootstrap)
-    jobs = [
-        Ingest(sid, str(path), (128, 128), producer, cfg.kafka, IngestConfig())
-        for sid, path in videos.items()
-    ]
-    threads = [threading.Thread(target=j.run) for j in jobs]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    assert all(j.report.frames == FRAMES for j in jobs)
-
-
-def run_workers(cfg: PipelineConfig, broker, streams: set[str]) -> dict:
-    """The pool as ``run`` and the demo start it: one worker per core of the test's Ray."""
-    pool = WorkerPool.start(cfg, broker.bootstrap)
-    summary = ray.get(pool.run(until_ended=streams, max_seconds=240), timeout=300)
-    pool.kill()
-    return summary
-
-
-def consume(broker, topic: str, partitions: int) -> list:
-    consumer = kafka.make_consumer(KafkaConfig(), broker.bootstrap)
-    kafka.assign(consumer, topic, range(partitions))
-    out, idle = [], 0
-    while idle < 3:
-        polled = consumer.poll(timeout_ms=500)
-        idle = 0 if polled else idle + 1
-        for msgs in polled.values():
-            out.extend(msgs)
-    consumer.close()
-    return out
-
-
-def check_every_frame_once(store, streams: dict[str, int]) -> None:
-    frames = read_dataset(store, "frames")
-    for sid, count in streams.items():
-        idx = frames.filter(pc.field("stream_id") == sid)["frame_idx"].to_pylist()
-        assert sorted(idx) == list(range(count)), sid  # every frame, exactly once
-    tracks = read_dataset(store, "tracks")
-    assert tracks.num_rows > 0
-    columns = ["mask_rle", "mask_height", "mask_width", "source_height", "source_width", "bbox"]
-    for row in tracks.slice(0, 50).select(columns).to_pylist():
-        mask = rle.decode(row["mask_rle"], row["mask_height"], row["mask_width"])
-        assert mask.shape == (128, 128) and mask.any()
-        assert (row["source_height"], row["source_width"]) == (96, 160)
-        assert 0 <= row["bbox"]["x0"] < row["bbox"]["x1"] <= 160
+    return write_videos(tmp_path_factory.mktemp("videos"), 3)
 
 
 @pytest.mark.parametrize("backend", ["file", "s3"])

@@ -68,14 +68,12 @@ def test_the_pool_summary_merges_its_workers():
             "cpu_seconds": 1.8,
             "checkpoints_written": 4,
             "recovered_streams": 1,
-            "replayed_frames": 3,
             "streams": {sid: {"frames": 5} for sid in streams},
         }
 
     merged = merge_summaries([summary([0, 1], ["b", "a"], 1), summary([2, 3], ["c"], 2)])
     assert merged["dead_letters"] == 3
     assert (merged["checkpoints_written"], merged["recovered_streams"]) == (8, 2)
-    assert merged["replayed_frames"] == 6
     assert list(merged["streams"]) == ["a", "b", "c"]
     assert merged["workers"][0] == {
         "partitions": [0, 1],

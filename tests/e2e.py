@@ -1,0 +1,150 @@
+"""What the end-to-end tests share: configs on fresh topics, ingest, the pool, read-backs.
+
+Real parts only: Tansu speaks the Kafka protocol, moto serves S3, PyAV encodes and decodes
+H.264, workers and the coordinator are Ray actors. The model has seeded random weights:
+these tests check the data plane, not segmentation quality.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import ray
+
+from ausm_stream import rle
+from ausm_stream.model.data import ShapesSpec, generate_video
+from ausm_stream.operators.pool import WorkerPool
+from ausm_stream.pipeline import kafka, records
+from ausm_stream.pipeline.config import (
+    IngestConfig,
+    KafkaConfig,
+    ModelConfig,
+    PipelineConfig,
+    StorageConfig,
+    WorkerConfig,
+)
+from ausm_stream.pipeline.ingest import Ingest
+from ausm_stream.pipeline.sinks import read_dataset
+from ausm_stream.pipeline.storage import ObjectStore
+from ausm_stream.pipeline.video_files import write_h264
+
+FRAMES = 48
+CAPTURE_START_NS = 1_700_000_000 * 10**9
+"""Ingest's clock in tests: file frames are stamped from it, so two runs write equal rows."""
+
+
+def write_videos(root: Path, count: int, frames: int = FRAMES) -> dict[str, Path]:
+    spec = ShapesSpec(size=(96, 160), frames=frames)
+    return {
+        f"cam-{i}": write_h264(root / f"cam-{i}.mp4", generate_video("val", i, spec).frames)
+        for i in range(count)
+    }
+
+
+def pipeline_config(
+    broker, weights: Path, storage: StorageConfig, **worker: object
+) -> PipelineConfig:
+    topic = uuid.uuid4().hex[:8]
+    return PipelineConfig(
+        kafka=KafkaConfig(
+            bootstrap=broker.bootstrap,
+            frames_topic=f"frames-{topic}",
+            tracks_topic=f"tracks-{topic}",
+            dead_letter_topic=f"dlq-{topic}",
+            partitions=4,  # cam-1 on the first worker's [0, 1], cam-0 and cam-2 on [2, 3]
+        ),
+        storage=storage,
+        model=ModelConfig(weights=str(weights)),
+        worker=WorkerConfig(parquet_frames=16, **worker),
+    )
+
+
+def ingest_all(cfg: PipelineConfig, broker, videos: dict[str, Path], frames: int = FRAMES) -> None:
+    """Ingest every video concurrently, one thread each, as separate cameras would."""
+    kafka.ensure_topics(cfg.kafka, broker.bootstrap)
+    producer = kafka.make_producer(cfg.kafka, broker.bootstrap)
+    jobs = [
+        Ingest(
+            sid,
+            str(path),
+            (128, 128),
+            producer,
+            cfg.kafka,
+            IngestConfig(),
+            clock=lambda: CAPTURE_START_NS,
+        )
+        for sid, path in videos.items()
+    ]
+    threads = [threading.Thread(target=j.run) for j in jobs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert all(j.report.frames == frames for j in jobs)
+
+
+def run_workers(cfg: PipelineConfig, broker, streams: set[str], workers: int | None = None) -> dict:
+    """The pool as ``run`` and the demo start it (one worker per core of the test's Ray)."""
+    pool = WorkerPool.start(cfg, broker.bootstrap, workers)
+    try:
+        return ray.get(pool.run(until_ended=streams, max_seconds=240), timeout=300)
+    finally:
+        pool.kill()
+
+
+def consume(broker, topic: str, partitions: int) -> list:
+    consumer = kafka.make_consumer(KafkaConfig(), broker.bootstrap)
+    kafka.assign(consumer, topic, range(partitions))
+    out, idle = [], 0
+    while idle < 3:
+        polled = consumer.poll(timeout_ms=500)
+        idle = 0 if polled else idle + 1
+        for msgs in polled.values():
+            out.extend(msgs)
+    consumer.close()
+    return out
+
+
+def check_every_frame_once(store: ObjectStore, streams: dict[str, int]) -> None:
+    frames = read_dataset(store, "frames")
+    for sid, count in streams.items():
+        idx = frames.filter(pc.field("stream_id") == sid)["frame_idx"].to_pylist()
+        assert sorted(idx) == list(range(count)), sid  # every frame, exactly once
+    tracks = read_dataset(store, "tracks")
+    assert tracks.num_rows > 0
+    columns = ["mask_rle", "mask_height", "mask_width", "source_height", "source_width", "bbox"]
+    for row in tracks.slice(0, 50).select(columns).to_pylist():
+        mask = rle.decode(row["mask_rle"], row["mask_height"], row["mask_width"])
+        assert mask.shape == (128, 128) and mask.any()
+        assert (row["source_height"], row["source_width"]) == (96, 160)
+        assert 0 <= row["bbox"]["x0"] < row["bbox"]["x1"] <= 160
+
+
+def dataset_files(store: ObjectStore) -> dict[str, bytes]:
+    """Every Parquet file of the tracks and frames datasets, by key, with its bytes."""
+    return {
+        key: store.get(key)
+        for table in ("tracks", "frames")
+        for key in store.list(f"{table}/")
+        if key.endswith(".parquet")
+    }
+
+
+def topic_rows(broker, cfg: PipelineConfig) -> tuple[pa.Table, int]:
+    """The tracks topic's rows with replayed messages dropped by their headers, sorted; and
+    how many messages were dropped."""
+    seen, batches, dropped = set(), [], 0
+    for msg in consume(broker, cfg.kafka.tracks_topic, cfg.kafka.partitions):
+        key = records.track_message_id(msg.headers)
+        if key in seen:
+            dropped += 1
+            continue
+        seen.add(key)
+        batches.append(records.from_ipc(msg.value, records.TRACKS_SCHEMA, "tracks"))
+    table = pa.Table.from_batches(batches, schema=records.TRACKS_SCHEMA)
+    order = [("stream_id", "ascending"), ("frame_idx", "ascending"), ("track_id", "ascending")]
+    return table.sort_by(order), dropped
