@@ -84,6 +84,9 @@ class IngestConfig:
     reconnect_max_s: float = 30.0
     reconnect_attempts: int = 0
     """Give up after this many failed reconnects in a row (0 = never)."""
+    pace: bool = False
+    """Produce a file at its own frame rate, as a camera would, instead of as fast as it
+    decodes (demos, soak tests)."""
 
 
 @dataclass(frozen=True)

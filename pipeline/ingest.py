@@ -8,13 +8,23 @@ an ``end`` record is produced.
 
 Frames are resized to the model's input (a plain resize: the whole field of view is kept
 and masks scale back exactly; the source size travels in every chunk). With ``fps`` set,
-frames are picked by presentation time so the output runs at that rate.
+frames are picked by presentation time so the output runs at that rate; with ``pace`` a
+file is produced at its own frame rate, as a camera would deliver it.
+
+**Resuming.** Before producing, ingest reads back the newest record of its stream in the
+frames topic (:func:`~ausm_stream.pipeline.kafka.last_record_of`) and continues after it:
+a restarted ingest (a crashed Ray actor, a restarted command) never repeats or skips a
+frame index. A file is decoded from its start again and its frames up to the last one
+produced are dropped, so the frames that follow, their chunking and their timestamps are
+exactly those of an uninterrupted run; a file whose stream already ended is not produced
+again. A live source continues at the next index, its downtime reported as a drop.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -24,7 +34,7 @@ import av
 import numpy as np
 from kafka import KafkaProducer
 
-from ausm_stream.errors import SourceError
+from ausm_stream.errors import RecordError, SourceError
 from ausm_stream.pipeline import kafka, records
 from ausm_stream.pipeline.config import IngestConfig, KafkaConfig
 
@@ -119,13 +129,47 @@ class Ingest:
         self._last_ts = 0
         self._offset_s = 0.0  # added to session pts so time keeps increasing across sessions
         self._next_pick = 0.0
+        self._resume_at = 0  # frames below this index were produced by an earlier run
+        self._base_wall: int | None = None
+        self._paced_from: tuple[float, float] | None = None  # (pts, monotonic) of pacing
 
     def stop(self) -> None:
         self._stop.set()
 
-    def run(self, max_frames: int | None = None) -> IngestReport:
+    def resume(self, last: records.Record | None) -> bool:
+        """Continue after ``last``, the stream's newest record in the frames topic (see the
+        module doc); ``False`` when there is nothing left to produce."""
+        if isinstance(last, records.ControlRecord) and last.kind == "end":
+            if not self.live:
+                log.info("stream %s already ended at frame %d", self.stream_id, last.frame_idx)
+                self.report.frames = last.frame_idx
+                return False
+            self._resume_at = last.frame_idx
+        elif isinstance(last, records.FrameChunk):
+            self._resume_at = int(last.frame_idx[-1]) + 1
+            self._last_ts = int(last.capture_ts[-1])
+            if self.live:  # continue the timeline after the last frame produced
+                self._offset_s = last.pts_ns[-1] / 1e9 + (
+                    1 / self.cfg.fps if self.cfg.fps else 0.04
+                )
+            else:  # the same capture clock as the run that produced the earlier frames
+                self._base_wall = int(last.capture_ts[-1]) - int(last.pts_ns[-1])
+        if self._resume_at:
+            log.info("stream %s resumes after frame %d", self.stream_id, self._resume_at - 1)
+            if self.live:
+                self._drop(f"ingest restarted; continuing at frame {self._resume_at}", 0)
+            self.report.frames = self._resume_at if self.live else 0
+        return True
+
+    def run(
+        self, max_frames: int | None = None, last: records.Record | None = None
+    ) -> IngestReport:
+        """Produce until the source ends (files), ``max_frames`` frames are produced, or
+        :meth:`stop`; ``last`` is the stream's newest record already in the topic."""
+        if not self.resume(last):
+            return self.report
         failures = 0
-        base_wall = self.clock()
+        base_wall = self._base_wall if self._base_wall is not None else self.clock()
         while not self._stop.is_set():
             session_last = None  # seconds since this session's first frame
             try:
@@ -216,6 +260,11 @@ class Ingest:
             self.on_drop(line)
 
     def _add(self, d: Decoded, pts_ns: int, capture_ns: int) -> None:
+        if self.report.frames < self._resume_at:  # produced before a restart (files)
+            self.report.frames += 1
+            return
+        if self.cfg.pace and not self.live:
+            self._pace(pts_ns / 1e9)
         capture_ns = max(capture_ns, self._last_ts + 1)  # strictly increasing
         self._last_ts = capture_ns
         self._source_size = (d.source_height, d.source_width)
@@ -223,6 +272,15 @@ class Ingest:
         self.report.frames += 1
         if len(self._chunk) >= self.cfg.chunk_frames:
             self._flush()
+
+    def _pace(self, pts_s: float) -> None:
+        """Wait until a file's frame is due at its own rate (``ingest.pace``)."""
+        now = time.monotonic()
+        if self._paced_from is None:
+            self._paced_from = (pts_s, now)
+        due = self._paced_from[1] + (pts_s - self._paced_from[0])
+        if due > now:
+            self._stop.wait(due - now)
 
     def _flush(self) -> None:
         if not self._chunk:
@@ -255,6 +313,7 @@ class IngestJob:
         cfg: IngestConfig,
         live: bool | None = None,
     ) -> None:
+        self.bootstrap = bootstrap
         self.ingest = Ingest(
             stream_id,
             url,
@@ -266,7 +325,28 @@ class IngestJob:
         )
 
     def run(self, max_frames: int | None = None) -> IngestReport:
-        return self.ingest.run(max_frames)
+        """Resume after the stream's newest record in the frames topic, then produce."""
+        return self.ingest.run(max_frames, last=self.last_produced())
+
+    def last_produced(self) -> records.Record | None:
+        ing = self.ingest
+        msg = kafka.last_record_of(
+            ing.kafka_cfg,
+            self.bootstrap,
+            ing.kafka_cfg.frames_topic,
+            kafka.partition_for(ing.stream_id, ing.kafka_cfg.partitions),
+            ing.stream_id,
+        )
+        if msg is None:
+            return None
+        kind = kafka.header(msg.headers, records.KIND_HEADER)
+        try:
+            return records.decode(kind, msg.value or b"", ing.stream_id)
+        except RecordError as exc:
+            raise SourceError(
+                f"stream {ing.stream_id!r}: its newest record in {msg.topic}/{msg.partition} "
+                f"at offset {msg.offset} is unreadable ({exc}); cannot tell where to resume"
+            ) from exc
 
     def stop(self) -> None:
         self.ingest.stop()
@@ -274,9 +354,17 @@ class IngestJob:
     def report(self) -> IngestReport:
         return self.ingest.report
 
+    def pid(self) -> int:
+        """The process id (of the Ray actor's process, for operators and failover tests)."""
+        return os.getpid()
+
 
 def ingest_actor() -> type:
-    """:class:`IngestJob` as a Ray actor (I/O bound: no CPU reserved; ``stop`` stays callable)."""
+    """:class:`IngestJob` as a Ray actor (I/O bound: no CPU reserved; ``stop`` stays
+    callable). Ray restarts it after a crash and retries its ``run``, which resumes after
+    the last frame produced."""
     import ray
 
-    return ray.remote(num_cpus=0, max_concurrency=2)(IngestJob)
+    return ray.remote(num_cpus=0, max_concurrency=2, max_restarts=-1, max_task_retries=-1)(
+        IngestJob
+    )

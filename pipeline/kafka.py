@@ -16,6 +16,7 @@ from collections.abc import Iterable
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
+from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import TopicAlreadyExistsError
 
 from ausm_stream.pipeline.config import KafkaConfig
@@ -95,3 +96,32 @@ def assign(consumer: KafkaConsumer, topic: str, partitions: Iterable[int]) -> li
     tps = [TopicPartition(topic, p) for p in partitions]
     consumer.assign(tps)
     return tps
+
+
+def last_record_of(
+    cfg: KafkaConfig, bootstrap: str, topic: str, partition: int, key: str, window: int = 64
+) -> ConsumerRecord | None:
+    """The newest record of ``key`` in one partition, or ``None``: what a restarted producer
+    reads back to continue after what it already sent. Reads backwards in growing windows
+    from the end, so a busy partition costs a few fetches, not a scan from the start."""
+    consumer = make_consumer(cfg, bootstrap)
+    try:
+        (tp,) = assign(consumer, topic, [partition])
+        start = consumer.beginning_offsets([tp])[tp]
+        hi = consumer.end_offsets([tp])[tp]
+        while hi > start:
+            lo = max(start, hi - window)
+            consumer.seek(tp, lo)
+            found = None
+            deadline = time.monotonic() + 30
+            while consumer.position(tp) < hi and time.monotonic() < deadline:
+                for msgs in consumer.poll(timeout_ms=1000).values():
+                    for msg in msgs:
+                        if msg.offset < hi and msg.key == key.encode():
+                            found = msg
+            if found is not None:
+                return found
+            hi, window = lo, window * 4
+        return None
+    finally:
+        consumer.close()

@@ -11,21 +11,26 @@ import os
 import random
 import signal
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pytest
 import ray
 
 from ausm_stream.operators.pool import WorkerPool
-from ausm_stream.pipeline.config import PipelineConfig, StorageConfig
+from ausm_stream.pipeline import kafka, records
+from ausm_stream.pipeline.config import IngestConfig, KafkaConfig, PipelineConfig, StorageConfig
+from ausm_stream.pipeline.ingest import ingest_actor
 from ausm_stream.pipeline.sinks import read_dataset
 from ausm_stream.pipeline.storage import open_store
 from tests.conftest import s3_storage
 from tests.e2e import (
     FRAMES,
     check_every_frame_once,
+    consume,
     dataset_files,
     ingest_all,
     pipeline_config,
@@ -229,3 +234,49 @@ def test_a_worker_added_and_one_removed_while_streams_run(
     )
     assert summary["recovered_streams"] >= STREAMS  # each moved at least once
     assert_same_outputs(broker, cfg, reference)
+
+
+def frames_in_topic(broker, cfg: PipelineConfig) -> tuple[list[records.FrameChunk], list]:
+    chunks, others = [], []
+    for m in consume(broker, cfg.kafka.frames_topic, cfg.kafka.partitions):
+        rec = records.decode(kafka.header(m.headers, records.KIND_HEADER), m.value, m.key.decode())
+        (chunks if isinstance(rec, records.FrameChunk) else others).append(rec)
+    return chunks, others
+
+
+def test_an_ingest_actor_killed_mid_file_resumes_after_its_last_frame(
+    broker, ray_session, videos, tmp_path
+):
+    def config() -> PipelineConfig:
+        topic = f"ingest-{uuid.uuid4().hex[:8]}"
+        return PipelineConfig(
+            kafka=KafkaConfig(bootstrap=broker.bootstrap, frames_topic=topic, partitions=2),
+            ingest=IngestConfig(pace=True),  # 8 frames a second: a kill lands mid-file
+        )
+
+    straight, killed = config(), config()
+    for cfg in (straight, killed):
+        kafka.ensure_topics(cfg.kafka, broker.bootstrap)
+    path = str(videos["cam-0"])
+    jobs = [
+        ingest_actor().remote("cam-0", path, (128, 128), cfg.kafka, broker.bootstrap, cfg.ingest)
+        for cfg in (straight, killed)
+    ]
+    runs = [job.run.remote() for job in jobs]
+    deadline = time.monotonic() + 60
+    while ray.get(jobs[1].report.remote()).frames < FRAMES // 3:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    pid = ray.get(jobs[1].pid.remote())
+    os.kill(pid, signal.SIGKILL)
+    reports = ray.get(runs, timeout=120)  # the killed one's run is retried after its restart
+    assert [r.frames for r in reports] == [FRAMES, FRAMES]
+    assert ray.get(jobs[1].pid.remote()) != pid  # it was restarted before the file ended
+    (want, want_end), (got, got_end) = (frames_in_topic(broker, c) for c in (straight, killed))
+    idx = np.concatenate([c.frame_idx for c in got]).tolist()
+    assert idx == list(range(FRAMES))  # dense, each frame once
+    assert got_end == want_end == [records.ControlRecord("end", "cam-0", FRAMES)]
+    for a, b in zip(got, want, strict=True):  # the same chunks, timestamps and pixels
+        assert np.array_equal(a.frame_idx, b.frame_idx) and np.array_equal(a.frames, b.frames)
+        assert np.array_equal(a.pts_ns, b.pts_ns)
+        assert np.array_equal(a.capture_ts - a.capture_ts[0], b.capture_ts - b.capture_ts[0])
