@@ -15,6 +15,7 @@ table and renders one contact sheet per stream. Everything goes under ``./ausm-d
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
@@ -53,6 +54,9 @@ def run_demo(
     out: Path, streams: int = 4, frames: int = 64, fps: int = 8, weights: str = "default"
 ) -> dict:
     out = out.resolve()
+    # Each demo starts from an empty store: its embedded broker starts with empty topics, so
+    # checkpoints of an earlier demo would describe records that no longer exist.
+    shutil.rmtree(out / "store", ignore_errors=True)
     (out / "logs").mkdir(parents=True, exist_ok=True)
     cfg = PipelineConfig.from_dict(
         {
@@ -107,6 +111,9 @@ def _print_summary(
             f"{sid:<8} {ingested[sid].frames:>9} {s['frames']:>10} {s['tracks']:>7} "
             f"{s['fps']:>7.1f}"
         )
+    for sid, report in ingested.items():
+        for line in report.drops:
+            print(f"{sid}: source dropped at {line}")
     print(f"\nParquet dataset: {out / 'store' / 'tracks'} (and frames/)")
     print(f"overlays:        {out / 'overlays'}/ ({', '.join(p.name for p in sheets.values())})")
     print(

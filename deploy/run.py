@@ -3,8 +3,13 @@
 Starts a pool of SegmentationWorker actors that share the partitions of the frames topic
 (``worker.count``; by default one per ``worker.cpus`` cores of the cluster), and optionally
 ingest actors for ``--source ID=URL`` streams, then runs until interrupted
-(Ctrl-C) or, with ``--idle-timeout``, until nothing has arrived for that long. Ingest that
-runs next to the cameras uses ``ausm-stream ingest`` instead.
+(Ctrl-C or SIGTERM) or, with ``--idle-timeout``, until nothing has arrived for that long. Ingest
+that runs next to the cameras uses ``ausm-stream ingest`` instead.
+
+Started again on the same configuration (the same broker and object store), it resumes:
+workers recover every stream from its checkpoints and ingest continues after the last frame
+it produced. An interrupt checkpoints every stream where it is; a kill loses only what came
+after the last checkpoints, which is replayed.
 """
 
 from __future__ import annotations
@@ -48,8 +53,7 @@ def run_pipeline(
             actor.remote(sid, url, size, cfg.kafka, rt.bootstrap, cfg.ingest)
             for sid, url in sources.items()
         ]
-        for job in jobs:
-            job.run.remote()
+        ingests = [job.run.remote() for job in jobs]
         run = pool.run(idle_timeout_s=idle_timeout_s)
         try:
             summary = ray.get(run)
@@ -58,5 +62,11 @@ def run_pipeline(
             for job in jobs:
                 job.stop.remote()
             summary = ray.get(run)
+        for job in jobs:  # a live source runs until stopped; a stop does not end its stream
+            job.stop.remote()
+        summary["ingest"] = {
+            r.stream_id: {"frames": r.frames, "reconnects": r.reconnects, "drops": r.drops}
+            for r in ray.get(ingests)
+        }
     print(json.dumps(summary, indent=2))
     return summary

@@ -266,7 +266,7 @@ class AUSM(nn.Module):
         """Load weights written by :meth:`save_weights`; ``runtime`` overrides thresholds etc."""
         cfg = dataclasses.replace(cls.read_config(path), **runtime)
         model = cls(cfg)
-        model.load_state_dict(load_file(str(path)))
+        load_matching(model, load_file(str(path)), f"weights file {str(path)!r}")
         return model.eval()
 
     @classmethod
@@ -300,6 +300,34 @@ class AUSM(nn.Module):
                 f"{tuple(frames_t.shape)}; resize them first (the pipeline's ingest does)"
             )
         return frames_t.to(self.device)
+
+
+def load_matching(module: torch.nn.Module, tensors: dict[str, Tensor], source: str) -> None:
+    """``load_state_dict`` that, on weights of another architecture, names what differs
+    (missing, unexpected and misshaped tensors) instead of torch's raw ``RuntimeError``."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(tensors))
+    unexpected = sorted(set(tensors) - set(own))
+    misshaped = [
+        f"{k} {tuple(tensors[k].shape)} in the file, {tuple(own[k].shape)} in the model"
+        for k in sorted(set(own) & set(tensors))
+        if tensors[k].shape != own[k].shape
+    ]
+    if missing or unexpected or misshaped:
+        parts = [
+            f"{label}: {', '.join(items[:5])}{' ...' if len(items) > 5 else ''}"
+            for label, items in (
+                ("missing", missing),
+                ("unexpected", unexpected),
+                ("shapes differ", misshaped),
+            )
+            if items
+        ]
+        raise InvalidInputError(
+            f"{source} holds weights of another architecture than its config describes "
+            f"({'; '.join(parts)}); use the config the weights were trained with"
+        )
+    module.load_state_dict(tensors)
 
 
 def _stack_recurrent(states: list[StreamState]) -> RecurrentTensors:

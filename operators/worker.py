@@ -34,9 +34,9 @@ from kafka.consumer.fetcher import ConsumerRecord
 
 from ausm_stream.errors import ConfigError, RecordError
 from ausm_stream.model import AUSM, DEFAULT_WEIGHTS, AUSMConfig
-from ausm_stream.operators.checkpoint import Checkpoint, CheckpointStore
+from ausm_stream.operators.checkpoint import Checkpoint, CheckpointStore, PartitionManifest
 from ausm_stream.operators.processor import StreamProcessor
-from ausm_stream.operators.recovery import CheckpointWriter, recovery_plan
+from ausm_stream.operators.recovery import CheckpointWriter, RecoveryPlan, recovery_plan
 from ausm_stream.pipeline import kafka, records
 from ausm_stream.pipeline.config import PipelineConfig
 from ausm_stream.pipeline.records import FrameTracks
@@ -229,8 +229,22 @@ class SegmentationWorker:
         assert self._consumer is not None
         topic = self.cfg.kafka.frames_topic
         seeks: dict[int, int | None] = {}
+        ends = self._consumer.end_offsets([TopicPartition(topic, p) for p in partitions])
         for p in partitions:
             plan = recovery_plan(self.checkpoints, topic, p, self.cfg.kafka.partitions)
+            end = ends[TopicPartition(topic, p)]
+            taken_at = max([plan.manifest.position, *(c.snapshot.offset for c in plan.restored)])
+            if taken_at > end:
+                log.error(
+                    "%s/%d ends at offset %d but its checkpoints were taken at offset %d: the "
+                    "topic was recreated (an embedded broker keeps topics in memory); its "
+                    "streams start from scratch",
+                    topic,
+                    p,
+                    end,
+                    taken_at,
+                )
+                plan = RecoveryPlan(p, None, [], PartitionManifest(topic, p, 0))
             for ckpt in plan.restored:
                 self._restore(ckpt)
             self.writer.track(plan.manifest)

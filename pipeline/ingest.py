@@ -4,7 +4,7 @@ A source is a file path or a URL PyAV opens (``rtsp://``, ``http://``, ...). Liv
 (network URLs, unless told otherwise) never "end": when one drops, ingest reports it and
 reconnects with exponential back-off, and the stream goes on with dense frame indexes and
 timestamps that keep increasing across the gap. A file ends at its last frame, after which
-an ``end`` record is produced.
+an ``end`` record is produced; :meth:`Ingest.stop` pauses a stream without ending it.
 
 Frames are resized to the model's input (a plain resize: the whole field of view is kept
 and masks scale back exactly; the source size travels in every chunk). With ``fps`` set,
@@ -83,13 +83,20 @@ def decode_source(url: str, size: tuple[int, int], timeout_s: float = 10.0) -> I
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         h, w = size
+        decoded = 0
         for frame in container.decode(stream):
             pts = float(frame.time) if frame.time is not None else None
+            decoded += 1
             yield Decoded(
                 frame.to_ndarray(format="rgb24", width=w, height=h),
                 pts if pts is not None else float("nan"),
                 frame.height,
                 frame.width,
+            )
+        if stream.frames and decoded < stream.frames:  # the container's index promised more
+            raise SourceError(
+                f"video source {url!r} ended after {decoded} of the {stream.frames} frames "
+                "its index lists: the file is truncated or damaged"
             )
     except av.FFmpegError as exc:
         raise SourceError(f"video source {url!r} failed while reading: {exc}") from exc
@@ -132,8 +139,12 @@ class Ingest:
         self._resume_at = 0  # frames below this index were produced by an earlier run
         self._base_wall: int | None = None
         self._paced_from: tuple[float, float] | None = None  # (pts, monotonic) of pacing
+        self._stopped = False  # by stop(), not by the source or max_frames
 
     def stop(self) -> None:
+        """Stop producing without ending the stream: a later ingest of the same stream
+        resumes after the last frame produced (the source, not a stop, ends a stream)."""
+        self._stopped = True
         self._stop.set()
 
     def resume(self, last: records.Record | None) -> bool:
@@ -224,7 +235,8 @@ class Ingest:
             )
             self._stop.wait(backoff)
         self._flush()
-        self._produce(records.ControlRecord("end", self.stream_id, self.report.frames))
+        if not self._stopped:
+            self._produce(records.ControlRecord("end", self.stream_id, self.report.frames))
         self.producer.flush()
         return self.report
 

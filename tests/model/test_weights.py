@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ausm_stream.model import AUSM
-from tests.conftest import make_frames
+from ausm_stream.model import AUSM, AUSMConfig
+from tests.conftest import make_frames, make_model
 
 
 def test_save_and_load_give_identical_outputs(tiny_model, tmp_path):
@@ -32,3 +32,19 @@ def test_bad_weight_files(tmp_path):
     save_file({"x": torch.zeros(1)}, str(tmp_path / "other.safetensors"))
     with pytest.raises(ValueError, match="not an ausm-stream weights file"):
         AUSM.from_weights(tmp_path / "other.safetensors")
+
+
+def test_weights_of_another_architecture_name_what_differs(tmp_path):
+    from safetensors.torch import save_file
+
+    from ausm_stream.errors import InvalidInputError
+    from ausm_stream.model.ausm import WEIGHTS_FORMAT
+
+    small = make_model()
+    other = AUSMConfig.preset("tiny", d_model=small.cfg.d_model * 2)
+    tensors = {k: v.contiguous() for k, v in small.state_dict().items()}
+    path = tmp_path / "mislabelled.safetensors"
+    save_file(tensors, str(path), metadata={"format": WEIGHTS_FORMAT, "config": other.to_json()})
+    with pytest.raises(InvalidInputError, match="another architecture") as err:
+        AUSM.from_weights(path)
+    assert "shapes differ" in str(err.value) and "mislabelled" in str(err.value)

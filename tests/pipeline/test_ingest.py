@@ -81,6 +81,7 @@ def test_a_file_that_breaks_midway_ends_the_stream_without_repeats(broker, tmp_p
         IngestConfig(chunk_frames=4),
     ).run()
     assert 0 < report.frames < 40 and report.reconnects <= 1
+    assert len(report.drops) == 1 and f"after frame {report.frames}" in report.drops[0]
     chunks = [r for r in read_all(broker, cfg) if isinstance(r, records.FrameChunk)]
     idx = np.concatenate([c.frame_idx for c in chunks])
     assert idx.tolist() == list(range(report.frames))
