@@ -117,21 +117,12 @@ def _run(args: argparse.Namespace) -> int:
     from ausm_stream.pipeline.config import PipelineConfig
 
     cfg = PipelineConfig.load(args.config)
-    _interrupt_on_sigterm()  # a pod's stop (SIGTERM) checkpoints like Ctrl-C
     run_pipeline(cfg, parse_sources(args.source), args.idle_timeout)
     return 0
 
 
-def _interrupt_on_sigterm() -> None:
-    import signal
-
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, interrupt)
-
-
 def _ingest(args: argparse.Namespace) -> int:
+    from ausm_stream.deploy.runtime import interrupt_on_sigterm
     from ausm_stream.errors import ConfigError
     from ausm_stream.pipeline.config import PipelineConfig
     from ausm_stream.pipeline.ingest import IngestJob
@@ -145,7 +136,7 @@ def _ingest(args: argparse.Namespace) -> int:
     job = IngestJob(
         args.stream_id, args.source, (int(h), int(w)), cfg.kafka, cfg.kafka.bootstrap, cfg.ingest
     )
-    _interrupt_on_sigterm()
+    interrupt_on_sigterm()
     try:
         report = job.run(args.max_frames)
     except KeyboardInterrupt:

@@ -19,7 +19,7 @@ import logging
 
 import ray
 
-from ausm_stream.deploy.runtime import start_runtime
+from ausm_stream.deploy.runtime import interrupt_on_sigterm, start_runtime
 from ausm_stream.errors import ConfigError
 from ausm_stream.operators.pool import WorkerPool
 from ausm_stream.operators.worker import weights_info
@@ -46,6 +46,7 @@ def run_pipeline(
     size = model_cfg.image_size
     log.info("model %s, frames topic %s", version, cfg.kafka.frames_topic)
     with start_runtime(cfg) as rt:
+        interrupt_on_sigterm()  # a pod's stop checkpoints like Ctrl-C
         pool = WorkerPool.start(cfg, rt.bootstrap)
         log.info("workers and their partitions: %s", pool.assignment())
         actor = ingest_actor()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,3 +76,14 @@ def start_runtime(cfg: PipelineConfig, log_dir: Path | None = None) -> Runtime:
         runtime.close()
         raise
     return runtime
+
+
+def interrupt_on_sigterm() -> None:
+    """Turn SIGTERM (how Kubernetes and service managers stop a process) into the
+    KeyboardInterrupt that Ctrl-C raises, so both stop cleanly and checkpoint. Call it after
+    ``ray.init``, which installs a SIGTERM handler of its own."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
