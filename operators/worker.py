@@ -31,6 +31,8 @@ import ray
 import torch
 from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
+from kafka.errors import KafkaError
+from kafka.structs import OffsetAndMetadata
 
 from ausm_stream.errors import ConfigError, RecordError
 from ausm_stream.model import AUSM, DEFAULT_WEIGHTS, AUSMConfig
@@ -154,6 +156,7 @@ class SegmentationWorker:
         self._due: set[str] = set()
         self._progressed: set[str] = set()
         self._last_periodic = time.monotonic()
+        self._committed: dict[int, int] = {}
         self._consumer: KafkaConsumer | None = None
         self._commands: queue.Queue[tuple[str, list[int], threading.Event]] = queue.Queue()
         self._stop = threading.Event()
@@ -223,16 +226,37 @@ class SegmentationWorker:
             due, self._due = self._due, set()
             self._checkpoint(due)
 
+    def _commit_lag(self, wait: bool = False) -> None:
+        """Commit to Kafka what the written checkpoints cover: the last step of the commit
+        order, for lag monitoring only (recovery never reads it)."""
+        assert self._consumer is not None
+        topic = self.cfg.kafka.frames_topic
+        marks = self.writer.watermarks()
+        changed = {
+            TopicPartition(topic, p): OffsetAndMetadata(offset, "", -1)
+            for p, offset in marks.items()
+            if p in self.partitions and self._committed.get(p) != offset
+        }
+        if changed:
+            try:
+                if wait:
+                    self._consumer.commit(changed)
+                else:
+                    self._consumer.commit_async(changed)
+            except KafkaError as exc:
+                log.warning("committing offsets for lag monitoring failed: %s", exc)
+            self._committed.update({tp.partition: o.offset for tp, o in changed.items()})
+
     # -- partitions ----------------------------------------------------------------------------
     def _recover(self, partitions: list[int]) -> None:
         """Load the partitions' checkpoints and seek each to where its streams resume."""
         assert self._consumer is not None
         topic = self.cfg.kafka.frames_topic
         seeks: dict[int, int | None] = {}
-        ends = self._consumer.end_offsets([TopicPartition(topic, p) for p in partitions])
+        ends = kafka.end_offsets(self.cfg.kafka, self.bootstrap, topic, partitions)
         for p in partitions:
             plan = recovery_plan(self.checkpoints, topic, p, self.cfg.kafka.partitions)
-            end = ends[TopicPartition(topic, p)]
+            end = ends[p]
             taken_at = max([plan.manifest.position, *(c.snapshot.offset for c in plan.restored)])
             if taken_at > end:
                 log.error(
@@ -376,7 +400,9 @@ class SegmentationWorker:
         if self.coordinator is not None:  # a restarted actor asks who owns what now
             coordinator = ray.get_actor(self.coordinator)
             self.partitions = ray.get(coordinator.partitions_of.remote(self.name))
-        self._consumer = kafka.make_consumer(self.cfg.kafka, self.bootstrap)
+        self._consumer = kafka.make_consumer(
+            self.cfg.kafka, self.bootstrap, group_id=self.cfg.kafka.lag_group
+        )
         owned, self.partitions = self.partitions, []
         self._recover(owned)
         started = last_activity = time.monotonic()
@@ -393,6 +419,7 @@ class SegmentationWorker:
                         self.handle(msg)
                 stepped = self.processor.step_ready()
                 self._checkpoint_due()
+                self._commit_lag()
                 now = time.monotonic()
                 if polled or stepped:
                     last_activity = now
@@ -406,6 +433,7 @@ class SegmentationWorker:
                     break
             self._checkpoint(self._progressed | self._due)  # a clean stop resumes exactly
             self.writer.wait()
+            self._commit_lag(wait=True)
         finally:
             self.producer.flush()  # dead letters and tracks are delivered
             self._consumer.close()

@@ -41,6 +41,10 @@ class KafkaConfig:
     partitions: int = 4
     max_message_bytes: int = 16 * 1024 * 1024
     """Frame chunks are large (8 frames at 256 px ~ 1.5 MB before zstd)."""
+    lag_group: str = "ausm-workers"
+    """Consumer group under which workers commit the offsets their checkpoints cover, so that
+    standard Kafka tools show the lag. Never joined: partitions are assigned explicitly, and
+    recovery reads offsets from the checkpoints, not from Kafka."""
     fetch_max_wait_ms: int = 50
     """Longest a consumer's fetch waits at the broker for records. Tansu (the embedded broker)
     answers a waiting fetch only when this runs out, not when records arrive: with

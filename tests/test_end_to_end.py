@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.compute as pc
 import pytest
+from kafka import TopicPartition
 
 from ausm_stream.operators.worker import ERROR_HEADER
 from ausm_stream.pipeline import kafka, records
@@ -66,6 +67,14 @@ def test_three_streams_every_frame_exactly_once(
     for w in workers:
         assert 0 < w["step_seconds"] < w["run_seconds"] and w["cpu_seconds"] > 0
     check_every_frame_once(open_store(storage), dict.fromkeys(videos, FRAMES))
+    # Offsets the checkpoints cover are committed for lag tools: all read, nothing lags.
+    lag = kafka.make_consumer(cfg.kafka, broker.bootstrap, group_id=cfg.kafka.lag_group)
+    tps = [TopicPartition(cfg.kafka.frames_topic, p) for p in range(cfg.kafka.partitions)]
+    ends = lag.end_offsets(tps)
+    assert {tp: lag.committed(tp) for tp in tps if ends[tp]} == {
+        tp: ends[tp] for tp in tps if ends[tp]
+    }
+    lag.close()
     # The tracks topic carries the same rows, in frame order per stream.
     msgs = consume(broker, cfg.kafka.tracks_topic, cfg.kafka.partitions)
     per_stream: dict[str, list[int]] = {}
