@@ -60,8 +60,10 @@ def start(config: Path, videos: dict[str, Path], log: Path) -> subprocess.Popen:
 
 def finish(proc: subprocess.Popen, log: Path, timeout_s: float = 240) -> dict:
     assert proc.wait(timeout_s) == 0, log.read_text()[-3000:]
-    text = log.read_text()
-    return json.loads(text[text.rindex("\n{") :])  # the summary printed last
+    lines = log.read_text().splitlines()
+    start = max(i for i, line in enumerate(lines) if line == "{")  # the summary printed last
+    end = next(i for i in range(start, len(lines)) if lines[i] == "}")
+    return json.loads("\n".join(lines[start : end + 1]))
 
 
 def tracks(store: Path):
