@@ -20,7 +20,7 @@ from kafka import TopicPartition
 from ausm_stream.operators.worker import ERROR_HEADER
 from ausm_stream.pipeline import kafka, records
 from ausm_stream.pipeline.broker import free_port
-from ausm_stream.pipeline.config import IngestConfig, KafkaConfig, StorageConfig
+from ausm_stream.pipeline.config import IngestConfig, KafkaConfig, PipelineConfig, StorageConfig
 from ausm_stream.pipeline.ingest import Ingest
 from ausm_stream.pipeline.sinks import read_dataset
 from ausm_stream.pipeline.storage import open_store
@@ -104,23 +104,65 @@ def test_bad_chunks_go_to_the_dead_letter_topic_and_the_stream_goes_on(
             )
         )
 
-    part = kafka.partition_for("cam-x", cfg.kafka.partitions)
+    def send(record: records.Record | bytes, stream: str = "cam-x") -> None:
+        value, kind = (record, "frames") if isinstance(record, bytes) else records.encode(record)
+        partition = kafka.partition_for(stream, cfg.kafka.partitions)
+        kafka.send(producer, cfg.kafka.frames_topic, stream, value, kind, partition=partition)
+
+    def prompt(
+        frame: int, ids: list[int], empty: bool = False, stream: str = "cam-x"
+    ) -> records.PromptRecord:
+        masks = np.zeros((len(ids), 128, 128), dtype=bool)
+        if not empty:
+            for i in range(len(ids)):
+                masks[i, 4 * i : 4 * i + 3, 10:20] = True
+        return records.PromptRecord(stream, frame, ids, masks)
+
     good = frames_chunk(0)
-    for value in (good, good[: len(good) // 3], frames_chunk(8, size=64), frames_chunk(16)):
-        kafka.send(producer, cfg.kafka.frames_topic, "cam-x", value, "frames", partition=part)
-    value, kind = records.encode(records.ControlRecord("end", "cam-x", 24))
-    kafka.send(producer, cfg.kafka.frames_topic, "cam-x", value, kind, partition=part)
+    send(good)
+    send(good[: len(good) // 3])  # corrupt bytes
+    send(frames_chunk(8, size=64))  # the wrong frame size
+    send(prompt(16, [1], empty=True))  # an empty mask
+    half = cfg_n_id(weights) // 2 + 1
+    send(prompt(16, list(range(10, 10 + half))))  # fits the ID buffer alone ...
+    send(prompt(16, list(range(50, 50 + half))))  # ... but not with the one before
+    send(frames_chunk(16))
+    # A prompt for a stream that never sends a frame, read by cam-x's worker.
+    ghost = next(g for i in range(100) if same_partition(g := f"ghost-{i}", "cam-x", cfg))
+    send(prompt(30, [2], stream=ghost), stream=ghost)
+    send(frames_chunk(24, size=64))  # the last chunk is bad too: the stream still ends
+    send(records.ControlRecord("end", "cam-x", 32))
     producer.flush()
 
     summary = run_workers(cfg, broker, {"cam-x"})
-    assert summary["dead_letters"] == 2
+    assert summary["dead_letters"] == 5
     dead = consume(broker, cfg.kafka.dead_letter_topic, cfg.kafka.partitions)
-    reasons = [kafka.header(m.headers, ERROR_HEADER) for m in dead]
-    assert len(reasons) == 2
-    assert any("not a readable Arrow IPC stream" in r for r in reasons)
-    assert any("64x64 frames, the model takes 128x128" in r for r in reasons)
+    reasons = sorted(kafka.header(m.headers, ERROR_HEADER) for m in dead)
+    assert len(reasons) == 5
+    expected = [
+        "64x64 frames, the model takes 128x128",
+        "64x64 frames, the model takes 128x128",
+        "exceed the ID buffer",
+        "object ids [1] are empty",
+        "not a readable Arrow IPC stream",
+    ]
+    for phrase in expected:
+        assert sum(phrase in r for r in reasons) == expected.count(phrase), (phrase, reasons)
+    assert summary["streams"]["cam-x"]["ended"] and summary["streams"]["cam-x"]["gaps"] == 2
+    assert ghost not in summary["streams"]  # a prompt alone does not make a stream
     frames = read_dataset(open_store(cfg.storage), "frames")
     assert sorted(frames["frame_idx"].to_pylist()) == [*range(8), *range(16, 24)]
+
+
+def same_partition(a: str, b: str, cfg: PipelineConfig) -> bool:
+    n = cfg.kafka.partitions
+    return kafka.partition_for(a, n) == kafka.partition_for(b, n)
+
+
+def cfg_n_id(weights: Path) -> int:
+    from ausm_stream.model import AUSM
+
+    return AUSM.read_config(weights).n_id
 
 
 def test_prompt_mid_stream_is_applied_at_its_frame(broker, ray_session, weights, videos, tmp_path):

@@ -49,3 +49,29 @@ def test_bad_values_name_the_key(data, message):
 def test_missing_file(tmp_path):
     with pytest.raises(ValueError, match="does not exist"):
         PipelineConfig.load(tmp_path / "nope.yaml", env={})
+
+
+@pytest.mark.parametrize(
+    "section, key",
+    [
+        ("kafka", "partitions"),
+        ("kafka", "max_message_bytes"),
+        ("ingest", "chunk_frames"),
+        ("worker", "parquet_frames"),
+        ("worker", "max_batch"),
+        ("worker", "cpus"),
+        ("worker", "checkpoint_frames"),
+        ("worker", "checkpoints_kept"),
+    ],
+)
+def test_zero_is_an_error_where_it_means_nothing(section, key):
+    with pytest.raises(ValueError, match=rf"{section}\.{key} must be at least 1, got 0"):
+        PipelineConfig.from_dict({section: {key: 0}})
+    # From the environment too, where every value arrives as a string.
+    with pytest.raises(ValueError, match=rf"{section}\.{key} must be at least 1"):
+        PipelineConfig.load(env={f"AUSM_{section.upper()}__{key.upper()}": "0"})
+
+
+def test_zero_stays_valid_where_it_has_a_meaning():
+    cfg = PipelineConfig.from_dict({"worker": {"count": 0}, "ingest": {"reconnect_attempts": 0}})
+    assert cfg.worker.count == 0 and cfg.ingest.reconnect_attempts == 0
