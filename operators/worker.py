@@ -1,18 +1,19 @@
-"""The SegmentationWorker: owns a model, consumes its partitions, writes tracks.
+"""The SegmentationWorker: owns a model, consumes its partitions, writes tracks and
+checkpoints.
 
 It reads its partitions of the frames topic by explicit assignment (never a consumer
-group: partitions are handed out by the caller, later by the coordinator), validates every
-record, sends invalid ones to the dead-letter topic with the reason and goes on, and steps
-all ready streams as one batch through :class:`StreamProcessor`. Tracks go to the tracks
-topic and the Parquet dataset.
+group: the coordinator hands partitions out), validates every record, sends invalid ones to
+the dead-letter topic with the reason and goes on, and steps all ready streams as one batch
+through :class:`StreamProcessor`. Tracks go to the tracks topic and the Parquet dataset;
+each stream's checkpoints go to the object store (:mod:`.checkpoint`, :mod:`.recovery`).
 
 Slow work happens between polls, never inside a Kafka callback: the model step on the
 polling thread (its lanes on their own threads), then the sinks (Arrow encoding, Parquet,
-the tracks topic) for the frames it emitted, in order. The sinks run inline on purpose: on a
-writer thread their Python competes for the GIL with the lanes' op dispatch, and
-`bench/pipeline.py` found the thread no faster (0.785 of the bare model against 0.80 inline,
-medians of 8 and 13 rounds; the sinks cost ~0.3 ms a frame). The class is plain Python;
-:data:`SegmentationWorkerActor` is its Ray actor.
+the tracks topic) for the frames it emitted, in order, then the snapshots of streams due a
+checkpoint. The sinks run inline on purpose: on a writer thread their Python competes for
+the GIL with the lanes' op dispatch and bought nothing (``bench/pipeline.py``). Checkpoints
+are written on their own thread, since storage round trips wait on the network, not the
+GIL. The class is plain Python; :data:`SegmentationWorkerActor` is its Ray actor.
 """
 
 from __future__ import annotations

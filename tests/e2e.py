@@ -31,6 +31,7 @@ from ausm_stream.pipeline.ingest import Ingest
 from ausm_stream.pipeline.sinks import read_dataset
 from ausm_stream.pipeline.storage import ObjectStore
 from ausm_stream.pipeline.video_files import write_h264
+from tests.conftest import s3_storage
 
 FRAMES = 48
 CAPTURE_START_NS = 1_700_000_000 * 10**9
@@ -43,6 +44,13 @@ def write_videos(root: Path, count: int, frames: int = FRAMES) -> dict[str, Path
         f"cam-{i}": write_h264(root / f"cam-{i}.mp4", generate_video("val", i, spec).frames)
         for i in range(count)
     }
+
+
+def storage_for(backend: str, tmp_path: Path, s3_endpoint: str) -> StorageConfig:
+    """A local directory, or a fresh bucket on the S3 endpoint."""
+    if backend == "file":
+        return StorageConfig(url=f"file://{tmp_path}/store")
+    return s3_storage(s3_endpoint, f"e2e-{uuid.uuid4().hex[:8]}")
 
 
 def pipeline_config(
@@ -88,7 +96,8 @@ def ingest_all(cfg: PipelineConfig, broker, videos: dict[str, Path], frames: int
 
 
 def run_workers(cfg: PipelineConfig, broker, streams: set[str], workers: int | None = None) -> dict:
-    """The pool as ``run`` and the demo start it (one worker per core of the test's Ray)."""
+    """The pool as ``run`` and the demo start it (one worker per core of the test's Ray),
+    until every stream ended; it is killed afterwards."""
     pool = WorkerPool.start(cfg, broker.bootstrap, workers)
     try:
         return ray.get(pool.run(until_ended=streams, max_seconds=240), timeout=300)

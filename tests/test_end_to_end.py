@@ -24,7 +24,7 @@ from ausm_stream.pipeline.config import IngestConfig, KafkaConfig, PipelineConfi
 from ausm_stream.pipeline.ingest import Ingest
 from ausm_stream.pipeline.sinks import read_dataset
 from ausm_stream.pipeline.storage import open_store
-from tests.conftest import disc_mask, s3_storage
+from tests.conftest import disc_mask
 from tests.e2e import (
     FRAMES,
     check_every_frame_once,
@@ -32,6 +32,7 @@ from tests.e2e import (
     ingest_all,
     pipeline_config,
     run_workers,
+    storage_for,
     write_videos,
 )
 from tests.live_source import serve_camera
@@ -48,11 +49,7 @@ def videos(tmp_path_factory) -> dict[str, Path]:
 def test_three_streams_every_frame_exactly_once(
     backend, broker, ray_session, weights, videos, tmp_path, s3_endpoint
 ):
-    storage = (
-        StorageConfig(url=f"file://{tmp_path}/store")
-        if backend == "file"
-        else s3_storage(s3_endpoint, f"e2e-{uuid.uuid4().hex[:8]}")
-    )
+    storage = storage_for(backend, tmp_path, s3_endpoint)
     cfg = pipeline_config(broker, weights, storage)
     ingest_all(cfg, broker, videos)
     summary = run_workers(cfg, broker, set(videos))

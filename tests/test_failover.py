@@ -26,7 +26,6 @@ from ausm_stream.pipeline.config import IngestConfig, KafkaConfig, PipelineConfi
 from ausm_stream.pipeline.ingest import ingest_actor
 from ausm_stream.pipeline.sinks import read_dataset
 from ausm_stream.pipeline.storage import open_store
-from tests.conftest import s3_storage
 from tests.e2e import (
     FRAMES,
     check_every_frame_once,
@@ -35,6 +34,7 @@ from tests.e2e import (
     ingest_all,
     pipeline_config,
     run_workers,
+    storage_for,
     topic_rows,
     write_videos,
 )
@@ -113,11 +113,7 @@ def sigkill(handle: ray.actor.ActorHandle) -> None:
 def test_workers_sigkilled_twice_leave_the_output_unchanged(
     workers, backend, broker, ray_session, weights, videos, reference, tmp_path, s3_endpoint
 ):
-    storage = (
-        StorageConfig(url=f"file://{tmp_path}/store")
-        if backend == "file"
-        else s3_storage(s3_endpoint, f"failover-{tmp_path.name[-12:].lower().replace('_', '-')}")
-    )
+    storage = storage_for(backend, tmp_path, s3_endpoint)
     cfg = pipeline_config(broker, weights, storage)
     ingest_all(cfg, broker, videos)
     pool = WorkerPool.start(cfg, broker.bootstrap, workers)
@@ -155,11 +151,7 @@ def test_the_whole_pipeline_stopped_and_started_again_resumes(
         first = ray.get(run, timeout=120)
         assert 0 < sum(s["frames"] for s in first["streams"].values()) < TOTAL
     pool.kill()
-    again = WorkerPool.start(cfg, broker.bootstrap)
-    try:
-        summary = ray.get(again.run(until_ended=set(videos), max_seconds=240), timeout=300)
-    finally:
-        again.kill()
+    summary = run_workers(cfg, broker, set(videos))
     assert summary["recovered_streams"] == STREAMS
     if first is not None:  # a clean stop resumes exactly where it was: nothing replayed
         resumed = {sid: s["resumed_at"] for sid, s in summary["streams"].items()}
@@ -201,11 +193,7 @@ def test_damaged_newest_checkpoints_fall_back_and_the_output_is_unchanged(
         assert len(manifests) >= 2, sid  # there is a previous one to fall back to
         damaged_at[sid] = json.loads(store.get(f"checkpoints/{sid}/latest.json"))["frame_idx"]
         damage_newest(store, sid, how)
-    again = WorkerPool.start(cfg, broker.bootstrap)
-    try:
-        summary = ray.get(again.run(until_ended=set(videos), max_seconds=240), timeout=300)
-    finally:
-        again.kill()
+    summary = run_workers(cfg, broker, set(videos))
     assert summary["recovered_streams"] == STREAMS
     for sid, s in summary["streams"].items():  # each resumed from an older checkpoint
         assert s["resumed_at"] < damaged_at[sid], sid
