@@ -209,7 +209,10 @@ def kill_latency(rt: Runtime, root: Path, weights: str, videos: dict, kills: int
         f"SIGKILL -> new output  {', '.join(f'{x:.1f}' for x in latencies)} s "
         f"(mean {mean(latencies):.1f}; target at most 10 s, model load included)"
     )
-    print(f"frames replayed        {replayed} per recovery (frames done at the kill - resumed at)")
+    print(
+        f"frames replayed        {replayed} per recovery (over the killed worker's streams: "
+        "frames done at the kill - the frame each resumed at)"
+    )
 
 
 # -- 4. soak --------------------------------------------------------------------------

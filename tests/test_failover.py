@@ -268,3 +268,24 @@ def test_an_ingest_actor_killed_mid_file_resumes_after_its_last_frame(
         assert np.array_equal(a.frame_idx, b.frame_idx) and np.array_equal(a.frames, b.frames)
         assert np.array_equal(a.pts_ns, b.pts_ns)
         assert np.array_equal(a.capture_ts - a.capture_ts[0], b.capture_ts - b.capture_ts[0])
+
+
+def test_a_worker_gone_for_good_has_its_partitions_moved_to_the_others(
+    broker, ray_session, weights, videos, reference, tmp_path
+):
+    cfg = pipeline_config(
+        broker, weights, StorageConfig(url=f"file://{tmp_path}/store"), max_restarts=0
+    )
+    ingest_all(cfg, broker, videos)
+    pool = WorkerPool.start(cfg, broker.bootstrap)
+    try:
+        run = pool.run(until_ended=set(videos), max_seconds=240)
+        wait_for_frames(pool, TOTAL // 2)
+        sigkill(pool.workers()["worker-1"])  # no restarts allowed: it stays dead
+        summary = ray.get(run, timeout=300)
+        assert pool.assignment() == {"worker-0": [0, 1, 2, 3]}
+    finally:
+        pool.kill()
+    assert [w["partitions"] for w in summary["workers"]] == [[0, 1, 2, 3]]
+    assert summary["recovered_streams"] >= 1  # worker-1's streams, from their checkpoints
+    assert_same_outputs(broker, cfg, reference)
