@@ -14,6 +14,9 @@
 - **AP** (YouTube-VIS): COCO-style average precision over tracks, with the spatio-temporal
   IoU ``sum_t |P_t n G_t| / sum_t |P_t u G_t|``, IoU thresholds 0.50:0.05:0.95, 101 recall
   points, at most 100 tracks per video, averaged over categories that have ground truth.
+- **Long streams**: mean J over the visible (frame, object) pairs of each window of 24
+  frames, and the share of prompted objects *lost for good* (no mask on any of their last
+  24 visible frames).
 - **ID switches**: per ground-truth instance, the predicted track matched at each frame
   (IoU >= 0.5, best IoU) changes from one matched frame to the next.
 """
@@ -117,6 +120,30 @@ def davis_object_scores(
     j = np.array([[jaccard(pred[t, k], gt[t, k]) for t in frames] for k in range(k_len)])
     f = np.array([[f_measure(pred[t, k], gt[t, k]) for t in frames] for k in range(k_len)])
     return j.mean(axis=1) if k_len else j, f.mean(axis=1) if k_len else f
+
+
+def windowed_j(pred: np.ndarray, gt: np.ndarray, window: int = 24) -> list[list[float]]:
+    """J of every (frame, object) where the object is visible, grouped by window of frames
+    (``t // window``): how quality holds over a long stream. pred and gt are (T, K, H, W)."""
+    t_len, k_len = gt.shape[:2]
+    out: list[list[float]] = [[] for _ in range((t_len + window - 1) // window)]
+    visible = gt.reshape(t_len, k_len, -1).any(axis=2)
+    for t, k in zip(*np.nonzero(visible), strict=True):
+        out[t // window].append(jaccard(pred[t, k], gt[t, k]))
+    return out
+
+
+def lost_for_good(pred: np.ndarray, gt: np.ndarray, tail: int = 24) -> list[bool]:
+    """Per object: no predicted mask on any of its last ``tail`` visible frames (an object
+    visible on fewer frames than that is never counted as lost)."""
+    t_len, k_len = gt.shape[:2]
+    visible = gt.reshape(t_len, k_len, -1).any(axis=2)
+    found = pred.reshape(t_len, k_len, -1).any(axis=2)
+    lost = []
+    for k in range(k_len):
+        frames = np.nonzero(visible[:, k])[0]
+        lost.append(len(frames) >= tail and not found[frames[-tail:], k].any())
+    return lost
 
 
 @dataclass

@@ -7,12 +7,15 @@
   whose category is its most frequent label and whose score is its mean score over the
   frames it was seen. AP, AP50, AP75, ID switches per 100 frames, and the share of full
   occlusions after which the object comes back under the same track id.
+- **Long streams**: on videos longer than one window of 24 frames, also the prompted mean J
+  per window, the last window's over the first's, and the share of prompted objects lost
+  for good.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -26,8 +29,13 @@ from ausm_stream.model.evaluation.metrics import (
     average_precision,
     davis_object_scores,
     id_switches,
+    lost_for_good,
     occlusion_kept,
+    windowed_j,
 )
+
+WINDOW = 24
+"""Frames per window of the long-stream figures (3 s at 8 frames a second)."""
 
 
 @dataclass
@@ -43,10 +51,19 @@ class EvalReport:
     occlusions: int
     occlusions_kept_unprompted: float
     occlusions_kept_prompted: float
+    window_j: list[float] = field(default_factory=list)
+    """Prompted mean J on visible frames per window of ``WINDOW`` frames, over all videos."""
+    lost_for_good: float = float("nan")
+    """Share of prompted objects with no mask on any of their last ``WINDOW`` visible frames."""
 
     @property
     def jf(self) -> float:
         return (self.j + self.f) / 2
+
+    @property
+    def last_over_first(self) -> float:
+        """Mean J of the last window over the first: 1 when quality holds over the stream."""
+        return self.window_j[-1] / self.window_j[0] if len(self.window_j) > 1 else float("nan")
 
     def table(self) -> str:
         rows = [
@@ -67,8 +84,21 @@ class EvalReport:
                 f"{self.occlusions_kept_prompted:.3f}",
             ),
         ]
+        if len(self.window_j) > 1:
+            rows += [
+                (f"prompted J, last / first {WINDOW} frames", f"{self.last_over_first:.3f}"),
+                ("prompted objects lost for good", f"{self.lost_for_good:.3f}"),
+            ]
         width = max(len(k) for k, _ in rows)
-        return "\n".join(f"{k:<{width}}  {v:>9}" for k, v in rows)
+        lines = [f"{k:<{width}}  {v:>9}" for k, v in rows]
+        if len(self.window_j) > 1:
+            lines.append(f"prompted mean J per {WINDOW} frames (visible frames):")
+            lines += [
+                f"  {i * WINDOW:>5}-{(i + 1) * WINDOW - 1:<5} {j:.3f}"
+                for i, j in enumerate(self.window_j)
+                if len(self.window_j) <= 12 or i < 6 or i >= len(self.window_j) - 6
+            ]
+        return "\n".join(lines)
 
 
 def run_prompted(model: AUSM, video: Video, seed: int = 0) -> np.ndarray:
@@ -117,6 +147,8 @@ def run_unprompted(model: AUSM, video: Video, seed: int = 0) -> list[Track]:
 def evaluate(model: AUSM, videos: list[Video], progress: bool = True) -> EvalReport:
     model = model.eval()
     j_all, f_all, preds, gts = [], [], [], []
+    windows: list[list[float]] = []
+    lost: list[bool] = []
     frames = 0
     kept_u = kept_p = cases = 0
     for video in tqdm(videos, desc="eval", unit="video", disable=not progress):
@@ -126,6 +158,11 @@ def evaluate(model: AUSM, videos: list[Video], progress: bool = True) -> EvalRep
         j, f = davis_object_scores(prompted, video.masks)
         j_all.extend(j.tolist())
         f_all.extend(f.tolist())
+        for i, js in enumerate(windowed_j(prompted, video.masks, WINDOW)):
+            if i == len(windows):
+                windows.append([])
+            windows[i].extend(js)
+        lost.extend(lost_for_good(prompted, video.masks, WINDOW))
         tracks = run_unprompted(model, video)
         preds.extend(tracks)
         video_gts = [
@@ -151,4 +188,6 @@ def evaluate(model: AUSM, videos: list[Video], progress: bool = True) -> EvalRep
         occlusions=cases,
         occlusions_kept_unprompted=kept_u / cases if cases else float("nan"),
         occlusions_kept_prompted=kept_p / cases if cases else float("nan"),
+        window_j=[float(np.mean(w)) for w in windows if w],
+        lost_for_good=float(np.mean(lost)) if lost else float("nan"),
     )

@@ -197,3 +197,20 @@ def test_id_switches_and_occlusion_keeping():
     assert occlusion_kept([same], gt_sliver, 2, 3)
     assert not occlusion_kept(split, gt_sliver, 2, 3)
     assert not occlusion_kept([same], gt_sliver, 2, 3, window=1)
+
+
+def test_windowed_j_and_objects_lost_for_good():
+    from ausm_stream.model.evaluation.metrics import lost_for_good, windowed_j
+
+    gt = np.zeros((6, 2, 4, 4), dtype=bool)
+    gt[:, 0, :2, :2] = True  # object 0 visible throughout
+    gt[:3, 1, 2:, 2:] = True  # object 1 leaves after frame 2
+    pred = gt.copy()
+    pred[3:, 0] = False  # object 0 lost from frame 3 on
+    pred[1, 1, 3, 3] = False  # a quarter of object 1 missed once
+    assert windowed_j(pred, gt, window=3) == [[1.0, 1.0, 1.0, 0.75, 1.0, 1.0], [0.0, 0.0, 0.0]]
+    assert lost_for_good(pred, gt, tail=3) == [True, False]
+    assert lost_for_good(pred, gt, tail=4) == [False, False]  # object 0 was found on frame 2
+    pred[:, 1] = False
+    assert lost_for_good(pred, gt, tail=3) == [True, True]
+    assert lost_for_good(pred, gt, tail=4) == [False, False]  # object 1: too few visible frames
