@@ -26,6 +26,7 @@ RUNTIME_FIELDS = frozenset(
         "dedup_iou",
         "min_mask_area",
         "max_missing",
+        "prompted_max_missing",
         "reid_distance",
         "reid_threshold",
         "scan_backend",
@@ -86,6 +87,12 @@ class AUSMConfig:
     """A new detection needs at least this many mask pixels (input resolution)."""
     max_missing: int = 15
     """A track is retired after this many consecutive frames without a visible mask."""
+    prompted_max_missing: int = 0
+    """The same for tracks of prompted objects; 0 (the default) = never. A user who pointed
+    at an object expects it found again after it left the view, however long: its track
+    keeps its slot (prompts never exceed the ID buffer), its own query keeps looking for
+    it, and once it has been away longer than ``max_missing`` a confident new detection of
+    its class anywhere in the frame continues it (see ``tracking._lost_track``)."""
     reid_distance: float = 1.0
     """A new detection of the class of a track unseen for up to ``max_missing`` frames, whose
     box centre lies within this many of the track's last box sizes (its longer side) from
@@ -162,6 +169,7 @@ class AUSMConfig:
         _require(0.0 < self.dedup_iou <= 1.0, "dedup_iou", "must lie in (0, 1]")
         _require(self.min_mask_area >= 1, "min_mask_area", "must be >= 1")
         _require(self.max_missing >= 0, "max_missing", "must be >= 0")
+        _require(self.prompted_max_missing >= 0, "prompted_max_missing", "must be >= 0")
         _require(self.reid_distance >= 0, "reid_distance", "must be >= 0")
         _require(0.0 < self.reid_threshold < 1.0, "reid_threshold", "must lie in (0, 1)")
         _require(

@@ -6,7 +6,8 @@ Kept apart from the ``nn.Module``s so the network stays pure tensors. Per stream
    ``track_threshold`` and their mask is non-empty. A track unseen for more than ``max_missing``
    consecutive frames is retired and its ID vector returns to the pool. While unseen it
    stays in A with an empty mask, so its ID query can find the object again after an
-   occlusion.
+   occlusion. A prompted object's track is not retired (``prompted_max_missing``, default
+   never): whoever prompted it expects it found again when it comes back into view.
 2. **Prompts** queued by ``add_prompt`` for this frame: a prompt for an object id the stream
    already tracks replaces that track's mask; a prompt whose mask overlaps an unprompted
    visible track by more than ``dedup_iou`` adopts that track (same track id, now carrying
@@ -19,7 +20,9 @@ Kept apart from the ``nn.Module``s so the network stays pure tensors. Per stream
    when one of their class was last seen close by (``reid_distance``: an object back from
    behind another keeps its id), else get a fresh slot from the unused part of the ID buffer
    while there is room. Weaker detections (above ``reid_threshold``) may continue a lost
-   track but never start one (ByteTrack's low-score association).
+   track but never start one (ByteTrack's low-score association). A prompted object away
+   for longer than ``max_missing`` is continued by a confident detection of its class
+   anywhere in the frame: it may come back through another edge.
 
 A track has one class, not one per frame: the class with the most probability summed over
 the frames the track was visible (as video-instance evaluations score a track by its mean
@@ -160,7 +163,11 @@ def _update_tracks(f: _Frame) -> None:
             f.emitted[slot] = (mask, score, slot)
         else:
             s.slot_missing[slot] += 1
-            if int(s.slot_missing[slot]) > cfg.max_missing:
+            prompted = int(s.slot_object_id[slot]) >= 0
+            if prompted and cfg.prompted_max_missing == 0:
+                continue  # a prompted object is kept until it is found again
+            limit = cfg.prompted_max_missing if prompted else cfg.max_missing
+            if int(s.slot_missing[slot]) > limit:
                 f.retire(slot)
 
 
@@ -272,7 +279,7 @@ def _add_detections(f: _Frame, prompt_masks: list[Tensor]) -> None:
         if areas[i] < cfg.min_mask_area or over_taken[i] or bool(over_det[i, kept].any()):
             continue
         label = int(f.labels[q])
-        slot = _lost_track(f, mask, label)
+        slot = _lost_track(f, mask, label, confident=float(f.scores[q]) > cfg.fg_threshold)
         if slot is None:
             if float(f.scores[q]) <= cfg.fg_threshold:
                 continue  # too weak to start a track
@@ -296,9 +303,11 @@ def mask_boxes(masks: Tensor) -> Tensor:
     return torch.stack([x0, y0, x1, y1], dim=1).float()
 
 
-def _lost_track(f: _Frame, mask: Tensor, label: int) -> int | None:
+def _lost_track(f: _Frame, mask: Tensor, label: int, confident: bool) -> int | None:
     """The track unseen this frame that a new detection continues (``reid_distance``): same
-    class, box centre near where the track was last seen; the nearest one wins."""
+    class, box centre near where the track was last seen; the nearest one wins. Failing
+    that, a prompted object away for longer than ``max_missing`` may come back anywhere: a
+    ``confident`` detection of its class continues it wherever it is (nearest first)."""
     cfg, s = f.cfg, f.state
     if cfg.reid_distance <= 0:
         return None
@@ -315,7 +324,16 @@ def _lost_track(f: _Frame, mask: Tensor, label: int) -> int | None:
     dist = ((last[:, :2] + last[:, 2:]) / 2 - centre).norm(dim=1)
     reach = cfg.reid_distance * (last[:, 2:] - last[:, :2]).amax(dim=1)
     best = int(torch.argmin(dist))
-    return lost[best] if float(dist[best]) <= float(reach[best]) else None
+    if float(dist[best]) <= float(reach[best]):
+        return lost[best]
+    if not confident:
+        return None
+    gone = [
+        i
+        for i in range(len(lost))
+        if int(s.slot_object_id[lost[i]]) >= 0 and int(s.slot_missing[lost[i]]) > cfg.max_missing
+    ]
+    return lost[min(gone, key=lambda i: (float(dist[i]), lost[i]))] if gone else None
 
 
 def update_stream(

@@ -243,6 +243,10 @@ class StreamProcessor:
 
     # -- stepping ----------------------------------------------------------------------------
     def ready(self) -> list[str]:
+        """Up to ``max_batch`` streams with a queued frame, least recently stepped first
+        (round robin): with more ready streams than ``max_batch``, every one is stepped
+        within ceil(ready / max_batch) steps. Which streams share a batch never changes their
+        outputs (the step is batch-invariant)."""
         return [sid for sid, s in self.streams.items() if s.queue][: self.max_batch]
 
     def step_ready(self) -> int:
@@ -279,6 +283,7 @@ class StreamProcessor:
             )
             s.next_frame = head.frame_idx + 1
             s.frames_done += 1
+            self.streams[sid] = self.streams.pop(sid)  # to the back of the round robin
             self._finish_if_done(sid)
         return len(ids)
 

@@ -200,3 +200,35 @@ def test_a_track_keeps_its_class_when_one_frame_disagrees_and_follows_the_eviden
         update_stream(CFG, s, *outputs({}))
     assert not bool(s.slot_active.any()) and float(s.slot_class_evidence.abs().sum()) == 0.0
     assert update_stream(CFG, s, *outputs({det(1): (20, 20)})).label_names == ["square"]
+
+
+def prompt(s: StreamState, object_id: int, row: int, col: int) -> None:
+    s.pending_object_id[0] = object_id
+    s.pending_masks[0] = False
+    s.pending_masks[0, 4 * row : 4 * row + 24, 4 * col : 4 * col + 24] = True
+
+
+def test_a_prompted_object_that_left_the_view_is_found_again_under_its_id():
+    s = fresh_state()
+    prompt(s, 42, 2, 2)
+    r = update_stream(CFG, s, *outputs({det(0): (2, 2)}))  # a query sees it: its class
+    assert r.prompt_object_ids.tolist() == [42] and r.track_ids.tolist() == [1]
+    for _ in range(10 * CFG.max_missing):  # it left the view, for long
+        assert len(update_stream(CFG, s, *outputs({}))) == 0
+    assert int(s.slot_object_id.max()) == 42  # kept, not retired
+    # An unprompted track gone as long is retired meanwhile; the prompted one comes back
+    # through the opposite edge, found by a confident detection of its class.
+    r = update_stream(CFG, s, *outputs({det(1): (24, 24)}))
+    assert r.prompt_object_ids.tolist() == [42] and r.track_ids.tolist() == [1]
+
+
+def test_prompted_tracks_can_be_retired_like_others():
+    cfg = AUSMConfig.preset("tiny", n_id=4, n_det=4, max_missing=2, prompted_max_missing=3)
+    s = fresh_state()
+    prompt(s, 42, 2, 2)
+    update_stream(cfg, s, *outputs({det(0): (2, 2)}))
+    for _ in range(4):
+        update_stream(cfg, s, *outputs({}))
+    assert not bool(s.slot_active.any())
+    r = update_stream(cfg, s, *outputs({det(1): (24, 24)}))
+    assert r.prompt_object_ids.tolist() == [-1] and r.track_ids.tolist() == [2]

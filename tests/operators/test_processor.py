@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -191,3 +193,17 @@ def test_a_prompt_alone_does_not_make_a_stream(processor):
     assert not p.streams["ghost"].has_frames
     p.on_record(chunk("ghost", 0, 1))
     assert p.streams["ghost"].has_frames
+
+
+def test_more_ready_streams_than_a_batch_take_turns():
+    emitted = []
+    p = StreamProcessor(make_model(image_size=SIZE, fg_threshold=0.85), emitted.append, max_batch=2)
+    for sid in "abc":
+        p.on_record(chunk(sid, 0, 8))
+    steps = [sorted(f.stream_id for f in emitted[-n:]) for n in iter(p.step_ready, 0)]
+    # Every ready stream is stepped within ceil(3 / 2) = 2 steps, all the way through.
+    for one, two in itertools.pairwise(steps):
+        assert set(one) | set(two) == {"a", "b", "c"}
+    assert {sid: sum(f.stream_id == sid for f in emitted) for sid in "abc"} == dict.fromkeys(
+        "abc", 8
+    )
