@@ -31,7 +31,7 @@ from ausm_stream.pipeline.config import PipelineConfig
 log = logging.getLogger(__name__)
 
 UTILISATION = ("run_seconds", "step_seconds", "cpu_seconds")
-COUNTERS = ("checkpoints_written", "recovered_streams")
+COUNTERS = ("checkpoints_written", "recovered_streams", "resident_streams")
 
 
 def split_partitions(partitions: int, workers: int) -> list[list[int]]:

@@ -83,6 +83,11 @@ class CheckpointWriter:
                     raise TimeoutError(f"checkpoints not written within {timeout_s} s")
             self._raise_error()
 
+    def idle(self) -> bool:
+        """Everything submitted is written."""
+        with self._lock:
+            return not self._jobs and not self._busy
+
     def watermarks(self) -> dict[int, int]:
         """Per partition, the smallest offset a recovery would read from (for lag)."""
         with self._lock:

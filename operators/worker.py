@@ -49,6 +49,8 @@ from ausm_stream.pipeline.storage import open_store
 log = logging.getLogger(__name__)
 
 ERROR_HEADER = "ausm-error"
+ENDED_STATS_KEPT = 10_000
+"""Ended streams whose stats a worker keeps for its summary (a few hundred bytes each)."""
 SOURCE_HEADER = "ausm-source"
 
 
@@ -155,6 +157,8 @@ class SegmentationWorker:
         self.skip: dict[str, int] = {}
         """Per restored stream, the offset its checkpoint resumes at (earlier records skip)."""
         self._due: set[str] = set()
+        self._leaving: set[str] = set()  # ended, final checkpoint submitted
+        self._gone: dict[str, None] = {}  # ended and out of memory, oldest first
         self._progressed: set[str] = set()
         self._last_periodic = time.monotonic()
         self._committed: dict[int, int] = {}
@@ -226,6 +230,35 @@ class SegmentationWorker:
         if self._due:
             due, self._due = self._due, set()
             self._checkpoint(due)
+            entries = self.processor.streams
+            self._leaving |= {sid for sid in due if sid in entries and entries[sid].closed}
+        if self._leaving and self.writer.idle():
+            self._let_ended_streams_go()
+
+    def _let_ended_streams_go(self) -> None:
+        """Ended streams whose final checkpoint is written leave memory (their model state,
+        their entry); only their small stats stay, the oldest dropped past
+        ``ENDED_STATS_KEPT``. Should records of one arrive after all, it is paged back in
+        from that checkpoint (:meth:`_page_in`)."""
+        for sid in sorted(self._leaving):
+            entry = self.processor.streams.get(sid)
+            if entry is not None and entry.closed and not entry.queue:
+                self.processor.forget(sid)
+                self.parquet.forget(sid)
+                self.track_topic.forget(sid)
+                self._gone[sid] = None
+        self._leaving.clear()
+        while len(self._gone) > ENDED_STATS_KEPT:
+            sid = next(iter(self._gone))
+            del self._gone[sid]
+            self.stats.pop(sid, None)
+
+    def _page_in(self, stream_id: str) -> None:
+        """A stream that left memory gets records again: resume it from its checkpoint."""
+        self._gone.pop(stream_id, None)
+        loaded = self.checkpoints.load(stream_id)
+        if loaded is not None:
+            self._restore(loaded[0])
 
     def _commit_lag(self, wait: bool = False) -> None:
         """Commit to Kafka what the written checkpoints cover: the last step of the commit
@@ -296,6 +329,8 @@ class SegmentationWorker:
             frames=snap.frames_done, ended=snap.ended, resumed_at=snap.next_frame
         )
         self.recovered_streams += 1
+        if snap.ended:  # nothing to resume: it stays out of memory unless records come
+            self._leaving.add(snap.stream_id)
         log.info(
             "stream %s restored at frame %d (%d frames done%s)",
             snap.stream_id,
@@ -366,6 +401,8 @@ class SegmentationWorker:
         Records that a restored stream's checkpoint already covers are skipped."""
         key = msg.key.decode(errors="replace") if msg.key else None
         p = msg.partition
+        if key in self._gone:
+            self._page_in(key)
         if key is None or msg.offset >= self.skip.get(key, -1):
             kind = kafka.header(msg.headers, records.KIND_HEADER)
             try:
@@ -434,6 +471,7 @@ class SegmentationWorker:
                     break
             self._checkpoint(self._progressed | self._due)  # a clean stop resumes exactly
             self.writer.wait()
+            self._let_ended_streams_go()
             self._commit_lag(wait=True)
         finally:
             self.producer.flush()  # dead letters and tracks are delivered
@@ -466,6 +504,7 @@ class SegmentationWorker:
             "cpu_seconds": round(self.cpu_seconds, 3),
             "checkpoints_written": self.writer.written,
             "recovered_streams": self.recovered_streams,
+            "resident_streams": len(entries),
             "streams": {
                 sid: {
                     "frames": st.frames,

@@ -63,6 +63,7 @@ def test_three_streams_every_frame_exactly_once(
     assert [w["streams"] for w in workers] == [["cam-1"], ["cam-0", "cam-2"]]
     for w in workers:
         assert 0 < w["step_seconds"] < w["run_seconds"] and w["cpu_seconds"] > 0
+    assert summary["resident_streams"] == 0  # ended streams left memory
     check_every_frame_once(open_store(storage), dict.fromkeys(videos, FRAMES))
     # Offsets the checkpoints cover are committed for lag tools: all read, nothing lags.
     lag = kafka.make_consumer(cfg.kafka, broker.bootstrap, group_id=cfg.kafka.lag_group)

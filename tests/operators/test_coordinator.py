@@ -68,6 +68,7 @@ def test_the_pool_summary_merges_its_workers():
             "cpu_seconds": 1.8,
             "checkpoints_written": 4,
             "recovered_streams": 1,
+            "resident_streams": 2,
             "streams": {sid: {"frames": 5} for sid in streams},
         }
 
