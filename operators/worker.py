@@ -157,8 +157,11 @@ class SegmentationWorker:
         self.skip: dict[str, int] = {}
         """Per restored stream, the offset its checkpoint resumes at (earlier records skip)."""
         self._due: set[str] = set()
-        self._leaving: set[str] = set()  # ended, final checkpoint submitted
-        self._gone: dict[str, None] = {}  # ended and out of memory, oldest first
+        self._leaving: set[str] = set()  # ended or idle, last checkpoint submitted
+        self._ended_gone: dict[str, None] = {}  # out of memory, oldest first
+        self._idle_gone: dict[str, None] = {}
+        self._last_active: dict[str, float] = {}
+        self._last_idle_check = time.monotonic()
         self._progressed: set[str] = set()
         self._last_periodic = time.monotonic()
         self._committed: dict[int, int] = {}
@@ -177,6 +180,7 @@ class SegmentationWorker:
         st.last_step = now
         st.frames += 1
         self._progressed.add(frame.stream_id)
+        self._last_active[frame.stream_id] = now
         if (frame.frame_idx + 1) % self.checkpoint_frames == 0:
             self._due.add(frame.stream_id)
 
@@ -227,35 +231,54 @@ class SegmentationWorker:
         if now - self._last_periodic >= w.checkpoint_seconds:
             self._due |= self._progressed
             self._last_periodic = now
+        idle: set[str] = set()
+        if w.idle_page_out_s and now - self._last_idle_check >= 1.0:
+            self._last_idle_check = now
+            idle = self._idle(now, w.idle_page_out_s)
+            self._due |= idle
         if self._due:
             due, self._due = self._due, set()
             self._checkpoint(due)
             entries = self.processor.streams
-            self._leaving |= {sid for sid in due if sid in entries and entries[sid].closed}
+            self._leaving |= idle | {sid for sid in due if sid in entries and entries[sid].closed}
         if self._leaving and self.writer.idle():
-            self._let_ended_streams_go()
+            self._let_streams_go()
 
-    def _let_ended_streams_go(self) -> None:
-        """Ended streams whose final checkpoint is written leave memory (their model state,
-        their entry); only their small stats stay, the oldest dropped past
-        ``ENDED_STATS_KEPT``. Should records of one arrive after all, it is paged back in
-        from that checkpoint (:meth:`_page_in`)."""
+    def _idle(self, now: float, after_s: float) -> set[str]:
+        """Streams with nothing queued and no record or step for more than ``after_s``."""
+        return {
+            sid
+            for sid, entry in self.processor.streams.items()
+            if not entry.queue
+            and not entry.closed
+            and now - self._last_active.get(sid, now) > after_s
+        }
+
+    def _let_streams_go(self) -> None:
+        """Streams whose last checkpoint is written leave memory (model state, entry, sink
+        buffers): ended ones, and those idle for ``worker.idle_page_out_s``. Only a stream
+        unchanged since its checkpoint goes. Records of one that arrive later page it back in
+        from that checkpoint (:meth:`_page_in`). An ended stream's small stats stay for the
+        summary, the oldest dropped past ``ENDED_STATS_KEPT``."""
         for sid in sorted(self._leaving):
             entry = self.processor.streams.get(sid)
-            if entry is not None and entry.closed and not entry.queue:
-                self.processor.forget(sid)
-                self.parquet.forget(sid)
-                self.track_topic.forget(sid)
-                self._gone[sid] = None
+            if entry is None or entry.queue or sid in self._progressed:
+                continue
+            self.processor.forget(sid)
+            self.parquet.forget(sid)
+            self.track_topic.forget(sid)
+            self._last_active.pop(sid, None)
+            (self._ended_gone if entry.closed else self._idle_gone)[sid] = None
         self._leaving.clear()
-        while len(self._gone) > ENDED_STATS_KEPT:
-            sid = next(iter(self._gone))
-            del self._gone[sid]
+        while len(self._ended_gone) > ENDED_STATS_KEPT:
+            sid = next(iter(self._ended_gone))
+            del self._ended_gone[sid]
             self.stats.pop(sid, None)
 
     def _page_in(self, stream_id: str) -> None:
         """A stream that left memory gets records again: resume it from its checkpoint."""
-        self._gone.pop(stream_id, None)
+        self._ended_gone.pop(stream_id, None)
+        self._idle_gone.pop(stream_id, None)
         loaded = self.checkpoints.load(stream_id)
         if loaded is not None:
             self._restore(loaded[0])
@@ -329,6 +352,7 @@ class SegmentationWorker:
             frames=snap.frames_done, ended=snap.ended, resumed_at=snap.next_frame
         )
         self.recovered_streams += 1
+        self._last_active[snap.stream_id] = time.monotonic()
         if snap.ended:  # nothing to resume: it stays out of memory unless records come
             self._leaving.add(snap.stream_id)
         log.info(
@@ -401,7 +425,7 @@ class SegmentationWorker:
         Records that a restored stream's checkpoint already covers are skipped."""
         key = msg.key.decode(errors="replace") if msg.key else None
         p = msg.partition
-        if key in self._gone:
+        if key in self._ended_gone or key in self._idle_gone:
             self._page_in(key)
         if key is None or msg.offset >= self.skip.get(key, -1):
             kind = kafka.header(msg.headers, records.KIND_HEADER)
@@ -410,6 +434,7 @@ class SegmentationWorker:
                 self.processor.on_record(record, msg.offset)
                 self.writer.note_stream(p, record.stream_id, msg.offset)
                 self._progressed.add(record.stream_id)
+                self._last_active[record.stream_id] = time.monotonic()
             except RecordError as exc:
                 self._dead_letter(
                     key or "",
@@ -471,7 +496,7 @@ class SegmentationWorker:
                     break
             self._checkpoint(self._progressed | self._due)  # a clean stop resumes exactly
             self.writer.wait()
-            self._let_ended_streams_go()
+            self._let_streams_go()
             self._commit_lag(wait=True)
         finally:
             self.producer.flush()  # dead letters and tracks are delivered

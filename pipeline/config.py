@@ -113,6 +113,9 @@ class WorkerConfig:
     replays after a failure and more storage traffic (``bench/recovery.py`` measures both)."""
     checkpoint_seconds: float = 30.0
     """Also checkpoint every stream that progressed at least this often (slow streams)."""
+    idle_page_out_s: float = 300.0
+    """A stream with nothing queued and no record for this long leaves the worker's memory
+    after a checkpoint; its next record pages it back in from that checkpoint."""
     checkpoints_kept: int = 3
     """Checkpoints kept per stream: a damaged newest one falls back to the one before."""
     max_restarts: int | None = None

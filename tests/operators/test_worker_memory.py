@@ -1,4 +1,4 @@
-"""A worker lets ended streams go and pages one back in when its records come again."""
+"""A worker lets ended and idle streams go and pages them back in when records come."""
 
 from __future__ import annotations
 
@@ -61,3 +61,22 @@ def test_an_ended_stream_leaves_memory_and_is_paged_back_in(broker, weights, tmp
     reference.run(until_ended={"cam"}, max_seconds=60)
     # Its state came back from the checkpoint: frames 8-15 as if it had never left.
     assert rows(cfg, range(8, 16)) == rows(straight, range(8, 16)) != []
+
+
+def test_an_idle_stream_is_paged_out_and_back_in(broker, weights, tmp_path):
+    cfg = pipeline_config(
+        broker, weights, StorageConfig(url=f"file://{tmp_path}/paged"), idle_page_out_s=1.0
+    )
+    straight = pipeline_config(broker, weights, StorageConfig(url=f"file://{tmp_path}/straight"))
+    for c in (cfg, straight):
+        kafka.ensure_topics(c.kafka, broker.bootstrap)
+    send_frames(straight, broker, 0, 16, end=16)
+    send_frames(cfg, broker, 0, 8, end=None)
+    worker = SegmentationWorker(cfg, broker.bootstrap, list(range(4)))
+    idle = worker.run(idle_timeout_s=4, max_seconds=60)  # the camera pauses
+    assert idle["resident_streams"] == 0 and not idle["streams"]["cam"]["ended"]
+    send_frames(cfg, broker, 8, 16, end=16)
+    worker.run(until_ended={"cam"}, max_seconds=60)
+    reference = SegmentationWorker(straight, broker.bootstrap, list(range(4)))
+    reference.run(until_ended={"cam"}, max_seconds=60)
+    assert rows(cfg, range(0, 16)) == rows(straight, range(0, 16)) != []
