@@ -79,6 +79,8 @@ def weights_info(weights: str) -> tuple[AUSMConfig, str]:
 @dataclass
 class StreamStats:
     frames: int = 0
+    tracks: int = 0
+    """Tracks the stream has shown (its highest track id)."""
     first_step: float | None = None
     last_step: float | None = None
     ended: bool = False
@@ -179,6 +181,8 @@ class SegmentationWorker:
         st.first_step = st.first_step or now
         st.last_step = now
         st.frames += 1
+        if len(frame.track_ids):  # ids count from 1 per stream: the highest is how many
+            st.tracks = max(st.tracks, int(frame.track_ids.max()))
         self._progressed.add(frame.stream_id)
         self._last_active[frame.stream_id] = now
         if (frame.frame_idx + 1) % self.checkpoint_frames == 0:
@@ -349,7 +353,10 @@ class SegmentationWorker:
         self.track_topic.restore(snap.stream_id, *ckpt.pending["kafka"])
         self.skip[snap.stream_id] = snap.offset
         st = self.stats[snap.stream_id] = StreamStats(
-            frames=snap.frames_done, ended=snap.ended, resumed_at=snap.next_frame
+            frames=snap.frames_done,
+            tracks=snap.state.next_track_id - 1,
+            ended=snap.ended,
+            resumed_at=snap.next_frame,
         )
         self.recovered_streams += 1
         self._last_active[snap.stream_id] = time.monotonic()
@@ -533,7 +540,7 @@ class SegmentationWorker:
             "streams": {
                 sid: {
                     "frames": st.frames,
-                    "tracks": entries[sid].state.next_track_id - 1 if sid in entries else 0,
+                    "tracks": st.tracks,
                     "fps": round(st.fps, 2),
                     "ended": st.ended,
                     "gaps": entries[sid].gaps if sid in entries else 0,

@@ -64,6 +64,10 @@ def test_three_streams_every_frame_exactly_once(
     for w in workers:
         assert 0 < w["step_seconds"] < w["run_seconds"] and w["cpu_seconds"] > 0
     assert summary["resident_streams"] == 0  # ended streams left memory
+    tracks = read_dataset(open_store(storage))
+    for sid, s in summary["streams"].items():  # the summary counts the tracks that were shown
+        shown = tracks.filter(pc.field("stream_id") == sid)["track_id"].to_pylist()
+        assert s["tracks"] == max(shown) == len(set(shown)), sid
     check_every_frame_once(open_store(storage), dict.fromkeys(videos, FRAMES))
     # Offsets the checkpoints cover are committed for lag tools: all read, nothing lags.
     lag = kafka.make_consumer(cfg.kafka, broker.bootstrap, group_id=cfg.kafka.lag_group)
