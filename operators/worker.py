@@ -81,6 +81,8 @@ class StreamStats:
     frames: int = 0
     tracks: int = 0
     """Tracks the stream has shown (its highest track id)."""
+    gaps: int = 0
+    """Runs of frames that never arrived, as of when the stream left memory."""
     first_step: float | None = None
     last_step: float | None = None
     ended: bool = False
@@ -268,6 +270,7 @@ class SegmentationWorker:
             entry = self.processor.streams.get(sid)
             if entry is None or entry.queue or sid in self._progressed:
                 continue
+            self.stats[sid].gaps = entry.gaps
             self.processor.forget(sid)
             self.parquet.forget(sid)
             self.track_topic.forget(sid)
@@ -355,6 +358,7 @@ class SegmentationWorker:
         st = self.stats[snap.stream_id] = StreamStats(
             frames=snap.frames_done,
             tracks=snap.state.next_track_id - 1,
+            gaps=snap.gaps,
             ended=snap.ended,
             resumed_at=snap.next_frame,
         )
@@ -543,7 +547,7 @@ class SegmentationWorker:
                     "tracks": st.tracks,
                     "fps": round(st.fps, 2),
                     "ended": st.ended,
-                    "gaps": entries[sid].gaps if sid in entries else 0,
+                    "gaps": entries[sid].gaps if sid in entries else st.gaps,
                     "resumed_at": st.resumed_at,
                 }
                 for sid, st in sorted(self.stats.items())
