@@ -57,7 +57,6 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "ausm-stream-checkpoint"
 CHECKPOINT_VERSION = "1"
-SINKS = ("parquet", "kafka")
 
 
 class CheckpointError(AUSMStreamError):

@@ -82,8 +82,6 @@ class StreamEntry:
     frames_done: int = 0
     gaps: int = 0
     closed: bool = False
-    has_frames: bool = False
-    """A frame (or the end) arrived: until then, prompts alone do not make a stream."""
 
     @property
     def finished(self) -> bool:
@@ -155,7 +153,6 @@ class StreamProcessor:
 
     def _on_end(self, record: ControlRecord) -> None:
         s = self.entry(record.stream_id)
-        s.has_frames = True
         if record.frame_idx > s.received:
             s.gaps += 1
             log.warning(
@@ -176,7 +173,6 @@ class StreamProcessor:
                 f"takes {self.size[0]}x{self.size[1]}"
             )
         s = self.entry(chunk.stream_id)
-        s.has_frames = True
         for i, idx in enumerate(chunk.frame_idx.tolist()):
             if idx < s.received:
                 continue  # already received (a replayed chunk): processed once only
@@ -326,7 +322,6 @@ class StreamProcessor:
             received=snap.next_frame,
             frames_done=snap.frames_done,
             gaps=snap.gaps,
-            has_frames=True,
         )
         for at, prompt in snap.prompts:
             s.prompts.setdefault(at, []).append(QueuedPrompt(prompt))

@@ -36,8 +36,6 @@ class CheckpointWriter:
         self.flush_sinks = flush_sinks
         self.partitions: dict[int, PartitionManifest] = {}
         self.written = 0
-        self.bytes_written = 0
-        self.write_seconds = 0.0
         self._jobs: dict[str, tuple[Checkpoint, int]] = {}
         self._lock = threading.Condition()
         self._busy = False
@@ -125,7 +123,6 @@ class CheckpointWriter:
                     self._lock.notify_all()
 
     def _write(self, jobs: list[tuple[Checkpoint, int]]) -> None:
-        started = time.perf_counter()
         self.flush_sinks()
         touched = set()
         for ckpt, partition in jobs:
@@ -145,7 +142,6 @@ class CheckpointWriter:
                 manifest = copy.deepcopy(self.partitions.get(partition))
             if manifest is not None:
                 self.store.write_partition(manifest)
-        self.write_seconds += time.perf_counter() - started
 
 
 def _watermark(manifest: PartitionManifest) -> int:
@@ -157,8 +153,9 @@ class RecoveryPlan:
     partition: int
     seek: int | None
     """Offset to read from; ``None`` = the partition's earliest."""
+    manifest: PartitionManifest
+    """What the worker's writer keeps for the partition from now on."""
     restored: list[Checkpoint] = field(default_factory=list)
-    manifest: PartitionManifest | None = None
 
 
 def recovery_plan(
@@ -191,5 +188,5 @@ def recovery_plan(
     if known is None or None in needs:
         # Without the partition's manifest, streams that never wrote a checkpoint are
         # unknown: read everything (checkpointed streams still skip what they cover).
-        return RecoveryPlan(partition, None, restored, manifest)
-    return RecoveryPlan(partition, min([position, *needs]), restored, manifest)
+        return RecoveryPlan(partition, None, manifest, restored)
+    return RecoveryPlan(partition, min([position, *needs]), manifest, restored)

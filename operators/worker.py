@@ -332,7 +332,7 @@ class SegmentationWorker:
                     end,
                     taken_at,
                 )
-                plan = RecoveryPlan(p, None, [], PartitionManifest(topic, p, 0))
+                plan = RecoveryPlan(p, None, PartitionManifest(topic, p, 0))
             for ckpt in plan.restored:
                 self._restore(ckpt)
             self.writer.track(plan.manifest)
@@ -398,7 +398,7 @@ class SegmentationWorker:
         topic = self.cfg.kafka.frames_topic
         kafka.assign(self._consumer, topic, self.partitions)
         for p in self.partitions:
-            if p in self.positions and self.positions[p] > 0:
+            if p in self.positions:  # never the lag group's committed offset
                 self._consumer.seek(TopicPartition(topic, p), self.positions[p])
 
     def acquire(self, partitions: list[int], timeout_s: float = 120.0) -> list[int]:

@@ -187,14 +187,6 @@ def test_prompts_that_cannot_apply_are_record_errors_or_rejected(processor):
     assert len(rejected) == 1 and "exceed the ID buffer" in rejected[0][1]
 
 
-def test_a_prompt_alone_does_not_make_a_stream(processor):
-    p, _, _ = processor
-    p.on_record(PromptRecord("ghost", 5, [1], np.ones((1, *SIZE), dtype=bool)))
-    assert not p.streams["ghost"].has_frames
-    p.on_record(chunk("ghost", 0, 1))
-    assert p.streams["ghost"].has_frames
-
-
 def test_more_ready_streams_than_a_batch_take_turns():
     emitted = []
     p = StreamProcessor(make_model(image_size=SIZE, fg_threshold=0.85), emitted.append, max_batch=2)
