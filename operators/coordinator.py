@@ -212,12 +212,7 @@ class Coordinator:
 
     def _reassign(self, orphaned: list[int]) -> None:
         """Give a dead worker's partitions to the others (they recover them)."""
-        new = rebalance(self.assignment, self.cfg.kafka.partitions)
-        for worker, partitions in new.items():
-            gained = [p for p in partitions if p not in self.assignment[worker]]
-            self.assignment[worker] = partitions
-            if gained:
-                ray.get(self.workers[worker].acquire.remote(gained))
+        self._move(rebalance(self.assignment, self.cfg.kafka.partitions), {})
         log.info("partitions %s reassigned: %s", orphaned, self.assignment)
 
     # -- changing the set of workers -------------------------------------------------------
