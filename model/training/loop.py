@@ -32,6 +32,7 @@ from ausm_stream.model.marker import masks_to_grid
 from ausm_stream.model.network import NetOutputs
 from ausm_stream.model.pixel_decoder import QueryPredictions
 from ausm_stream.model.training.objective import clip_loss
+from ausm_stream.model.training.self_history import own_histories
 from ausm_stream.model.training.teacher import MASK_STRIDES, ClipBatch, make_batch
 
 CHECKPOINT_FORMAT = "ausm-stream-train-checkpoint"
@@ -67,6 +68,12 @@ class TrainConfig:
     """Chance that a tracked instance's history mask is degraded like a prediction (see
     training/teacher.py), so the model learns to recover from its own mistakes."""
 
+    self_history: float = 0.0
+    """Chance that an iteration's clips get their tracked histories from the model's own
+    predictions instead of the ground truth (training/self_history.py)."""
+    self_history_rounds: int = 2
+    """How many steps deep the model's own errors compound in those histories."""
+
     mask_stride: int = 4
     """Resolution of the mask loss (1, 2 or 4 = 1/4 of the input, where the logits live).
     Below 4 the logits are upsampled as inference does and compared with finer targets,
@@ -86,6 +93,10 @@ class TrainConfig:
             raise InvalidInputError(f"train config: mask_stride must be one of {MASK_STRIDES}")
         if not 0.0 <= self.history_noise <= 1.0:
             raise InvalidInputError("train config: history_noise must lie in [0, 1]")
+        if not 0.0 <= self.self_history <= 1.0:
+            raise InvalidInputError("train config: self_history must lie in [0, 1]")
+        if self.self_history_rounds < 1:
+            raise InvalidInputError("train config: self_history_rounds must be >= 1")
         if "preset" not in self.model:
             raise InvalidInputError("train config: model.preset is required (tiny or paper)")
 
@@ -157,6 +168,9 @@ def train_step(
     videos = source.clips(it, cfg.batch_size, cfg.clip_frames)
     rng = np.random.default_rng([cfg.seed, it])
     batch = make_batch(videos, model.cfg, rng, cfg.history_noise, cfg.mask_stride)
+    # Drawn from its own stream so that the teacher's draws stay those of a run without it.
+    if cfg.self_history and np.random.default_rng([cfg.seed, it, 1]).random() < cfg.self_history:
+        batch = own_histories(model, batch, cfg.self_history_rounds)
     for group in opt.param_groups:
         group["lr"] = learning_rate(cfg, it)
     if cfg.mode == "parallel":

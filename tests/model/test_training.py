@@ -14,6 +14,7 @@ from ausm_stream.model import AUSM, AUSMConfig
 from ausm_stream.model.data import ShapesSpec, generate_video
 from ausm_stream.model.training.loop import TrainConfig, forward_iterative, train
 from ausm_stream.model.training.objective import clip_loss, upsampled_mask_logits
+from ausm_stream.model.training.self_history import own_histories
 from ausm_stream.model.training.teacher import MAX_MORPH, MAX_SHIFT, make_batch, perturb_mask
 
 SMALL = {"preset": "tiny", "image_size": [64, 64], "n_id": 8, "n_det": 8}
@@ -59,6 +60,32 @@ def test_history_noise_degrades_history_masks_like_predictions():
         padding=MAX_SHIFT + MAX_MORPH,
     ).squeeze(1)
     assert not (noisy.history_masks[active] & (near == 0)).any()
+
+
+def test_own_histories_are_the_models_rollout_after_enough_rounds():
+    torch.manual_seed(0)
+    cfg = AUSMConfig.preset("tiny", image_size=(64, 64), n_id=8, n_det=8)
+    model = AUSM(cfg).eval()
+    with torch.no_grad():  # an untrained model sees little: lower the bar so masks feed back
+        model.net.pixel_decoder.class_head.bias[-1] = -4.0
+    teacher = small_batch(cfg, frames=6)
+    t_len = teacher.frames.shape[1]
+    full = own_histories(model, teacher, rounds=t_len - 1)
+    assert torch.equal(full.history_active, teacher.history_active)
+    active = teacher.history_active
+    first = active.clone()
+    first[:, 1:] &= ~active[:, :-1]  # the first tracked frame keeps its teacher mask
+    assert torch.equal(full.history_masks[first], teacher.history_masks[first])
+    assert not full.history_masks[~active].any()  # untracked slots stay empty
+    carried = active & ~first
+    assert carried.any()
+    assert (full.history_masks[carried] != teacher.history_masks[carried]).any()
+    # A fixed point: each frame's history is the model's own mask of the frame before, given
+    # its own history there, which is what running the stream frame by frame feeds it.
+    again = own_histories(model, full, rounds=1)
+    assert torch.equal(again.history_masks, full.history_masks)
+    shallow = own_histories(model, teacher, rounds=1)
+    assert not torch.equal(shallow.history_masks, full.history_masks)
 
 
 def test_perturbed_masks_are_shifted_and_resized():
