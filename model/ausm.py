@@ -55,7 +55,7 @@ class AUSM(nn.Module):
         tensors = empty_state_tensors(self.cfg)
         with torch.no_grad():
             recurrent = self.net.initial_recurrent(1)
-        tensors["x_prev"] = recurrent.x_prev[0].cpu()
+        tensors["x_prev"] = recurrent.x_prev[0].cpu().to(self.cfg.state_torch_dtype)
         state = StreamState(
             arch=self.cfg.arch_fingerprint(),
             **tensors,
@@ -161,7 +161,7 @@ class AUSM(nn.Module):
             torch.stack([s.slot_masks for s in states]),
             _stack_recurrent(states),
         )
-        _unstack_recurrent(recurrent, states)
+        _unstack_recurrent(recurrent, states, self.cfg.state_torch_dtype)
         return [
             update_stream(self.cfg, s, outputs.class_logits[i], outputs.mask_logits[i])
             for i, s in enumerate(states)
@@ -331,25 +331,30 @@ def load_matching(module: torch.nn.Module, tensors: dict[str, Tensor], source: s
 
 
 def _stack_recurrent(states: list[StreamState]) -> RecurrentTensors:
-    """Per compressor layer, the streams' Mamba states as one batch (one copy)."""
+    """Per compressor layer, the streams' Mamba states as one float32 batch (one copy)."""
     layers = range(states[0].conv.shape[0])
+    f32 = torch.float32
     return RecurrentTensors(
-        x_prev=torch.stack([s.x_prev for s in states]),
+        x_prev=torch.stack([s.x_prev for s in states]).to(f32),
         mamba=[
             MambaState(
-                torch.cat([s.conv[i] for s in states]), torch.cat([s.ssm[i] for s in states])
+                torch.cat([s.conv[i] for s in states]).to(f32),
+                torch.cat([s.ssm[i] for s in states]).to(f32),
             )
             for i in layers
         ],
     )
 
 
-def _unstack_recurrent(rec: RecurrentTensors, states: list[StreamState]) -> None:
-    """Back into each stream's own tensors (one copy: a stream never aliases its batch)."""
+def _unstack_recurrent(
+    rec: RecurrentTensors, states: list[StreamState], dtype: torch.dtype
+) -> None:
+    """Back into each stream's own tensors, rounded to the state dtype (one copy: a stream
+    never aliases its batch)."""
     n = len(states)
     conv = [m.conv.unflatten(0, (n, -1)) for m in rec.mamba]
     ssm = [m.ssm.unflatten(0, (n, -1)) for m in rec.mamba]
     for i, s in enumerate(states):
-        s.x_prev = rec.x_prev[i].clone()
-        s.conv = torch.stack([c[i] for c in conv])
-        s.ssm = torch.stack([m[i] for m in ssm])
+        s.x_prev = rec.x_prev[i].to(dtype, copy=True)
+        s.conv = torch.stack([c[i] for c in conv]).to(dtype)
+        s.ssm = torch.stack([m[i] for m in ssm]).to(dtype)

@@ -15,9 +15,12 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import torch
+
 from ausm_stream.errors import InvalidInputError
 
 ScanBackend = Literal["auto", "torch", "mamba_ssm"]
+StateDtype = Literal["float32", "float16", "bfloat16"]
 
 RUNTIME_FIELDS = frozenset(
     {
@@ -35,6 +38,7 @@ RUNTIME_FIELDS = frozenset(
         "step_lanes",
         "test_time_repetition",
         "backbone_weights",
+        "state_dtype",
     }
 )
 
@@ -112,6 +116,13 @@ class AUSMConfig:
     """Micro-batches of one ``step`` run concurrently, each in its own thread. On a CPU, use
     one lane per core with ``torch.set_num_threads(1)``: streams then run side by side instead
     of every small op being split across cores. Results do not depend on the lanes."""
+    state_dtype: StateDtype = "float32"
+    """How a stream's recurrent memory (``x_prev`` and the Mamba conv and SSM states, 95% of
+    its bytes) is stored between steps. The step always computes in float32 and rounds what
+    it stores to this type, whether the state then stays resident, is paged out or is
+    checkpointed, so a stream's outputs do not depend on where its state was kept. float16
+    halves a stream's state; the quality it costs is measured in the README (``worker.
+    state_dtype``)."""
     test_time_repetition: bool = False
     """Offline clips only (:meth:`AUSM.segment_clip`; the paper's Sec. 3.4): run the clip
     forward, backward and forward again through one state and keep the last pass, so objects
@@ -173,6 +184,11 @@ class AUSMConfig:
         _require(self.reid_distance >= 0, "reid_distance", "must be >= 0")
         _require(0.0 < self.reid_threshold < 1.0, "reid_threshold", "must lie in (0, 1)")
         _require(
+            self.state_dtype in ("float32", "float16", "bfloat16"),
+            "state_dtype",
+            f"must be float32, float16 or bfloat16, got {self.state_dtype!r}",
+        )
+        _require(
             self.scan_backend in ("auto", "torch", "mamba_ssm"),
             "scan_backend",
             f"must be auto, torch or mamba_ssm, got {self.scan_backend!r}",
@@ -188,6 +204,11 @@ class AUSMConfig:
     def mask_size(self) -> tuple[int, int]:
         """(h, w) of the 1/4 grid where mask logits are predicted."""
         return self.image_size[0] // 4, self.image_size[1] // 4
+
+    @property
+    def state_torch_dtype(self) -> torch.dtype:
+        """``state_dtype`` as a torch dtype."""
+        return getattr(torch, self.state_dtype)
 
     @property
     def d_inner(self) -> int:

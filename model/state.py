@@ -32,6 +32,9 @@ from ausm_stream.model.config import AUSMConfig
 STATE_FORMAT = "ausm-stream-state"
 STATE_VERSION = "3"
 _COUNTERS = ("seed", "frames_seen", "alloc_count", "next_track_id")
+RECURRENT = ("x_prev", "conv", "ssm")
+"""The recurrent memory, stored in ``AUSMConfig.state_dtype``; the rest keeps its own type."""
+_FLOATS = (torch.float32, torch.float16, torch.bfloat16)
 
 
 @dataclass
@@ -40,9 +43,9 @@ class StreamState:
 
     arch: str
     """Architecture fingerprint of the config this state belongs to."""
-    x_prev: Tensor  # (D, h8, w8) float32: X_{t-1}
-    conv: Tensor  # (L, h8*w8, d_inner, d_conv) float32
-    ssm: Tensor  # (L, h8*w8, d_inner, d_state) float32
+    x_prev: Tensor  # (D, h8, w8) state_dtype: X_{t-1}
+    conv: Tensor  # (L, h8*w8, d_inner, d_conv) state_dtype
+    ssm: Tensor  # (L, h8*w8, d_inner, d_state) state_dtype
     slot_active: Tensor  # (N_id,) bool: the slot's ID vector is allocated (in A_t)
     slot_masks: Tensor  # (N_id, h8, w8) float32: M_t on the 1/8 grid
     slot_track_id: Tensor  # (N_id,) int64: user-facing track id, -1 when free
@@ -106,7 +109,8 @@ class StreamState:
         cls, blob: bytes, cfg: AUSMConfig, device: str | torch.device = "cpu"
     ) -> StreamState:
         """Read a blob written by :meth:`to_bytes`; raises :class:`StateError` if it is not one
-        for ``cfg`` or if any byte changed."""
+        for ``cfg`` or if any byte changed. A blob written under another ``state_dtype``
+        loads, its recurrent memory cast to ``cfg``'s (exact from a narrower type)."""
         metadata = safetensors_metadata(blob)
         if metadata.get("format") != STATE_FORMAT:
             raise StateError("blob is not an ausm-stream state (format tag missing)")
@@ -142,6 +146,10 @@ class StreamState:
             if value is None or value.shape != (1,):
                 raise StateError(f"state blob is corrupt: counter {name!r} missing")
             counters[name] = int(value.item())
+        for name in RECURRENT:
+            got = tensors.get(name)
+            if got is not None and got.dtype in _FLOATS:
+                tensors[name] = got.to(expected[name].dtype)
         for name, ref in expected.items():
             got = tensors.get(name)
             if got is None or got.shape != ref.shape or got.dtype != ref.dtype:
@@ -163,10 +171,11 @@ def empty_state_tensors(cfg: AUSMConfig) -> dict[str, Tensor]:
     h, w = cfg.grid_size
     n = cfg.n_id
     layers = cfg.compressor_layers
+    dtype = cfg.state_torch_dtype
     return {
-        "x_prev": torch.zeros(cfg.d_model, h, w),
-        "conv": torch.zeros(layers, h * w, cfg.d_inner, cfg.d_conv),
-        "ssm": torch.zeros(layers, h * w, cfg.d_inner, cfg.d_state),
+        "x_prev": torch.zeros(cfg.d_model, h, w, dtype=dtype),
+        "conv": torch.zeros(layers, h * w, cfg.d_inner, cfg.d_conv, dtype=dtype),
+        "ssm": torch.zeros(layers, h * w, cfg.d_inner, cfg.d_state, dtype=dtype),
         "slot_active": torch.zeros(n, dtype=torch.bool),
         "slot_masks": torch.zeros(n, h, w),
         "slot_track_id": torch.full((n,), -1, dtype=torch.int64),

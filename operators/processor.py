@@ -36,6 +36,7 @@ import torch
 
 from ausm_stream.errors import InvalidInputError, RecordError
 from ausm_stream.model import AUSM, StreamState
+from ausm_stream.operators.residency import StateResidency
 from ausm_stream.pipeline.records import (
     ControlRecord,
     FrameChunk,
@@ -69,9 +70,9 @@ class QueuedPrompt:
 
 @dataclass
 class StreamEntry:
-    """What the processor keeps for one stream."""
+    """What the processor keeps for one stream (its model state lives in
+    :class:`~.residency.StateResidency`)."""
 
-    state: StreamState
     next_frame: int = 0
     """Index of the next frame to step (everything before it has been emitted)."""
     received: int = 0
@@ -120,11 +121,15 @@ class StreamProcessor:
         max_batch: int = 16,
         on_end: Callable[[str], None] | None = None,
         on_rejected: Callable[[PromptRecord, str], None] | None = None,
+        resident_streams: int | None = None,
+        host_state_bytes: int | None = None,
     ) -> None:
         self.model = model
         self.emit = emit
         self.seed = seed
-        self.max_batch = max_batch
+        # A batch steps resident states only, so it holds at most ``resident_streams``.
+        self.max_batch = min(max_batch, resident_streams or max_batch)
+        self.states = StateResidency(model.cfg, model.device, resident_streams, host_state_bytes)
         self.on_end = on_end
         self.on_rejected = on_rejected
         self.streams: dict[str, StreamEntry] = {}
@@ -133,9 +138,8 @@ class StreamProcessor:
 
     def entry(self, stream_id: str) -> StreamEntry:
         if stream_id not in self.streams:
-            self.streams[stream_id] = StreamEntry(
-                self.model.init_state(stream_seed(self.seed, stream_id))
-            )
+            self.streams[stream_id] = StreamEntry()
+            self.states.put(stream_id, self.model.init_state(stream_seed(self.seed, stream_id)))
         return self.streams[stream_id]
 
     # -- input -------------------------------------------------------------------------------
@@ -232,6 +236,7 @@ class StreamProcessor:
 
     def _on_reset(self, record: ControlRecord) -> None:
         old = self.streams.pop(record.stream_id, None)
+        self.states.drop(record.stream_id)
         if old is not None:
             log.info("stream %s reset at frame %d", record.stream_id, record.frame_idx)
         s = self.entry(record.stream_id)
@@ -245,19 +250,27 @@ class StreamProcessor:
         outputs (the step is batch-invariant)."""
         return [sid for sid, s in self.streams.items() if s.queue][: self.max_batch]
 
+    def _next_ready(self, stepping: set[str]) -> list[str]:
+        return [sid for sid, s in self.streams.items() if s.queue and sid not in stepping][
+            : self.max_batch
+        ]
+
     def step_ready(self) -> int:
         """Step the next frame of up to ``max_batch`` streams as one batch; frames stepped."""
         ids = self.ready()
         if not ids:
             return 0
         entries = [self.streams[sid] for sid in ids]
+        states = self.states.batch(ids)
+        # The next batch (the round robin's next ready streams) pages in while this one steps.
+        self.states.prefetch(self._next_ready(set(ids)))
         heads = [s.queue.popleft() for s in entries]
-        for s, head in zip(entries, heads, strict=True):
+        for s, state, head in zip(entries, states, heads, strict=True):
             for queued in s.prompts.pop(head.frame_idx, []):
-                self._apply_prompt(s, queued.prompt, head.frame_idx)
+                self._apply_prompt(state, queued.prompt, head.frame_idx)
         frames = torch.from_numpy(np.stack([h.rgb for h in heads]))
         started = time.perf_counter()
-        results = self.model.step([s.state for s in entries], frames)
+        results = self.model.step(states, frames)
         self.step_seconds += time.perf_counter() - started
         names = self.model.cfg.class_names
         for sid, s, head, r in zip(ids, entries, heads, results, strict=True):
@@ -283,9 +296,9 @@ class StreamProcessor:
             self._finish_if_done(sid)
         return len(ids)
 
-    def _apply_prompt(self, s: StreamEntry, prompt: PromptRecord, frame_idx: int) -> None:
+    def _apply_prompt(self, state: StreamState, prompt: PromptRecord, frame_idx: int) -> None:
         try:
-            self.model.add_prompt(s.state, torch.from_numpy(prompt.masks), prompt.object_ids)
+            self.model.add_prompt(state, torch.from_numpy(prompt.masks), prompt.object_ids)
         except InvalidInputError as exc:
             reason = f"prompt for {prompt.stream_id!r} at frame {frame_idx} rejected: {exc}"
             log.error("%s", reason)
@@ -300,7 +313,7 @@ class StreamProcessor:
         offset = s.queue[0].offset if s.queue else position
         return StreamSnapshot(
             stream_id=stream_id,
-            state=s.state.clone(),
+            state=self.states.copy(stream_id),
             offset=offset,
             next_frame=s.next_frame,
             frames_done=s.frames_done,
@@ -317,7 +330,6 @@ class StreamProcessor:
     def restore(self, snap: StreamSnapshot) -> None:
         """Resume a stream from :meth:`snapshot` (its later records are read again)."""
         s = StreamEntry(
-            snap.state,
             next_frame=snap.next_frame,
             received=snap.next_frame,
             frames_done=snap.frames_done,
@@ -329,10 +341,12 @@ class StreamProcessor:
             s.ended_at = snap.next_frame
             s.closed = True  # its end was handled (sinks flushed) before the snapshot
         self.streams[snap.stream_id] = s
+        self.states.put(snap.stream_id, snap.state)
 
     def forget(self, stream_id: str) -> None:
-        """Drop a stream (its partition moved to another worker)."""
+        """Drop a stream (its partition moved to another worker, or it left memory)."""
         self.streams.pop(stream_id, None)
+        self.states.drop(stream_id)
 
     def backlog(self) -> int:
         """Frames received and not yet stepped, over all streams."""

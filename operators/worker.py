@@ -128,7 +128,9 @@ class SegmentationWorker:
         # One torch thread per lane, one lane per reserved core: streams run side by side, and
         # outputs do not depend on how many cores a worker has (replays elsewhere match).
         torch.set_num_threads(1)
-        self.model, self.model_version = load_model(cfg.model.weights, step_lanes=cfg.worker.cpus)
+        self.model, self.model_version = load_model(
+            cfg.model.weights, step_lanes=cfg.worker.cpus, state_dtype=cfg.worker.state_dtype
+        )
         self.model.warm_up(streams=cfg.worker.cpus)  # ready before the first frame arrives
         self.store = open_store(cfg.storage)
         self.checkpoints = CheckpointStore(
@@ -146,6 +148,8 @@ class SegmentationWorker:
             max_batch=cfg.worker.max_batch,
             on_end=self._end_stream,
             on_rejected=self._reject_prompt,
+            resident_streams=cfg.worker.resident_streams,
+            host_state_bytes=cfg.worker.host_state_bytes,
         )
         self.writer = CheckpointWriter(
             self.checkpoints, cfg.kafka.frames_topic, flush_sinks=self.producer.flush
@@ -156,6 +160,7 @@ class SegmentationWorker:
         self.run_seconds = 0.0
         self.cpu_seconds = 0.0
         self.recovered_streams = 0
+        self.store_page_ins = 0
         self.positions: dict[int, int] = {}
         """Per owned partition, the offset after the last record read."""
         self.skip: dict[str, int] = {}
@@ -163,7 +168,7 @@ class SegmentationWorker:
         self._due: set[str] = set()
         self._leaving: set[str] = set()  # ended or idle, last checkpoint submitted
         self._ended_gone: dict[str, None] = {}  # out of memory, oldest first
-        self._idle_gone: dict[str, None] = {}
+        self._stored: dict[str, None] = {}  # paged out to the object store (idle or budget)
         self._last_active: dict[str, float] = {}
         self._last_idle_check = time.monotonic()
         self._progressed: set[str] = set()
@@ -237,33 +242,36 @@ class SegmentationWorker:
         if now - self._last_periodic >= w.checkpoint_seconds:
             self._due |= self._progressed
             self._last_periodic = now
-        idle: set[str] = set()
+        going: set[str] = set()
         if w.idle_page_out_s and now - self._last_idle_check >= 1.0:
             self._last_idle_check = now
-            idle = self._idle(now, w.idle_page_out_s)
-            self._due |= idle
+            going = self._idle(now, w.idle_page_out_s)
+        going |= set(self.processor.states.over_budget(self._movable() - self._leaving))
+        self._due |= going
         if self._due:
             due, self._due = self._due, set()
             self._checkpoint(due)
             entries = self.processor.streams
-            self._leaving |= idle | {sid for sid in due if sid in entries and entries[sid].closed}
+            self._leaving |= going | {sid for sid in due if sid in entries and entries[sid].closed}
         if self._leaving and self.writer.idle():
             self._let_streams_go()
 
+    def _movable(self) -> set[str]:
+        """Streams that may leave memory for the object store: nothing queued (their
+        checkpoint then holds all of them) and not ended (those leave anyway)."""
+        return {sid for sid, e in self.processor.streams.items() if not e.queue and not e.closed}
+
     def _idle(self, now: float, after_s: float) -> set[str]:
-        """Streams with nothing queued and no record or step for more than ``after_s``."""
+        """Movable streams without a record or step for more than ``after_s``."""
         return {
-            sid
-            for sid, entry in self.processor.streams.items()
-            if not entry.queue
-            and not entry.closed
-            and now - self._last_active.get(sid, now) > after_s
+            sid for sid in self._movable() if now - self._last_active.get(sid, now) > after_s
         }
 
     def _let_streams_go(self) -> None:
         """Streams whose last checkpoint is written leave memory (model state, entry, sink
-        buffers): ended ones, and those idle for ``worker.idle_page_out_s``. Only a stream
-        unchanged since its checkpoint goes. Records of one that arrive later page it back in
+        buffers): ended ones, those idle for ``worker.idle_page_out_s`` and those beyond the
+        host budget (``worker.host_state_bytes``). Only a stream unchanged since its
+        checkpoint goes. Records of one that arrive later page it back in
         from that checkpoint (:meth:`_page_in`). An ended stream's small stats stay for the
         summary, the oldest dropped past ``ENDED_STATS_KEPT``."""
         for sid in sorted(self._leaving):
@@ -275,7 +283,7 @@ class SegmentationWorker:
             self.parquet.forget(sid)
             self.track_topic.forget(sid)
             self._last_active.pop(sid, None)
-            (self._ended_gone if entry.closed else self._idle_gone)[sid] = None
+            (self._ended_gone if entry.closed else self._stored)[sid] = None
         self._leaving.clear()
         while len(self._ended_gone) > ENDED_STATS_KEPT:
             sid = next(iter(self._ended_gone))
@@ -285,10 +293,10 @@ class SegmentationWorker:
     def _page_in(self, stream_id: str) -> None:
         """A stream that left memory gets records again: resume it from its checkpoint."""
         self._ended_gone.pop(stream_id, None)
-        self._idle_gone.pop(stream_id, None)
+        self._stored.pop(stream_id, None)
         loaded = self.checkpoints.load(stream_id)
         if loaded is not None:
-            self._restore(loaded[0])
+            self._restore(loaded[0], recovered=False)
 
     def _commit_lag(self, wait: bool = False) -> None:
         """Commit to Kafka what the written checkpoints cover: the last step of the commit
@@ -349,12 +357,20 @@ class SegmentationWorker:
                 self.positions[p] = offset
             log.info("partition %d: reading from offset %s", p, offset)
 
-    def _restore(self, ckpt: Checkpoint) -> None:
+    def _restore(self, ckpt: Checkpoint, recovered: bool = True) -> None:
+        """Resume a stream from its checkpoint: after a failure or a move (``recovered``), or
+        paged back in from the object store (its stats stayed here)."""
         snap = ckpt.snapshot
         self.processor.restore(snap)
         self.parquet.restore(snap.stream_id, *ckpt.pending["parquet"])
         self.track_topic.restore(snap.stream_id, *ckpt.pending["kafka"])
         self.skip[snap.stream_id] = snap.offset
+        self._last_active[snap.stream_id] = time.monotonic()
+        if snap.ended:  # nothing to resume: it stays out of memory unless records come
+            self._leaving.add(snap.stream_id)
+        if not recovered and snap.stream_id in self.stats:
+            self.store_page_ins += 1
+            return
         st = self.stats[snap.stream_id] = StreamStats(
             frames=snap.frames_done,
             tracks=snap.state.next_track_id - 1,
@@ -363,9 +379,6 @@ class SegmentationWorker:
             resumed_at=snap.next_frame,
         )
         self.recovered_streams += 1
-        self._last_active[snap.stream_id] = time.monotonic()
-        if snap.ended:  # nothing to resume: it stays out of memory unless records come
-            self._leaving.add(snap.stream_id)
         log.info(
             "stream %s restored at frame %d (%d frames done%s)",
             snap.stream_id,
@@ -436,7 +449,7 @@ class SegmentationWorker:
         Records that a restored stream's checkpoint already covers are skipped."""
         key = msg.key.decode(errors="replace") if msg.key else None
         p = msg.partition
-        if key in self._ended_gone or key in self._idle_gone:
+        if key in self._ended_gone or key in self._stored:
             self._page_in(key)
         if key is None or msg.offset >= self.skip.get(key, -1):
             kind = kafka.header(msg.headers, records.KIND_HEADER)

@@ -24,11 +24,14 @@ import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from ausm_stream.errors import ConfigError
 
 ENV_PREFIX = "AUSM_"
+LagPolicy = Literal["process_all", "skip_to_live"]
+StateDtype = Literal["float32", "float16", "bfloat16"]
+"""``AUSMConfig.state_dtype``'s choices (this package does not import the model's)."""
 
 
 @dataclass(frozen=True)
@@ -121,6 +124,25 @@ class WorkerConfig:
     max_restarts: int | None = None
     """Times Ray restarts a crashed worker (each restart recovers from the checkpoints);
     unset = always."""
+    resident_streams: int | None = None
+    """Most stream states a worker keeps live on its device (R); the least recently stepped
+    others are paged to host memory, compressed (``operators/residency.py``). A batch holds
+    at most R streams. Unset = every state stays resident."""
+    host_state_bytes: int | None = None
+    """Budget for the paged-out states in host memory (compressed bytes); beyond it the least
+    recently stepped of those with nothing queued leave the worker after a checkpoint and
+    come back from the object store at their next record. Unset = no limit."""
+    state_dtype: StateDtype = "float32"
+    """How streams' recurrent memory is stored between steps (``AUSMConfig.state_dtype``):
+    float16 or bfloat16 halve a stream's state; their cost in quality is in the README."""
+    lag_policy: LagPolicy = "process_all"
+    """``process_all``: every frame is segmented, however far behind the worker falls.
+    ``skip_to_live``: a stream more than ``max_lag_s`` behind its newest received frame skips
+    its queued frames up to that newest one; they are recorded in the frames table as
+    skipped, and its state continues from the next frame it steps."""
+    max_lag_s: float = 10.0
+    """How far (capture time) behind its newest received frame ``skip_to_live`` lets a stream
+    fall before skipping."""
 
 
 @dataclass(frozen=True)
@@ -203,6 +225,8 @@ POSITIVE = {
         "cpus",
         "checkpoint_frames",
         "checkpoints_kept",
+        "resident_streams",
+        "host_state_bytes",
     ),
 }
 """Integer keys for which 0 means nothing sensible (a division by zero, or a worker that
@@ -217,6 +241,11 @@ def _coerce(key: str, hint: Any, value: Any) -> Any:
         if value is None or (isinstance(value, str) and value.lower() in ("", "none", "null")):
             return None
         hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    if typing.get_origin(hint) is Literal:
+        choices = typing.get_args(hint)
+        if value not in choices:
+            raise ConfigError(f"config key {key} must be one of {list(choices)}, got {value!r}")
+        return value
     try:
         if hint is bool:
             if isinstance(value, str):
