@@ -263,9 +263,7 @@ class SegmentationWorker:
 
     def _idle(self, now: float, after_s: float) -> set[str]:
         """Movable streams without a record or step for more than ``after_s``."""
-        return {
-            sid for sid in self._movable() if now - self._last_active.get(sid, now) > after_s
-        }
+        return {sid for sid in self._movable() if now - self._last_active.get(sid, now) > after_s}
 
     def _let_streams_go(self) -> None:
         """Streams whose last checkpoint is written leave memory (model state, entry, sink
