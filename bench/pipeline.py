@@ -130,7 +130,7 @@ def end_to_end(
     and frames topic, so a round reads only its own records."""
     kafka.ensure_topics(cfg.kafka, rt.bootstrap)
     pool = WorkerPool.start(cfg, rt.bootstrap)
-    pool.summary()  # the actors are up and their models loaded
+    pool.status()  # the actors are up and their models loaded
     producer = kafka.make_producer(cfg.kafka, rt.bootstrap)
     start = time.perf_counter()
     run = pool.run(until_ended=set(videos), max_seconds=1800)
@@ -144,7 +144,7 @@ def end_to_end(
         t.join()
     producer.close()
     pool.kill()
-    done = sum(s["frames"] for s in summary["streams"].values())
+    done = sum(s.frames_out for s in summary.streams.values())
     assert done == frames * len(videos), summary
     return done / elapsed, summary
 
@@ -234,12 +234,12 @@ def main() -> None:
         f"{median(split_ratios):.2f} of the split bare model "
         f"({', '.join(f'{r:.2f}' for r in split_ratios)})"
     )
-    per_worker = [w for summary in workers for w in summary["workers"]]
-    busy = [w["step_seconds"] / w["run_seconds"] for w in per_worker]
-    cores = [w["cpu_seconds"] / w["run_seconds"] for w in per_worker]
+    per_worker = [w for summary in workers for w in summary.workers]
+    busy = [w.step_seconds / w.run_seconds for w in per_worker]
+    cores = [w.cpu_seconds / w.run_seconds for w in per_worker]
     print(
-        f"workers                {len(workers[0]['workers'])}, partitions "
-        f"{[w['partitions'] for w in workers[0]['workers']]}: model step {100 * median(busy):.0f}% "
+        f"workers                {len(workers[0].workers)}, partitions "
+        f"{[w.partitions for w in workers[0].workers]}: model step {100 * median(busy):.0f}% "
         f"of a worker's run, its process CPU {median(cores):.2f} cores (medians)"
     )
     print(

@@ -130,7 +130,7 @@ def fill_topic(rt: Runtime, cfg: PipelineConfig, videos: dict[str, Path]) -> int
 def timed_run(rt: Runtime, cfg: PipelineConfig, videos: dict[str, Path]) -> tuple[float, dict]:
     frames = fill_topic(rt, cfg, videos)
     pool = WorkerPool.start(cfg, rt.bootstrap)
-    pool.summary()  # models loaded
+    pool.status()  # models loaded
     start = time.perf_counter()
     summary = ray.get(pool.run(until_ended=set(videos), max_seconds=1800))
     elapsed = time.perf_counter() - start
@@ -144,7 +144,7 @@ def throughput(rt: Runtime, root: Path, weights: str, videos: dict, rounds: int)
     for r in tqdm(range(rounds), desc="throughput rounds", unit="round", leave=False):
         fps, summary = timed_run(rt, config(root, weights, f"ckpt{r}"), videos)
         with_ckpt.append(fps)
-        written.append(summary["checkpoints_written"])
+        written.append(summary.checkpoints_written)
         without.append(timed_run(rt, config(root, weights, f"none{r}", **never), videos)[0])
     ratios = [a / b for a, b in zip(with_ckpt, without, strict=True)]
     print(
@@ -178,18 +178,18 @@ def kill_latency(rt: Runtime, root: Path, weights: str, videos: dict, kills: int
     cfg = config(root, weights, "kills")
     total = fill_topic(rt, cfg, videos)
     pool = WorkerPool.start(cfg, rt.bootstrap)
-    pool.summary()
+    pool.status()
     watch = TrackTimes(rt, cfg)
     watch.start()
     run = pool.run(until_ended=set(videos), max_seconds=1800)
     latencies, replayed = [], []
     for k in range(kills):
         at = total * (k + 1) // (kills + 2)
-        while sum(s["frames"] for s in pool.summary()["streams"].values()) < at:
+        while sum(s.frames_out for s in pool.status().streams.values()) < at:
             time.sleep(0.02)
         name = sorted(pool.workers())[k % 2]
         handle = pool.workers()[name]
-        before = ray.get(handle.summary.remote())["streams"]
+        before = ray.get(handle.status.remote()).streams
         killed_at = time.time()
         os.kill(ray.get(handle.pid.remote()), signal.SIGKILL)
         while True:  # the restarted worker's first tracks message of its streams
@@ -198,9 +198,9 @@ def kill_latency(rt: Runtime, root: Path, weights: str, videos: dict, kills: int
                 latencies.append(min(new) - killed_at)
                 break
             time.sleep(0.02)
-        after = ray.get(handle.summary.remote())["streams"]
+        after = ray.get(handle.status.remote()).streams
         replayed.append(
-            sum(before[s]["frames"] - (after[s]["resumed_at"] or 0) for s in before if s in after)
+            sum(before[s].frames_out - (after[s].resumed_at or 0) for s in before if s in after)
         )
     ray.get(run)
     watch.done.set()
@@ -221,7 +221,7 @@ def soak_run(
 ) -> tuple[dict, int]:
     kafka.ensure_topics(cfg.kafka, rt.bootstrap)
     pool = WorkerPool.start(cfg, rt.bootstrap)
-    pool.summary()
+    pool.status()
     actor = ingest_actor()
     jobs = {
         s: actor.remote(s, str(p), SIZE, cfg.kafka, rt.bootstrap, cfg.ingest)

@@ -27,6 +27,7 @@ from ausm_stream.deploy.overlay import COLUMNS, contact_sheet
 from ausm_stream.deploy.runtime import start_runtime
 from ausm_stream.model.data import ShapesSpec, generate_video
 from ausm_stream.operators.pool import WorkerPool
+from ausm_stream.operators.status import PoolStatus
 from ausm_stream.operators.worker import weights_info
 from ausm_stream.pipeline.config import PipelineConfig
 from ausm_stream.pipeline.ingest import ingest_actor
@@ -52,7 +53,7 @@ def write_videos(folder: Path, streams: int, frames: int, fps: int) -> dict[str,
 
 def run_demo(
     out: Path, streams: int = 4, frames: int = 64, fps: int = 8, weights: str = "default"
-) -> dict:
+) -> PoolStatus:
     out = out.resolve()
     # Each demo starts from an empty store: its embedded broker starts with empty topics, so
     # checkpoints of an earlier demo would describe records that no longer exist.
@@ -81,11 +82,11 @@ def run_demo(
         with tqdm(total=total, desc="segmenting", unit="frame") as bar:
             while True:
                 _, running = ray.wait([run], timeout=0.5)
-                summary = pool.summary()
-                bar.update(sum(s["frames"] for s in summary["streams"].values()) - bar.n)
+                now = pool.status()
+                bar.update(sum(s.frames_out for s in now.streams.values()) - bar.n)
                 if not running:
                     break
-        summary = ray.get(run)
+        status = ray.get(run)
         ingested = {r.stream_id: r for r in ray.get(reports)}
     elapsed = time.monotonic() - started
 
@@ -95,22 +96,24 @@ def run_demo(
     for sid, path in tqdm(videos.items(), desc="rendering overlays", unit="stream"):
         rows = tracks.filter(pc.field("stream_id") == sid).select(COLUMNS).to_pylist()
         sheets[sid] = contact_sheet(path, rows, out / "overlays" / f"{sid}.png")
-    _print_summary(summary, ingested, elapsed, version, out, sheets)
-    return summary
+    _print_summary(status, ingested, elapsed, version, out, sheets)
+    return status
 
 
 def _print_summary(
-    summary: dict, ingested: dict, elapsed: float, version: str, out: Path, sheets: dict[str, Path]
+    status: PoolStatus,
+    ingested: dict,
+    elapsed: float,
+    version: str,
+    out: Path,
+    sheets: dict[str, Path],
 ) -> None:
-    print(f"\nmodel {version}; {elapsed:.1f} s wall clock, dead letters: {summary['dead_letters']}")
-    ranges = ", ".join(str(w["partitions"]) for w in summary["workers"])
-    print(f"{len(summary['workers'])} workers, partitions {ranges}")
+    print(f"\nmodel {version}; {elapsed:.1f} s wall clock, dead letters: {status.dead_letters}")
+    ranges = ", ".join(str(w.partitions) for w in status.workers)
+    print(f"{len(status.workers)} workers, partitions {ranges}")
     print(f"{'stream':<8} {'ingested':>9} {'segmented':>10} {'tracks':>7} {'fps':>7}")
-    for sid, s in summary["streams"].items():
-        print(
-            f"{sid:<8} {ingested[sid].frames:>9} {s['frames']:>10} {s['tracks']:>7} "
-            f"{s['fps']:>7.1f}"
-        )
+    for sid, s in status.streams.items():
+        print(f"{sid:<8} {ingested[sid].frames:>9} {s.frames_out:>10} {s.tracks:>7} {s.fps:>7.1f}")
     for sid, report in ingested.items():
         for line in report.drops:
             print(f"{sid}: source dropped at {line}")

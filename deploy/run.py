@@ -22,6 +22,7 @@ import ray
 from ausm_stream.deploy.runtime import interrupt_on_sigterm, start_runtime
 from ausm_stream.errors import ConfigError
 from ausm_stream.operators.pool import WorkerPool
+from ausm_stream.operators.status import PoolStatus
 from ausm_stream.operators.worker import weights_info
 from ausm_stream.pipeline.config import PipelineConfig
 from ausm_stream.pipeline.ingest import ingest_actor
@@ -41,7 +42,9 @@ def parse_sources(items: list[str]) -> dict[str, str]:
 
 def run_pipeline(
     cfg: PipelineConfig, sources: dict[str, str], idle_timeout_s: float | None
-) -> dict:
+) -> PoolStatus:
+    """Run the pipeline until interrupted (or idle for ``idle_timeout_s``); prints the pool's
+    status with each source's ingest report as JSON, and returns the status."""
     model_cfg, version = weights_info(cfg.model.weights)
     size = model_cfg.image_size
     log.info("model %s, frames topic %s", version, cfg.kafka.frames_topic)
@@ -57,17 +60,17 @@ def run_pipeline(
         ingests = [job.run.remote() for job in jobs]
         run = pool.run(idle_timeout_s=idle_timeout_s)
         try:
-            summary = ray.get(run)
+            status = ray.get(run)
         except KeyboardInterrupt:
             pool.stop()
             for job in jobs:
                 job.stop.remote()
-            summary = ray.get(run)
+            status = ray.get(run)
         for job in jobs:  # a live source runs until stopped; a stop does not end its stream
             job.stop.remote()
-        summary["ingest"] = {
+        ingest = {
             r.stream_id: {"frames": r.frames, "reconnects": r.reconnects, "drops": r.drops}
             for r in ray.get(ingests)
         }
-    print(json.dumps(summary, indent=2))
-    return summary
+    print(json.dumps({**status.to_dict(), "ingest": ingest}, indent=2))
+    return status

@@ -56,7 +56,8 @@ from ausm_stream.pipeline.storage import ObjectStore
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "ausm-stream-checkpoint"
-CHECKPOINT_VERSION = "1"
+CHECKPOINT_VERSION = "2"
+"""2: sink buffers record skipped frames (``worker.lag_policy``)."""
 
 
 class CheckpointError(AUSMStreamError):
@@ -153,6 +154,7 @@ def encode(ckpt: Checkpoint, model_version: str) -> bytes:
         "offset": str(snap.offset),
         "next_frame": str(snap.next_frame),
         "frames_done": str(snap.frames_done),
+        "skipped": str(snap.skipped),
         "gaps": str(snap.gaps),
         "ended": "1" if snap.ended else "0",
         "prompt_frames": json.dumps([at for at, _ in snap.prompts]),
@@ -198,6 +200,7 @@ def decode(blob: bytes, cfg: AUSMConfig, model_version: str) -> Checkpoint:
             offset=int(meta["offset"]),
             next_frame=int(meta["next_frame"]),
             frames_done=int(meta["frames_done"]),
+            skipped=int(meta["skipped"]),
             gaps=int(meta["gaps"]),
             ended=meta["ended"] == "1",
             prompts=prompts,

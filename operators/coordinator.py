@@ -24,14 +24,12 @@ import ray
 from ray.exceptions import RayActorError
 
 from ausm_stream.errors import ConfigError
+from ausm_stream.operators.status import PoolStatus, WorkerStatus
 from ausm_stream.operators.worker import start_worker
 from ausm_stream.pipeline import kafka
 from ausm_stream.pipeline.config import PipelineConfig
 
 log = logging.getLogger(__name__)
-
-UTILISATION = ("run_seconds", "step_seconds", "cpu_seconds")
-COUNTERS = ("checkpoints_written", "recovered_streams", "resident_streams")
 
 
 def split_partitions(partitions: int, workers: int) -> list[list[int]]:
@@ -92,25 +90,6 @@ def owned_streams(stream_ids: set[str], partitions: list[int], cfg: PipelineConf
     return {s for s in stream_ids if kafka.partition_for(s, cfg.kafka.partitions) in mine}
 
 
-def merge_summaries(summaries: list[dict]) -> dict:
-    """One summary for the pool: every stream (each is on one worker), dead letters and
-    recovery counters summed, and each worker's partitions, streams and utilisation."""
-    return {
-        "model_version": summaries[0]["model_version"],
-        "dead_letters": sum(s["dead_letters"] for s in summaries),
-        **{k: sum(s[k] for s in summaries) for k in COUNTERS},
-        "workers": [
-            {
-                "partitions": s["partitions"],
-                "streams": sorted(s["streams"]),
-                **{k: s[k] for k in UTILISATION},
-            }
-            for s in summaries
-        ],
-        "streams": dict(sorted(kv for s in summaries for kv in s["streams"].items())),
-    }
-
-
 def coordinator_name(cfg: PipelineConfig) -> str:
     """One coordinator per frames topic on a Ray cluster."""
     return f"ausm-coordinator:{cfg.kafka.frames_topic}"
@@ -128,7 +107,7 @@ class Coordinator:
         self.workers = {n: self._start(n, r) for n, r in self.assignment.items()}
         self._added = count
         self._runs: dict[str, ray.ObjectRef] = {}
-        self._results: dict[str, dict] = {}
+        self._results: dict[str, WorkerStatus] = {}
         self._run_args: dict | None = None
         self._lock = threading.RLock()
         self._stopping = False
@@ -149,18 +128,18 @@ class Coordinator:
         with self._lock:
             return dict(self.workers)
 
-    def summary(self) -> dict:
-        """The merged summary now: finished workers' results, live workers' summaries."""
+    def status(self) -> PoolStatus:
+        """The pool now: finished workers' results, live workers' status."""
         with self._lock:
             done = dict(self._results)
             live = {n: h for n, h in self.workers.items() if n not in done}
-        summaries = list(done.values())
+        statuses = list(done.values())
         for handle in live.values():
             try:
-                summaries.append(ray.get(handle.summary.remote(), timeout=30))
+                statuses.append(ray.get(handle.status.remote(), timeout=30))
             except (RayActorError, ray.exceptions.GetTimeoutError):
                 continue  # restarting: it reports again once it is back
-        return merge_summaries(summaries)
+        return PoolStatus.merge(statuses)
 
     # -- running ------------------------------------------------------------------------------
     def run(
@@ -168,9 +147,9 @@ class Coordinator:
         until_ended: set[str] | None = None,
         idle_timeout_s: float | None = None,
         max_seconds: float | None = None,
-    ) -> dict:
+    ) -> PoolStatus:
         """Run every worker's loop (``SegmentationWorker.run``) until all have returned;
-        workers added meanwhile join. The merged summary of all of them."""
+        workers added meanwhile join. The pool's status at the end."""
         with self._lock:
             self._run_args = {
                 "until_ended": until_ended,
@@ -188,7 +167,7 @@ class Coordinator:
             for ref in ready:
                 self._finished(pending[ref], ref)
         with self._lock:
-            return merge_summaries(list(self._results.values()))
+            return PoolStatus.merge(list(self._results.values()))
 
     def _launch(self, name: str) -> None:
         if self._run_args is not None and name not in self._runs:
@@ -253,7 +232,7 @@ class Coordinator:
         if ref is not None:
             deadline = time.monotonic() + 120
             while name in self._runs and time.monotonic() < deadline:
-                time.sleep(0.1)  # ``run`` collects its summary
+                time.sleep(0.1)  # ``run`` collects its status
         ray.kill(handle, no_restart=True)
         log.info("removed %s: %s", name, self.assignment)
 

@@ -1,9 +1,10 @@
 """The driver's handle on a pipeline's workers: a :class:`~.coordinator.Coordinator` actor.
 
 ``WorkerPool.start`` creates the coordinator (a named Ray actor), which starts the
-workers; ``run`` returns the reference of the coordinator's run, whose result is the merged
-summary. Workers are independent processes: on a CPU, one worker per core steps more frames
-than one worker with a lane per core, whose threads take turns on Python's GIL.
+workers; ``run`` returns the reference of the coordinator's run, whose result is the pool's
+status (:class:`~.status.PoolStatus`). Workers are independent processes: on a CPU, one
+worker per core steps more frames than one worker with a lane per core, whose threads take
+turns on Python's GIL.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 import ray
 
 from ausm_stream.operators.coordinator import CoordinatorActor, coordinator_name
+from ausm_stream.operators.status import PoolStatus
 from ausm_stream.pipeline.config import PipelineConfig
 
 
@@ -45,13 +47,13 @@ class WorkerPool:
         max_seconds: float | None = None,
     ) -> ray.ObjectRef:
         """Start every worker's loop (see ``SegmentationWorker.run``); a worker waits only for
-        the ended streams it owns. The reference's result is the merged summary."""
+        the ended streams it owns. The reference's result is the pool's status."""
         return self.coordinator.run.remote(
             until_ended=until_ended, idle_timeout_s=idle_timeout_s, max_seconds=max_seconds
         )
 
-    def summary(self) -> dict:
-        return ray.get(self.coordinator.summary.remote())
+    def status(self) -> PoolStatus:
+        return ray.get(self.coordinator.status.remote())
 
     def add_worker(self) -> str:
         return ray.get(self.coordinator.add_worker.remote())

@@ -81,8 +81,22 @@ class StreamEntry:
     prompts: dict[int, list[QueuedPrompt]] = field(default_factory=dict)
     ended_at: int | None = None
     frames_done: int = 0
+    skipped: int = 0
+    """Frames skipped to catch up (``max_lag_s``), recorded as skipped, never stepped."""
     gaps: int = 0
     closed: bool = False
+
+    @property
+    def lag_frames(self) -> int:
+        """Frames received and not yet stepped."""
+        return len(self.queue)
+
+    @property
+    def lag_s(self) -> float:
+        """Capture time from the next frame to step to the newest frame received."""
+        if not self.queue:
+            return 0.0
+        return (self.queue[-1].capture_ts - self.queue[0].capture_ts) / 1e9
 
     @property
     def finished(self) -> bool:
@@ -101,6 +115,7 @@ class StreamSnapshot:
     """Read the stream's records from this offset of its partition on."""
     next_frame: int
     frames_done: int
+    skipped: int
     gaps: int
     ended: bool
     prompts: list[tuple[int, PromptRecord]]
@@ -123,6 +138,7 @@ class StreamProcessor:
         on_rejected: Callable[[PromptRecord, str], None] | None = None,
         resident_streams: int | None = None,
         host_state_bytes: int | None = None,
+        max_lag_s: float | None = None,
     ) -> None:
         self.model = model
         self.emit = emit
@@ -130,6 +146,7 @@ class StreamProcessor:
         # A batch steps resident states only, so it holds at most ``resident_streams``.
         self.max_batch = min(max_batch, resident_streams or max_batch)
         self.states = StateResidency(model.cfg, model.device, resident_streams, host_state_bytes)
+        self.max_lag_s = max_lag_s
         self.on_end = on_end
         self.on_rejected = on_rejected
         self.streams: dict[str, StreamEntry] = {}
@@ -261,6 +278,9 @@ class StreamProcessor:
         if not ids:
             return 0
         entries = [self.streams[sid] for sid in ids]
+        if self.max_lag_s is not None:
+            for sid, s in zip(ids, entries, strict=True):
+                self._catch_up(sid, s, self.max_lag_s)
         states = self.states.batch(ids)
         # The next batch (the round robin's next ready streams) pages in while this one steps.
         self.states.prefetch(self._next_ready(set(ids)))
@@ -296,6 +316,42 @@ class StreamProcessor:
             self._finish_if_done(sid)
         return len(ids)
 
+    def _catch_up(self, stream_id: str, s: StreamEntry, max_lag_s: float) -> None:
+        """``skip_to_live``: a stream more than ``max_lag_s`` behind its newest received frame
+        skips to it. The skipped frames go to the sinks as skipped (the frames table records
+        them); prompts that named them apply at the newest frame; the state continues from
+        there, as across a gap."""
+        if s.lag_s <= max_lag_s:
+            return
+        live, behind = s.queue[-1].frame_idx, s.lag_s
+        skipped = 0
+        while len(s.queue) > 1:
+            f = s.queue.popleft()
+            if f.frame_idx in s.prompts:
+                s.prompts.setdefault(live, [])[:0] = s.prompts.pop(f.frame_idx)
+            self.emit(
+                FrameTracks.skipped_frame(
+                    stream_id,
+                    f.frame_idx,
+                    f.pts_ns,
+                    f.capture_ts,
+                    f.source_height,
+                    f.source_width,
+                    self.model.cfg.mask_size,
+                )
+            )
+            s.next_frame = f.frame_idx + 1
+            skipped += 1
+        s.skipped += skipped
+        log.warning(
+            "stream %s was %.1f s behind (worker.max_lag_s %.1f): skipped %d frames to frame %d",
+            stream_id,
+            behind,
+            max_lag_s,
+            skipped,
+            live,
+        )
+
     def _apply_prompt(self, state: StreamState, prompt: PromptRecord, frame_idx: int) -> None:
         try:
             self.model.add_prompt(state, torch.from_numpy(prompt.masks), prompt.object_ids)
@@ -317,6 +373,7 @@ class StreamProcessor:
             offset=offset,
             next_frame=s.next_frame,
             frames_done=s.frames_done,
+            skipped=s.skipped,
             gaps=s.gaps - sum(q.after_gap for q in s.queue),
             ended=s.finished,
             prompts=[
@@ -333,6 +390,7 @@ class StreamProcessor:
             next_frame=snap.next_frame,
             received=snap.next_frame,
             frames_done=snap.frames_done,
+            skipped=snap.skipped,
             gaps=snap.gaps,
         )
         for at, prompt in snap.prompts:

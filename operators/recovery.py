@@ -30,15 +30,24 @@ log = logging.getLogger(__name__)
 
 
 class CheckpointWriter:
-    def __init__(self, store: CheckpointStore, topic: str, flush_sinks: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        store: CheckpointStore,
+        topic: str,
+        flush_sinks: Callable[[], None],
+        on_written: Callable[[str, int], None] | None = None,
+    ) -> None:
+        """``on_written(stream_id, frame)`` is called on the writer thread once a stream's
+        checkpoint (resuming at ``frame``) is stored."""
         self.store = store
         self.topic = topic
         self.flush_sinks = flush_sinks
+        self.on_written = on_written
         self.partitions: dict[int, PartitionManifest] = {}
         self.written = 0
         self._jobs: dict[str, tuple[Checkpoint, int]] = {}
         self._lock = threading.Condition()
-        self._busy = False
+        self._busy = 0  # checkpoints being written now
         self._closed = False
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="checkpoint-writer", daemon=True)
@@ -86,6 +95,12 @@ class CheckpointWriter:
         with self._lock:
             return not self._jobs and not self._busy
 
+    @property
+    def backlog(self) -> int:
+        """Checkpoints submitted and not yet written."""
+        with self._lock:
+            return len(self._jobs) + self._busy
+
     def watermarks(self) -> dict[int, int]:
         """Per partition, the smallest offset a recovery would read from (for lag)."""
         with self._lock:
@@ -110,7 +125,7 @@ class CheckpointWriter:
                 if not self._jobs:
                     return
                 jobs, self._jobs = self._jobs, {}
-                self._busy = True
+                self._busy = len(jobs)
             try:
                 self._write(list(jobs.values()))
             except BaseException as exc:  # reported to the step loop at its next submit
@@ -119,7 +134,7 @@ class CheckpointWriter:
                     self._error = exc
             finally:
                 with self._lock:
-                    self._busy = False
+                    self._busy = 0
                     self._lock.notify_all()
 
     def _write(self, jobs: list[tuple[Checkpoint, int]]) -> None:
@@ -129,6 +144,8 @@ class CheckpointWriter:
             snap = ckpt.snapshot
             manifest = self.store.write(ckpt, self.topic, partition)
             self.written += 1
+            if self.on_written is not None:
+                self.on_written(snap.stream_id, snap.next_frame)
             with self._lock:
                 known = self.partitions.get(partition)
                 if known is not None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Collection
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Literal
@@ -99,8 +100,8 @@ class StateResidency:
     def put(self, stream_id: str, state: StreamState) -> None:
         """A new or restored stream's state: resident, as the most recently used."""
         self.drop(stream_id)
+        self._make_room(1, keep=())
         self._resident[stream_id] = state
-        self._fit(keep=(stream_id,))
 
     def drop(self, stream_id: str) -> None:
         """Forget a stream's state, whichever tier holds it."""
@@ -119,6 +120,7 @@ class StateResidency:
             raise ValueError(
                 f"a batch of {len(stream_ids)} streams exceeds {self.resident_limit} resident"
             )
+        self._make_room(sum(sid not in self._resident for sid in stream_ids), keep=stream_ids)
         states = []
         for sid in stream_ids:
             state = self._resident.pop(sid, None)
@@ -126,7 +128,6 @@ class StateResidency:
                 state = self._page_in(sid)
             self._resident[sid] = state
             states.append(state)
-        self._fit(keep=tuple(stream_ids))
         return states
 
     def get(self, stream_id: str) -> StreamState:
@@ -150,13 +151,15 @@ class StateResidency:
         for sid in wanted:
             self._inflight[sid] = self._pool.submit(self._decode, self._host[sid], self._raw[sid])
 
-    def over_budget(self, movable: set[str]) -> list[str]:
+    def over_budget(self, movable: set[str], leaving: Collection[str] = ()) -> list[str]:
         """Host-tier streams to move to the object store, least recently stepped first, so
-        that the host tier fits its budget. Only ``movable`` ones (the worker's: nothing
-        queued, so their checkpoint holds all of them) are named."""
-        if self.host_limit is None or self.host_bytes <= self.host_limit:
+        that the host tier fits its budget once they and ``leaving`` (already on their way)
+        are gone. Only ``movable`` ones (the worker's: nothing queued, so their checkpoint
+        holds all of them) are named."""
+        if self.host_limit is None:
             return []
-        excess = self.host_bytes - self.host_limit
+        gone = sum(len(self._host[sid]) for sid in leaving if sid in self._host)
+        excess = self.host_bytes - gone - self.host_limit
         out = []
         for sid, blob in self._host.items():
             if excess <= 0:
@@ -172,11 +175,12 @@ class StateResidency:
             self._pool = None
 
     # -- paging ---------------------------------------------------------------------------------
-    def _fit(self, keep: tuple[str, ...]) -> None:
-        """Page out the least recently used resident states beyond the limit."""
+    def _make_room(self, coming: int, keep: Collection[str]) -> None:
+        """Page out the least recently used resident states (never those in ``keep``) so
+        that ``coming`` more fit within the limit: there are never more than that many."""
         if self.resident_limit is None:
             return
-        while len(self._resident) > self.resident_limit:
+        while len(self._resident) + coming > self.resident_limit:
             victim = next(sid for sid in self._resident if sid not in keep)
             self._page_out(victim, self._resident.pop(victim))
 

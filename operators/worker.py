@@ -18,6 +18,7 @@ GIL. The class is plain Python; :data:`SegmentationWorkerActor` is its Ray actor
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import logging
 import os
@@ -40,6 +41,13 @@ from ausm_stream.model import AUSM, DEFAULT_WEIGHTS, AUSMConfig
 from ausm_stream.operators.checkpoint import Checkpoint, CheckpointStore, PartitionManifest
 from ausm_stream.operators.processor import StreamProcessor
 from ausm_stream.operators.recovery import CheckpointWriter, RecoveryPlan, recovery_plan
+from ausm_stream.operators.status import (
+    Residence,
+    StreamStatus,
+    WorkerStatus,
+    peak_rss_bytes,
+    rss_bytes,
+)
 from ausm_stream.pipeline import kafka, records
 from ausm_stream.pipeline.config import PipelineConfig
 from ausm_stream.pipeline.records import FrameTracks
@@ -52,6 +60,47 @@ ERROR_HEADER = "ausm-error"
 ENDED_STATS_KEPT = 10_000
 """Ended streams whose stats a worker keeps for its summary (a few hundred bytes each)."""
 SOURCE_HEADER = "ausm-source"
+CHECKPOINT_BACKLOG = 4
+"""Most checkpoints waiting for or in the writer. Each holds copies of a stream's state while
+it is encoded and uploaded (~4, measured as 100 MB for 8 in flight), so this bounds their
+memory when many streams are due at once."""
+
+
+def _load_libc() -> ctypes.CDLL | None:
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc_trim  # noqa: B018 (glibc only)
+        return libc
+    except (OSError, AttributeError):
+        return None
+
+
+_LIBC = _load_libc()
+
+
+M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD_BYTES = 256 * 1024
+
+
+def configure_allocator() -> None:
+    """Keep a worker's resident memory close to what it uses (glibc only; else a no-op).
+
+    States, frames and activations are allocated and freed in MB-sized blocks all the time.
+    glibc serves blocks above its mmap threshold with their own mappings, returned to the OS
+    when freed, but raises that threshold after each such free, so soon it keeps every block
+    in its heap: a worker's resident memory grew by ~400 MB over 640 frames of 40 streams and
+    stayed there (measured; ``malloc_trim`` gave 340 MB of it back). A fixed threshold keeps
+    large blocks mapped (an mmap per state copy costs ~2% of a step), and
+    :func:`release_freed_memory` trims the heap once a second, so the budgets of
+    ``worker.resident_streams`` and ``host_state_bytes`` are what the process holds."""
+    if _LIBC is not None:
+        _LIBC.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+
+
+def release_freed_memory() -> None:
+    """Hand freed heap memory back to the OS (glibc's ``malloc_trim``)."""
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
 
 
 def _resolve(weights: str) -> tuple[Path, str]:
@@ -79,6 +128,9 @@ def weights_info(weights: str) -> tuple[AUSMConfig, str]:
 @dataclass
 class StreamStats:
     frames: int = 0
+    """Frames segmented."""
+    skipped: int = 0
+    """Frames skipped to catch up (``worker.lag_policy: skip_to_live``)."""
     tracks: int = 0
     """Tracks the stream has shown (its highest track id)."""
     gaps: int = 0
@@ -88,6 +140,10 @@ class StreamStats:
     ended: bool = False
     resumed_at: int | None = None
     """The frame the stream resumed at, when this worker restored it from a checkpoint."""
+    active_tracks: int = 0
+    """Tracks shown in its latest segmented frame."""
+    last_checkpoint: int | None = None
+    """The frame its newest stored checkpoint resumes at."""
 
     @property
     def fps(self) -> float:
@@ -128,6 +184,7 @@ class SegmentationWorker:
         # One torch thread per lane, one lane per reserved core: streams run side by side, and
         # outputs do not depend on how many cores a worker has (replays elsewhere match).
         torch.set_num_threads(1)
+        configure_allocator()
         self.model, self.model_version = load_model(
             cfg.model.weights, step_lanes=cfg.worker.cpus, state_dtype=cfg.worker.state_dtype
         )
@@ -150,9 +207,13 @@ class SegmentationWorker:
             on_rejected=self._reject_prompt,
             resident_streams=cfg.worker.resident_streams,
             host_state_bytes=cfg.worker.host_state_bytes,
+            max_lag_s=cfg.worker.max_lag_s if cfg.worker.lag_policy == "skip_to_live" else None,
         )
         self.writer = CheckpointWriter(
-            self.checkpoints, cfg.kafka.frames_topic, flush_sinks=self.producer.flush
+            self.checkpoints,
+            cfg.kafka.frames_topic,
+            flush_sinks=self.producer.flush,
+            on_written=self._checkpoint_written,
         )
         self.checkpoint_frames = cfg.worker.checkpoint_frames or cfg.worker.parquet_frames
         self.stats: dict[str, StreamStats] = defaultdict(StreamStats)
@@ -169,6 +230,7 @@ class SegmentationWorker:
         self._leaving: set[str] = set()  # ended or idle, last checkpoint submitted
         self._ended_gone: dict[str, None] = {}  # out of memory, oldest first
         self._stored: dict[str, None] = {}  # paged out to the object store (idle or budget)
+        self._to_store: set[str] = set()  # chosen to page out, checkpoint not yet submitted
         self._last_active: dict[str, float] = {}
         self._last_idle_check = time.monotonic()
         self._progressed: set[str] = set()
@@ -185,15 +247,19 @@ class SegmentationWorker:
         self.track_topic.add(frame, rows)
         st = self.stats[frame.stream_id]
         now = time.monotonic()
-        st.first_step = st.first_step or now
-        st.last_step = now
-        st.frames += 1
-        if len(frame.track_ids):  # ids count from 1 per stream: the highest is how many
-            st.tracks = max(st.tracks, int(frame.track_ids.max()))
         self._progressed.add(frame.stream_id)
         self._last_active[frame.stream_id] = now
         if (frame.frame_idx + 1) % self.checkpoint_frames == 0:
             self._due.add(frame.stream_id)
+        if frame.skipped:
+            st.skipped += 1
+            return
+        st.first_step = st.first_step or now
+        st.last_step = now
+        st.frames += 1
+        st.active_tracks = len(frame.track_ids)
+        if len(frame.track_ids):  # ids count from 1 per stream: the highest is how many
+            st.tracks = max(st.tracks, int(frame.track_ids.max()))
 
     def _end_stream(self, stream_id: str) -> None:
         self.parquet.end(stream_id)
@@ -236,25 +302,58 @@ class SegmentationWorker:
             self.writer.submit(Checkpoint(snap, pending), partition)
         self._progressed -= stream_ids
 
+    def _checkpoint_written(self, stream_id: str, frame: int) -> None:
+        """On the writer thread: a stream's checkpoint, resuming at ``frame``, is stored."""
+        st = self.stats.get(stream_id)
+        if st is not None:
+            st.last_checkpoint = frame
+
+    def _log_lag(self) -> None:
+        """The streams furthest behind, once per ``worker.checkpoint_seconds``."""
+        behind = sorted(
+            ((e.lag_s, e.lag_frames, sid) for sid, e in self.processor.streams.items() if e.queue),
+            reverse=True,
+        )
+        if behind:
+            worst = ", ".join(f"{sid} {n} frames / {lag:.1f} s" for lag, n, sid in behind[:5])
+            log.info("lag: %d streams have frames queued; furthest behind: %s", len(behind), worst)
+
     def _checkpoint_due(self) -> None:
         w = self.cfg.worker
         now = time.monotonic()
         if now - self._last_periodic >= w.checkpoint_seconds:
             self._due |= self._progressed
             self._last_periodic = now
-        going: set[str] = set()
-        if w.idle_page_out_s and now - self._last_idle_check >= 1.0:
+            self._log_lag()
+        if now - self._last_idle_check >= 1.0:
             self._last_idle_check = now
-            going = self._idle(now, w.idle_page_out_s)
-        going |= set(self.processor.states.over_budget(self._movable() - self._leaving))
-        self._due |= going
-        if self._due:
-            due, self._due = self._due, set()
-            self._checkpoint(due)
+            release_freed_memory()
+            if w.idle_page_out_s:
+                self._to_store |= self._idle(now, w.idle_page_out_s)
+        pending = self._leaving | self._to_store
+        self._to_store |= set(self.processor.states.over_budget(self._movable() - pending, pending))
+        self._due |= self._to_store
+        room = CHECKPOINT_BACKLOG - self.writer.backlog
+        if self._due and room > 0:
+            # Those leaving memory first; the rest wait for room (a few loops at most).
+            order = sorted(self._due & self._to_store) + sorted(self._due - self._to_store)
+            taken = set(order[:room])
+            self._due -= taken
+            self._checkpoint(taken)
             entries = self.processor.streams
-            self._leaving |= going | {sid for sid in due if sid in entries and entries[sid].closed}
+            closed = {sid for sid in taken if sid in entries and entries[sid].closed}
+            self._leaving |= (taken & self._to_store) | closed
+            self._to_store -= taken
         if self._leaving and self.writer.idle():
             self._let_streams_go()
+
+    def _checkpoint_all(self, stream_ids: set[str]) -> None:
+        """Checkpoint many streams and wait until all are written, ``CHECKPOINT_BACKLOG`` at a
+        time (a release or a stop of a worker with thousands of streams)."""
+        order = sorted(stream_ids)
+        for i in range(0, len(order), CHECKPOINT_BACKLOG):
+            self._checkpoint(set(order[i : i + CHECKPOINT_BACKLOG]))
+            self.writer.wait()
 
     def _movable(self) -> set[str]:
         """Streams that may leave memory for the object store: nothing queued (their
@@ -371,10 +470,12 @@ class SegmentationWorker:
             return
         st = self.stats[snap.stream_id] = StreamStats(
             frames=snap.frames_done,
+            skipped=snap.skipped,
             tracks=snap.state.next_track_id - 1,
             gaps=snap.gaps,
             ended=snap.ended,
             resumed_at=snap.next_frame,
+            last_checkpoint=snap.next_frame,
         )
         self.recovered_streams += 1
         log.info(
@@ -389,8 +490,7 @@ class SegmentationWorker:
         """Checkpoint the partitions' streams, wait until written, then drop them."""
         gone = set(partitions)
         streams = {s for s in self.processor.streams if self._partition_of(s) in gone}
-        self._checkpoint(streams)
-        self.writer.wait()
+        self._checkpoint_all(streams)
         for sid in streams:
             self.processor.forget(sid)
             self.parquet.forget(sid)
@@ -477,7 +577,7 @@ class SegmentationWorker:
         until_ended: set[str] | None = None,
         idle_timeout_s: float | None = None,
         max_seconds: float | None = None,
-    ) -> dict:
+    ) -> WorkerStatus:
         """Recover, then consume and segment until every stream of ``until_ended`` on this
         worker's partitions has ended, nothing has arrived for ``idle_timeout_s``,
         ``max_seconds`` passed, or :meth:`stop` is called. Checkpoints everything on the way
@@ -516,8 +616,7 @@ class SegmentationWorker:
                     break
                 if max_seconds is not None and now - started > max_seconds:
                     break
-            self._checkpoint(self._progressed | self._due)  # a clean stop resumes exactly
-            self.writer.wait()
+            self._checkpoint_all(self._progressed | self._due)  # a clean stop resumes exactly
             self._let_streams_go()
             self._commit_lag(wait=True)
         finally:
@@ -526,7 +625,7 @@ class SegmentationWorker:
             self._consumer = None
             self.run_seconds += time.monotonic() - started
             self.cpu_seconds += time.process_time() - cpu_started
-        return self.summary()
+        return self.status()
 
     def stop(self) -> None:
         self._stop.set()
@@ -538,36 +637,63 @@ class SegmentationWorker:
         """The worker's process id (operators and failover tests signal it)."""
         return os.getpid()
 
-    def summary(self) -> dict:
-        entries = self.processor.streams
-        return {
-            "model_version": self.model_version,
-            "partitions": self.partitions,
-            "dead_letters": self.dead_letters,
-            # Utilisation over finished runs: the model's share of wall time, and the cores
-            # the whole worker process (model, decoding, sinks, Kafka client) kept busy.
-            "run_seconds": round(self.run_seconds, 3),
-            "step_seconds": round(self.processor.step_seconds, 3),
-            "cpu_seconds": round(self.cpu_seconds, 3),
-            "checkpoints_written": self.writer.written,
-            "recovered_streams": self.recovered_streams,
-            "resident_streams": len(entries),
-            "streams": {
-                sid: {
-                    "frames": st.frames,
-                    "tracks": st.tracks,
-                    "fps": round(st.fps, 2),
-                    "ended": st.ended,
-                    "gaps": entries[sid].gaps if sid in entries else st.gaps,
-                    "resumed_at": st.resumed_at,
-                }
-                for sid, st in sorted(self.stats.items())
-                if st.frames or st.ended
-            },
-        }
+    def status(self) -> WorkerStatus:
+        """The worker and each stream it segmented or holds, now (safe from other threads:
+        it reads copies)."""
+        entries = dict(self.processor.streams)
+        paging = self.processor.states
+        streams = {}
+        for sid, st in sorted(list(self.stats.items())):
+            if not (st.frames or st.skipped or st.ended):
+                continue
+            entry = entries.get(sid)
+            queued = entry.lag_frames if entry else 0
+            streams[sid] = StreamStatus(
+                stream_id=sid,
+                worker=self.name,
+                frames_in=st.frames + st.skipped + queued,
+                frames_out=st.frames,
+                skipped=st.skipped,
+                lag_frames=queued,
+                lag_s=round(entry.lag_s, 3) if entry else 0.0,
+                fps=round(st.fps, 2),
+                residence=self._residence(sid, entry is not None),
+                active_tracks=st.active_tracks,
+                tracks=st.tracks,
+                gaps=entry.gaps if entry else st.gaps,
+                ended=st.ended,
+                last_checkpoint_frame=st.last_checkpoint,
+                resumed_at=st.resumed_at,
+            )
+        return WorkerStatus(
+            name=self.name,
+            model_version=self.model_version,
+            partitions=list(self.partitions),
+            dead_letters=self.dead_letters,
+            checkpoints_written=self.writer.written,
+            recovered_streams=self.recovered_streams,
+            resident_streams=paging.resident_count,
+            host_streams=paging.host_count,
+            stored_streams=len(self._stored),
+            host_state_bytes=paging.host_bytes,
+            page_outs=paging.stats.page_outs,
+            page_ins=paging.stats.page_ins,
+            store_page_ins=self.store_page_ins,
+            run_seconds=round(self.run_seconds, 3),
+            step_seconds=round(self.processor.step_seconds, 3),
+            cpu_seconds=round(self.cpu_seconds, 3),
+            rss_bytes=rss_bytes(),
+            peak_rss_bytes=peak_rss_bytes(),
+            streams=streams,
+        )
+
+    def _residence(self, stream_id: str, in_memory: bool) -> Residence:
+        if in_memory:
+            return self.processor.states.tier(stream_id)
+        return "stored" if stream_id in self._stored else "ended"
 
 
-# Concurrent calls: ``run`` holds one thread; ``summary``, ``stop``, ``acquire`` and
+# Concurrent calls: ``run`` holds one thread; ``status``, ``stop``, ``acquire`` and
 # ``release`` (from the coordinator and drivers) use the others.
 SegmentationWorkerActor = ray.remote(max_concurrency=4)(SegmentationWorker)
 

@@ -350,6 +350,36 @@ class FrameTracks:
     masks: np.ndarray  # (K, h, w) bool at the model's resolution
     boxes: np.ndarray  # (K, 4) float32: x0, y0, x1, y1 of the masks, at the model's resolution
     prompt_object_ids: np.ndarray  # (K,) int64, -1 = not prompted
+    skipped: bool = False
+    """The frame was skipped to catch up (``worker.lag_policy: skip_to_live``): no tracks."""
+
+    @classmethod
+    def skipped_frame(
+        cls,
+        stream_id: str,
+        frame_idx: int,
+        pts_ns: int,
+        capture_ts: int,
+        source_height: int,
+        source_width: int,
+        mask_size: tuple[int, int],
+    ) -> FrameTracks:
+        """A frame that was not segmented, for the frames table to record as skipped."""
+        return cls(
+            stream_id,
+            frame_idx,
+            pts_ns,
+            capture_ts,
+            source_height,
+            source_width,
+            track_ids=np.zeros(0, np.int64),
+            labels=[],
+            scores=np.zeros(0, np.float32),
+            masks=np.zeros((0, *mask_size), bool),
+            boxes=np.zeros((0, 4), np.float32),
+            prompt_object_ids=np.zeros(0, np.int64),
+            skipped=True,
+        )
 
 
 def tracks_batch(frames: list[FrameTracks], model_version: str) -> pa.RecordBatch:

@@ -44,10 +44,19 @@ from ausm_stream.pipeline.storage import ObjectStore
 
 log = logging.getLogger(__name__)
 
-FRAMES_TABLE_SCHEMA = pa.schema([*FRAME_KEY, ("tracks", pa.int32()), ("model_version", pa.utf8())])
-"""One row per processed frame: its identity and timing as in the chunk, and its track count."""
+FRAMES_TABLE_SCHEMA = pa.schema(
+    [
+        *FRAME_KEY,
+        ("tracks", pa.int32()),
+        ("skipped", pa.bool_()),
+        ("model_version", pa.utf8()),
+    ]
+)
+"""One row per frame the worker received: its identity and timing as in the chunk, its
+track count, and whether it was skipped to catch up (``worker.lag_policy``) instead of
+segmented."""
 
-FRAME_INFO_SCHEMA = pa.schema([*FRAME_KEY, ("tracks", pa.int32())])
+FRAME_INFO_SCHEMA = pa.schema([*FRAME_KEY, ("tracks", pa.int32()), ("skipped", pa.bool_())])
 
 
 def part_name(first: int, last: int) -> str:
@@ -63,6 +72,7 @@ class FrameInfo:
     pts_ns: int
     capture_ts: int
     tracks: int
+    skipped: bool = False
 
 
 Buffered = list[tuple[FrameInfo, pa.RecordBatch]]
@@ -79,7 +89,12 @@ class WindowedSink(ABC):
     def add(self, frame: FrameTracks, rows: pa.RecordBatch) -> None:
         """Buffer one frame and its track rows (``tracks_batch``)."""
         info = FrameInfo(
-            frame.stream_id, frame.frame_idx, frame.pts_ns, frame.capture_ts, len(frame.track_ids)
+            frame.stream_id,
+            frame.frame_idx,
+            frame.pts_ns,
+            frame.capture_ts,
+            len(frame.track_ids),
+            frame.skipped,
         )
         buf = self.buffers[frame.stream_id]
         if buf and frame.frame_idx // self.window != buf[0][0].frame_idx // self.window:
@@ -104,6 +119,7 @@ class WindowedSink(ABC):
                     "pts_ns": i.pts_ns,
                     "capture_ts": i.capture_ts,
                     "tracks": i.tracks,
+                    "skipped": i.skipped,
                 }
                 for i, _ in buf
             ],
@@ -119,8 +135,11 @@ class WindowedSink(ABC):
             infos.column(name).cast(pa.int64()).to_numpy()
             for name in ("frame_idx", "pts_ns", "capture_ts", "tracks")
         ]
-        for frame_idx, pts_ns, capture_ts, tracks in zip(*columns, strict=True):
-            info = FrameInfo(stream_id, int(frame_idx), int(pts_ns), int(capture_ts), int(tracks))
+        skipped = infos.column("skipped").to_pylist()
+        for frame_idx, pts_ns, capture_ts, tracks, skip in zip(*columns, skipped, strict=True):
+            info = FrameInfo(
+                stream_id, int(frame_idx), int(pts_ns), int(capture_ts), int(tracks), bool(skip)
+            )
             part = rows.take((frame_of_row == info.frame_idx).nonzero()[0]).combine_chunks()
             batches = part.to_batches()
             batch = batches[0] if batches else pa.RecordBatch.from_pylist([], schema=TRACKS_SCHEMA)
@@ -162,6 +181,7 @@ class ParquetSink(WindowedSink):
                     [f.capture_ts for f in frames], pa.timestamp("ns", tz="UTC")
                 ),
                 "tracks": pa.array([f.tracks for f in frames], pa.int32()),
+                "skipped": [f.skipped for f in frames],
                 "model_version": [self.model_version] * len(frames),
             },
             schema=FRAMES_TABLE_SCHEMA,

@@ -53,21 +53,24 @@ def test_three_streams_every_frame_exactly_once(
     cfg = pipeline_config(broker, weights, storage)
     ingest_all(cfg, broker, videos)
     summary = run_workers(cfg, broker, set(videos))
-    assert {sid: s["frames"] for sid, s in summary["streams"].items()} == dict.fromkeys(
+    assert {sid: s.frames_out for sid, s in summary.streams.items()} == dict.fromkeys(
         videos, FRAMES
     )
-    assert summary["dead_letters"] == 0
+    assert summary.dead_letters == 0
     # One worker per core, each with its own partitions and the streams hashed to them.
-    workers = summary["workers"]
-    assert [w["partitions"] for w in workers] == [[0, 1], [2, 3]]
-    assert [w["streams"] for w in workers] == [["cam-1"], ["cam-0", "cam-2"]]
+    workers = summary.workers
+    assert [w.partitions for w in workers] == [[0, 1], [2, 3]]
+    where = {sid: s.worker for sid, s in summary.streams.items()}
+    assert where == {"cam-1": "worker-0", "cam-0": "worker-1", "cam-2": "worker-1"}
     for w in workers:
-        assert 0 < w["step_seconds"] < w["run_seconds"] and w["cpu_seconds"] > 0
-    assert summary["resident_streams"] == 0  # ended streams left memory
+        assert 0 < w.step_seconds < w.run_seconds and w.cpu_seconds > 0
+        assert w.resident_streams == 0  # ended streams left memory
     tracks = read_dataset(open_store(storage))
-    for sid, s in summary["streams"].items():  # the summary counts the tracks that were shown
+    for sid, s in summary.streams.items():  # the status counts the tracks that were shown
         shown = tracks.filter(pc.field("stream_id") == sid)["track_id"].to_pylist()
-        assert s["tracks"] == max(shown) == len(set(shown)), sid
+        assert s.tracks == max(shown) == len(set(shown)), sid
+        assert s.residence == "ended" and s.last_checkpoint_frame == FRAMES
+        assert (s.frames_in, s.lag_frames, s.skipped) == (FRAMES, 0, 0)
     check_every_frame_once(open_store(storage), dict.fromkeys(videos, FRAMES))
     # Offsets the checkpoints cover are committed for lag tools: all read, nothing lags.
     lag = kafka.make_consumer(cfg.kafka, broker.bootstrap, group_id=cfg.kafka.lag_group)
@@ -137,7 +140,7 @@ def test_bad_chunks_go_to_the_dead_letter_topic_and_the_stream_goes_on(
     producer.flush()
 
     summary = run_workers(cfg, broker, {"cam-x"})
-    assert summary["dead_letters"] == 5
+    assert summary.dead_letters == 5
     dead = consume(broker, cfg.kafka.dead_letter_topic, cfg.kafka.partitions)
     reasons = sorted(kafka.header(m.headers, ERROR_HEADER) for m in dead)
     assert len(reasons) == 5
@@ -150,8 +153,8 @@ def test_bad_chunks_go_to_the_dead_letter_topic_and_the_stream_goes_on(
     ]
     for phrase in expected:
         assert sum(phrase in r for r in reasons) == expected.count(phrase), (phrase, reasons)
-    assert summary["streams"]["cam-x"]["ended"] and summary["streams"]["cam-x"]["gaps"] == 2
-    assert ghost not in summary["streams"]  # a prompt alone does not make a stream
+    assert summary.streams["cam-x"].ended and summary.streams["cam-x"].gaps == 2
+    assert ghost not in summary.streams  # a prompt alone does not make a stream
     frames = read_dataset(open_store(cfg.storage), "frames")
     assert sorted(frames["frame_idx"].to_pylist()) == [*range(8), *range(16, 24)]
 

@@ -71,7 +71,7 @@ def reference(broker, ray_session, weights, videos, tmp_path_factory) -> Outputs
     cfg = pipeline_config(broker, weights, StorageConfig(url=f"file://{root}/store"))
     ingest_all(cfg, broker, videos)
     summary = run_workers(cfg, broker, set(videos))
-    assert summary["recovered_streams"] == 0
+    assert summary.recovered_streams == 0
     return outputs(broker, cfg)
 
 
@@ -91,7 +91,7 @@ def reference_streams() -> list[str]:
 
 def frames_done(pool: WorkerPool) -> int:
     try:
-        return sum(s["frames"] for s in pool.summary()["streams"].values())
+        return sum(s.frames_out for s in pool.status().streams.values())
     except ray.exceptions.RayError:
         return 0
 
@@ -129,8 +129,8 @@ def test_workers_sigkilled_twice_leave_the_output_unchanged(
         summary = ray.get(run, timeout=300)
     finally:
         pool.kill()
-    assert summary["recovered_streams"] >= 1  # the kills hit streams in flight
-    assert {sid: s["frames"] for sid, s in summary["streams"].items()} == dict.fromkeys(
+    assert summary.recovered_streams >= 1  # the kills hit streams in flight
+    assert {sid: s.frames_out for sid, s in summary.streams.items()} == dict.fromkeys(
         videos, FRAMES
     )
     assert_same_outputs(broker, cfg, reference)
@@ -149,13 +149,13 @@ def test_the_whole_pipeline_stopped_and_started_again_resumes(
     if how == "stop":
         pool.stop()  # checkpoints every stream where it is
         first = ray.get(run, timeout=120)
-        assert 0 < sum(s["frames"] for s in first["streams"].values()) < TOTAL
+        assert 0 < sum(s.frames_out for s in first.streams.values()) < TOTAL
     pool.kill()
     summary = run_workers(cfg, broker, set(videos))
-    assert summary["recovered_streams"] == STREAMS
+    assert summary.recovered_streams == STREAMS
     if first is not None:  # a clean stop resumes exactly where it was: nothing replayed
-        resumed = {sid: s["resumed_at"] for sid, s in summary["streams"].items()}
-        assert resumed == {sid: s["frames"] for sid, s in first["streams"].items()}
+        resumed = {sid: s.resumed_at for sid, s in summary.streams.items()}
+        assert resumed == {sid: s.frames_out for sid, s in first.streams.items()}
     assert_same_outputs(broker, cfg, reference)
 
 
@@ -194,9 +194,9 @@ def test_damaged_newest_checkpoints_fall_back_and_the_output_is_unchanged(
         damaged_at[sid] = json.loads(store.get(f"checkpoints/{sid}/latest.json"))["frame_idx"]
         damage_newest(store, sid, how)
     summary = run_workers(cfg, broker, set(videos))
-    assert summary["recovered_streams"] == STREAMS
-    for sid, s in summary["streams"].items():  # each resumed from an older checkpoint
-        assert s["resumed_at"] < damaged_at[sid], sid
+    assert summary.recovered_streams == STREAMS
+    for sid, s in summary.streams.items():  # each resumed from an older checkpoint
+        assert s.resumed_at < damaged_at[sid], sid
     assert_same_outputs(broker, cfg, reference)
 
 
@@ -217,10 +217,10 @@ def test_a_worker_added_and_one_removed_while_streams_run(
         summary = ray.get(run, timeout=300)
     finally:
         pool.kill()
-    assert {sid: s["frames"] for sid, s in summary["streams"].items()} == dict.fromkeys(
+    assert {sid: s.frames_out for sid, s in summary.streams.items()} == dict.fromkeys(
         videos, FRAMES
     )
-    assert summary["recovered_streams"] >= STREAMS  # each moved at least once
+    assert summary.recovered_streams >= STREAMS  # each moved at least once
     assert_same_outputs(broker, cfg, reference)
 
 
@@ -286,6 +286,6 @@ def test_a_worker_gone_for_good_has_its_partitions_moved_to_the_others(
         assert pool.assignment() == {"worker-0": [0, 1, 2, 3]}
     finally:
         pool.kill()
-    assert [w["partitions"] for w in summary["workers"]] == [[0, 1, 2, 3]]
-    assert summary["recovered_streams"] >= 1  # worker-1's streams, from their checkpoints
+    assert [w.partitions for w in summary.workers] == [[0, 1, 2, 3]]
+    assert summary.recovered_streams >= 1  # worker-1's streams, from their checkpoints
     assert_same_outputs(broker, cfg, reference)

@@ -95,7 +95,7 @@ def test_run_against_configured_services(broker, s3_endpoint, video, tmp_path):
         }
     )
     summary = run_pipeline(cfg, {"lobby": str(video)}, idle_timeout_s=8)
-    assert summary["streams"]["lobby"]["frames"] == 20 and summary["streams"]["lobby"]["ended"]
+    assert summary.streams["lobby"].frames_out == 20 and summary.streams["lobby"].ended
     frames = read_dataset(open_store(cfg.storage), "frames")
     lobby = frames.filter(pc.field("stream_id") == "lobby")["frame_idx"].to_pylist()
     assert sorted(lobby) == list(range(20))

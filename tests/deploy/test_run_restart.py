@@ -88,7 +88,7 @@ def test_run_stopped_and_started_again_resumes_from_its_checkpoints(broker, weig
         time.sleep(0.1)
     first.send_signal(signal.SIGTERM)
     stopped = finish(first, log)
-    done_before = {sid: s["frames"] for sid, s in stopped["streams"].items()}
+    done_before = {sid: s["frames_out"] for sid, s in stopped["streams"].items()}
     assert 0 < sum(done_before.values()) < len(videos) * FRAMES  # stopped mid-stream
     assert all(not s["ended"] for s in stopped["streams"].values())
     summary = finish(start(config, videos, log), log)
@@ -96,7 +96,7 @@ def test_run_stopped_and_started_again_resumes_from_its_checkpoints(broker, weig
     assert summary["recovered_streams"] == len(videos)
     for sid, s in summary["streams"].items():
         assert s["resumed_at"] == done_before[sid] and s["gaps"] == 0  # exactly where it was
-        assert s["frames"] == FRAMES and s["ended"]
+        assert s["frames_out"] == FRAMES and s["ended"]
     frames = read_dataset(open_store(StorageConfig(url=f"file://{store}")), "frames")
     for sid in videos:
         idx = frames.filter(pc.field("stream_id") == sid)["frame_idx"].to_pylist()

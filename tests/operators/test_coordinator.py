@@ -1,12 +1,10 @@
+import json
+
 import pytest
 
 from ausm_stream.errors import ConfigError
-from ausm_stream.operators.coordinator import (
-    merge_summaries,
-    owned_streams,
-    split_partitions,
-    worker_count,
-)
+from ausm_stream.operators.coordinator import owned_streams, split_partitions, worker_count
+from ausm_stream.operators.status import PoolStatus, StreamStatus, WorkerStatus
 from ausm_stream.pipeline.config import PipelineConfig
 
 
@@ -57,30 +55,40 @@ def test_every_stream_belongs_to_exactly_one_worker():
     assert all(owned)  # 40 streams spread over every worker
 
 
-def test_the_pool_summary_merges_its_workers():
-    def summary(partitions, streams, dead):
-        return {
-            "model_version": "m@1",
-            "partitions": partitions,
-            "dead_letters": dead,
-            "run_seconds": 2.0,
-            "step_seconds": 1.5,
-            "cpu_seconds": 1.8,
-            "checkpoints_written": 4,
-            "recovered_streams": 1,
-            "resident_streams": 2,
-            "streams": {sid: {"frames": 5} for sid in streams},
-        }
+def test_the_pool_status_merges_its_workers():
+    def stream(sid: str, worker: str) -> StreamStatus:
+        return StreamStatus(sid, worker, 5, 5, 0, 0, 0.0, 8.0, "resident", 1, 2, 0, False, 4, None)
 
-    merged = merge_summaries([summary([0, 1], ["b", "a"], 1), summary([2, 3], ["c"], 2)])
-    assert merged["dead_letters"] == 3
-    assert (merged["checkpoints_written"], merged["recovered_streams"]) == (8, 2)
-    assert list(merged["streams"]) == ["a", "b", "c"]
-    assert merged["workers"][0] == {
-        "partitions": [0, 1],
-        "streams": ["a", "b"],
-        "run_seconds": 2.0,
-        "step_seconds": 1.5,
-        "cpu_seconds": 1.8,
-    }
-    assert merged["workers"][1]["streams"] == ["c"]
+    def worker(name, partitions, streams, dead):
+        return WorkerStatus(
+            name,
+            "m@1",
+            partitions,
+            dead,
+            4,
+            1,
+            2,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            2.0,
+            1.5,
+            1.8,
+            streams={sid: stream(sid, name) for sid in streams},
+        )
+
+    merged = PoolStatus.merge([worker("w0", [0, 1], ["b", "a"], 1), worker("w1", [2, 3], ["c"], 2)])
+    assert merged.dead_letters == 3
+    assert (merged.checkpoints_written, merged.recovered_streams) == (8, 2)
+    assert list(merged.streams) == ["a", "b", "c"]
+    assert [s.worker for s in merged.streams.values()] == ["w0", "w0", "w1"]
+    assert [(w.name, w.partitions, w.streams) for w in merged.workers] == [
+        ("w0", [0, 1], {}),
+        ("w1", [2, 3], {}),
+    ]
+    as_json = json.loads(json.dumps(merged.to_dict()))  # what ``run`` prints and an API serves
+    assert as_json["streams"]["c"]["frames_out"] == 5
+    assert as_json["workers"][0]["run_seconds"] == 2.0

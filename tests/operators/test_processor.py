@@ -84,6 +84,41 @@ def test_prompt_applies_at_its_frame(processor):
     assert first == 8
 
 
+def live_chunk(stream, first, n, fps=8):
+    """Frames stamped as a camera at ``fps`` would stamp them."""
+    c = chunk(stream, first, n)
+    c.capture_ts = 1_700_000_000 * 10**9 + np.arange(first, first + n) * (10**9 // fps)
+    return c
+
+
+def test_lag_is_reported_and_skip_to_live_catches_up():
+    emitted = []
+    p = StreamProcessor(make_model(image_size=SIZE), emitted.append, max_batch=2, max_lag_s=1.0)
+    p.on_record(live_chunk("a", 0, 4))
+    assert (p.streams["a"].lag_frames, p.streams["a"].lag_s) == (4, 0.375)
+    p.drain()  # 0.375 s behind: within max_lag_s, every frame stepped
+    assert [f.skipped for f in emitted] == [False] * 4
+    p.on_record(live_chunk("a", 4, 20))  # the worker fell 2.4 s behind
+    p.on_record(PromptRecord("a", 10, [5], disc_mask(SIZE, 30, 30, 8)[None].numpy()))
+    p.on_record(live_chunk("b", 0, 20))
+    p.step_ready()
+    after = {
+        sid: [(f.frame_idx, f.skipped) for f in emitted[4:] if f.stream_id == sid] for sid in "ab"
+    }
+    # Each stream skipped to its newest frame; skipped frames are emitted, marked, in order.
+    assert after["a"] == [(i, True) for i in range(4, 23)] + [(23, False)]
+    assert after["b"] == [(i, True) for i in range(19)] + [(19, False)]
+    assert (p.streams["a"].skipped, p.streams["a"].lag_frames, p.streams["a"].lag_s) == (19, 0, 0)
+    assert all(len(f.track_ids) == 0 for f in emitted if f.skipped)
+    live = next(f for f in emitted if f.stream_id == "a" and f.frame_idx == 23)
+    assert 5 in live.prompt_object_ids.tolist()  # the prompt of a skipped frame still applies
+    p.on_record(live_chunk("a", 24, 4))
+    p.drain()
+    assert [f.frame_idx for f in emitted if f.stream_id == "a"][-4:] == [24, 25, 26, 27]
+    snap = p.snapshot("a", position=0)
+    assert (snap.frames_done, snap.skipped, snap.next_frame) == (9, 19, 28)
+
+
 def test_bad_prompts_and_sizes_are_record_errors(processor):
     p, _, _ = processor
     with pytest.raises(RecordError, match="model takes 64x64"):

@@ -52,11 +52,11 @@ def test_an_ended_stream_leaves_memory_and_is_paged_back_in(broker, weights, tmp
     send_frames(cfg, broker, 0, 8, end=8)
     worker = SegmentationWorker(cfg, broker.bootstrap, list(range(4)))
     first = worker.run(until_ended={"cam"}, max_seconds=60)
-    assert first["resident_streams"] == 0 and first["streams"]["cam"]["ended"]
+    assert first.resident_streams == 0 and first.streams["cam"].ended
     # The camera comes back after its end (a live source restarted): frames 8-15.
     send_frames(cfg, broker, 8, 16, end=None)
     summary = worker.run(idle_timeout_s=3, max_seconds=60)
-    assert summary["streams"]["cam"]["frames"] == 16
+    assert summary.streams["cam"].frames_out == 16
     reference = SegmentationWorker(straight, broker.bootstrap, list(range(4)))
     reference.run(until_ended={"cam"}, max_seconds=60)
     # Its state came back from the checkpoint: frames 8-15 as if it had never left.
@@ -74,7 +74,7 @@ def test_an_idle_stream_is_paged_out_and_back_in(broker, weights, tmp_path):
     send_frames(cfg, broker, 0, 8, end=None)
     worker = SegmentationWorker(cfg, broker.bootstrap, list(range(4)))
     idle = worker.run(idle_timeout_s=4, max_seconds=60)  # the camera pauses
-    assert idle["resident_streams"] == 0 and not idle["streams"]["cam"]["ended"]
+    assert idle.resident_streams == 0 and not idle.streams["cam"].ended
     send_frames(cfg, broker, 8, 16, end=16)
     worker.run(until_ended={"cam"}, max_seconds=60)
     reference = SegmentationWorker(straight, broker.bootstrap, list(range(4)))

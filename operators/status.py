@@ -1,0 +1,127 @@
+"""What a worker and a pool report: typed status records, ready to serve and to log.
+
+A worker builds a :class:`WorkerStatus` on request (``SegmentationWorker.status``); the
+coordinator merges its workers' into a :class:`PoolStatus`. Both are plain frozen
+dataclasses of numbers and strings, so they cross Ray unchanged and :meth:`to_dict` gives
+the JSON that ``ausm-stream run`` prints and an API serves.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import resource
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Residence = Literal["resident", "host", "stored", "ended"]
+"""Where a stream's state is: live on the worker's device, compressed in its host memory, in
+the object store only (paged out, back at its next record), or nowhere (the stream ended;
+its last checkpoint stays)."""
+
+
+def rss_bytes() -> int:
+    """This process's resident memory now (Linux ``/proc``; 0 elsewhere)."""
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):
+        return 0
+
+
+def peak_rss_bytes() -> int:
+    """This process's highest resident memory so far."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, KiB on Linux
+
+
+@dataclass(frozen=True)
+class StreamStatus:
+    stream_id: str
+    worker: str | None
+    frames_in: int
+    """Frames received: segmented, skipped and still queued."""
+    frames_out: int
+    """Frames segmented (their tracks written)."""
+    skipped: int
+    """Frames skipped to catch up (``worker.lag_policy: skip_to_live``)."""
+    lag_frames: int
+    """Frames received and not yet segmented."""
+    lag_s: float
+    """Capture time from the next frame to segment to the newest one received."""
+    fps: float
+    """Frames segmented per second of wall time, first to last."""
+    residence: Residence
+    active_tracks: int
+    """Tracks shown in the stream's latest segmented frame."""
+    tracks: int
+    """Tracks the stream has shown in all (its highest track id)."""
+    gaps: int
+    """Runs of frames that never arrived."""
+    ended: bool
+    last_checkpoint_frame: int | None
+    """The frame the stream's newest stored checkpoint resumes at."""
+    resumed_at: int | None
+    """The frame this worker restored the stream at from a checkpoint, if it did."""
+
+
+@dataclass(frozen=True)
+class WorkerStatus:
+    name: str | None
+    model_version: str
+    partitions: list[int]
+    dead_letters: int
+    checkpoints_written: int
+    recovered_streams: int
+    resident_streams: int
+    host_streams: int
+    """Streams whose state is paged out to host memory (``worker.resident_streams``)."""
+    stored_streams: int
+    """Streams paged out to the object store (host budget or ``worker.idle_page_out_s``)."""
+    host_state_bytes: int
+    """Compressed bytes of the states in host memory."""
+    page_outs: int
+    page_ins: int
+    """States paged in from host memory, and (``store_page_ins``) from the object store."""
+    store_page_ins: int
+    run_seconds: float
+    """Wall time of the finished runs."""
+    step_seconds: float
+    """Time in the model's step: the model's share of ``run_seconds``."""
+    cpu_seconds: float
+    """CPU time of the whole worker process over its finished runs."""
+    rss_bytes: int
+    """The worker process's resident memory now (0 where ``/proc`` is missing)."""
+    peak_rss_bytes: int
+    """Its highest resident memory so far."""
+    streams: dict[str, StreamStatus] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class PoolStatus:
+    model_version: str
+    dead_letters: int
+    checkpoints_written: int
+    recovered_streams: int
+    workers: list[WorkerStatus]
+    """Each worker's status, without its streams (they are in ``streams``)."""
+    streams: dict[str, StreamStatus]
+    """Every stream of every worker (a stream is on one worker)."""
+
+    @classmethod
+    def merge(cls, workers: list[WorkerStatus]) -> PoolStatus:
+        return cls(
+            model_version=workers[0].model_version if workers else "",
+            dead_letters=sum(w.dead_letters for w in workers),
+            checkpoints_written=sum(w.checkpoints_written for w in workers),
+            recovered_streams=sum(w.recovered_streams for w in workers),
+            workers=[dataclasses.replace(w, streams={}) for w in workers],
+            streams=dict(sorted(kv for w in workers for kv in w.streams.items())),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
