@@ -13,6 +13,12 @@ before it, so its effect does not depend on how fast the worker runs. A prompt t
 apply (an empty mask, more objects than the ID buffer holds) is handed to ``on_rejected``
 with the reason, which the worker sends to the dead-letter topic.
 
+States live in :class:`~.residency.StateResidency`: with ``resident_streams`` set, a batch
+holds at most that many streams, the others' states are paged to host memory, and the next
+batch's are paged in while this one steps. With ``max_lag_s`` set (``worker.lag_policy:
+skip_to_live``), a stream further behind its newest received frame than that skips to it;
+the skipped frames are emitted as ``FrameTracks.skipped`` for the frames table.
+
 Recovery: every record comes with its offset in its partition, and :meth:`snapshot` of a
 stream says where to resume reading it: the offset of the record that delivered its oldest
 queued frame, or, with nothing queued, the partition position after the last record read.

@@ -597,8 +597,15 @@ class SegmentationWorker:
                 self._run_commands()
                 # One batch per poll: a backlog makes the poll non-blocking, and frames that
                 # arrived meanwhile join the next batch instead of waiting for a drained queue.
-                backlog = self.processor.backlog()
-                polled = self._consumer.poll(timeout_ms=0 if backlog else self.cfg.worker.poll_ms)
+                # Checkpoints waiting for room in the writer shorten the wait (page-outs of
+                # many streams at once go at the writer's pace, not one batch per poll).
+                if self.processor.backlog():
+                    wait_ms = 0
+                elif self._due:
+                    wait_ms = min(10, self.cfg.worker.poll_ms)
+                else:
+                    wait_ms = self.cfg.worker.poll_ms
+                polled = self._consumer.poll(timeout_ms=wait_ms)
                 for msgs in polled.values():
                     for msg in msgs:
                         self.handle(msg)

@@ -60,23 +60,24 @@ def test_the_pool_status_merges_its_workers():
         return StreamStatus(sid, worker, 5, 5, 0, 0, 0.0, 8.0, "resident", 1, 2, 0, False, 4, None)
 
     def worker(name, partitions, streams, dead):
+        counters = dict.fromkeys(
+            ["resident_streams", "host_streams", "stored_streams", "host_state_bytes"], 0
+        )
+        paging = dict.fromkeys(["page_outs", "page_ins", "store_page_ins"], 0)
         return WorkerStatus(
-            name,
-            "m@1",
-            partitions,
-            dead,
-            4,
-            1,
-            2,
-            0,
-            0,
-            0,
-            0,
-            0,
-            0,
-            2.0,
-            1.5,
-            1.8,
+            name=name,
+            model_version="m@1",
+            partitions=partitions,
+            dead_letters=dead,
+            checkpoints_written=4,
+            recovered_streams=1,
+            **counters,
+            **paging,
+            run_seconds=2.0,
+            step_seconds=1.5,
+            cpu_seconds=1.8,
+            rss_bytes=10,
+            peak_rss_bytes=20,
             streams={sid: stream(sid, name) for sid in streams},
         )
 
