@@ -153,9 +153,10 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("kafka").setLevel(logging.CRITICAL)  # the broker stops before clients
     torch.set_num_threads(1)
-    model, _ = load_model("default")
+    dtype = PipelineConfig().worker.state_dtype
+    model, _ = load_model("default", state_dtype=dtype)
     state_bytes = len(model.init_state(0).to_bytes())
-    print(f"state: {state_bytes / 2**20:.2f} MiB per stream (float32, tiny preset)")
+    print(f"state: {state_bytes / 2**20:.2f} MiB per stream ({dtype}, tiny preset)")
     with tempfile.TemporaryDirectory() as tmp, EmbeddedBroker() as broker:
         runs = [registered_run(broker, Path(tmp), n, state_bytes) for n in args.registered]
     print(f"\nworker with R = {R}, host budget {R} states; {ACTIVE} streams active")

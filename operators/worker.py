@@ -491,12 +491,22 @@ class SegmentationWorker:
         gone = set(partitions)
         streams = {s for s in self.processor.streams if self._partition_of(s) in gone}
         self._checkpoint_all(streams)
-        for sid in streams:
+        out_of_memory = {
+            s for s in [*self._stored, *self._ended_gone] if self._partition_of(s) in gone
+        }
+        for sid in streams | out_of_memory:
             self.processor.forget(sid)
             self.parquet.forget(sid)
             self.track_topic.forget(sid)
             self.stats.pop(sid, None)
             self.skip.pop(sid, None)
+            self._stored.pop(sid, None)
+            self._ended_gone.pop(sid, None)
+            self._due.discard(sid)
+            self._to_store.discard(sid)
+            self._leaving.discard(sid)
+            self._progressed.discard(sid)
+            self._last_active.pop(sid, None)
         for p in gone:
             self.writer.untrack(p)
             self.positions.pop(p, None)

@@ -18,6 +18,7 @@ import ray
 from ausm_stream.model import AUSM
 from ausm_stream.operators.worker import start_worker
 from ausm_stream.pipeline import kafka, records
+from ausm_stream.pipeline.config import WorkerConfig
 from ausm_stream.pipeline.sinks import read_dataset
 from ausm_stream.pipeline.storage import open_store
 from tests.conftest import s3_storage
@@ -104,7 +105,8 @@ def outputs(cfg) -> dict[str, list[tuple]]:
 def test_forty_streams_page_through_tiers_with_outputs_of_all_resident(
     ray_session, broker, s3_endpoint, weights
 ):
-    state_bytes = len(AUSM.from_weights(weights).init_state(0).to_bytes())
+    dtype = WorkerConfig().state_dtype  # the worker's default
+    state_bytes = len(AUSM.from_weights(weights, state_dtype=dtype).init_state(0).to_bytes())
     budgets = {
         "resident_streams": RESIDENT,
         "host_state_bytes": HOST_STATES * state_bytes,

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -110,3 +113,28 @@ def test_a_compact_state_is_stored_in_its_dtype_and_round_trips(dtype):
     widened = StreamState.from_bytes(again.to_bytes(), wide.cfg)
     assert widened.ssm.dtype == torch.float32
     assert torch.equal(widened.ssm.to(getattr(torch, dtype)), state.ssm)
+
+
+DIGEST = """
+import hashlib, sys, numpy as np, torch
+from tests.conftest import make_frames, make_model
+torch.set_num_threads(1)
+model = make_model(image_size=(64, 64), fg_threshold=0.6, state_dtype=sys.argv[1])
+state, h = model.init_state(5), hashlib.sha256()
+for frame in make_frames(6, seed=2, size=(64, 64)):
+    r = model.step([state], frame[None])[0]
+    h.update(r.masks.numpy().tobytes() + r.scores.numpy().tobytes())
+print(hashlib.sha256(h.digest() + state.to_bytes()).hexdigest())
+"""
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_a_compact_state_gives_the_same_bytes_in_another_process(dtype):
+    def digest() -> str:
+        out = subprocess.run(
+            [sys.executable, "-c", DIGEST, dtype], capture_output=True, text=True, check=True
+        )
+        return out.stdout.strip()
+
+    first = digest()
+    assert len(first) == 64 and digest() == first

@@ -1,0 +1,66 @@
+"""A stream fed faster than the worker steps it: ``skip_to_live`` keeps it live (real broker)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow.compute as pc
+import pytest
+
+from ausm_stream.operators.worker import SegmentationWorker
+from ausm_stream.pipeline import kafka, records
+from ausm_stream.pipeline.config import StorageConfig
+from ausm_stream.pipeline.sinks import read_dataset
+from ausm_stream.pipeline.storage import open_store
+from tests.e2e import pipeline_config
+
+pytestmark = pytest.mark.slow
+
+FRAMES = 96
+
+
+def test_a_stream_far_behind_skips_to_live_and_records_the_skipped_frames(
+    broker, weights, tmp_path
+):
+    cfg = pipeline_config(
+        broker,
+        weights,
+        StorageConfig(url=f"file://{tmp_path}/store"),
+        lag_policy="skip_to_live",
+        max_lag_s=1.0,
+    )
+    kafka.ensure_topics(cfg.kafka, broker.bootstrap)
+    producer = kafka.make_producer(cfg.kafka, broker.bootstrap)
+    part = kafka.partition_for("cam", cfg.kafka.partitions)
+    rng = np.random.default_rng(0)
+    for first in range(0, FRAMES, 8):  # 12 s of an 8 fps camera, all at once
+        idx = np.arange(first, first + 8)
+        chunk = records.FrameChunk(
+            "cam",
+            idx,
+            idx * 10**8,
+            10**18 + idx * 125_000_000,
+            128,
+            128,
+            rng.integers(0, 255, (8, 128, 128, 3), dtype=np.uint8),
+        )
+        value, kind = records.encode(chunk)
+        kafka.send(producer, cfg.kafka.frames_topic, "cam", value, kind, partition=part)
+    value, kind = records.encode(records.ControlRecord("end", "cam", FRAMES))
+    kafka.send(producer, cfg.kafka.frames_topic, "cam", value, kind, partition=part)
+    producer.flush()
+
+    status = SegmentationWorker(cfg, broker.bootstrap, list(range(4))).run(
+        until_ended={"cam"}, max_seconds=120
+    )
+    cam = status.streams["cam"]
+    store = open_store(cfg.storage)
+    frames = read_dataset(store, "frames").filter(pc.field("stream_id") == "cam")
+    assert sorted(frames["frame_idx"].to_pylist()) == list(range(FRAMES))  # each frame once
+    skipped = frames.filter(pc.field("skipped"))["frame_idx"].to_pylist()
+    assert 0 < len(skipped) == cam.skipped and cam.frames_out == FRAMES - len(skipped)
+    assert cam.frames_in == FRAMES and cam.ended
+    assert FRAMES - 1 not in skipped  # it caught up with the newest frame
+    tracked = set(
+        read_dataset(store).filter(pc.field("stream_id") == "cam")["frame_idx"].to_pylist()
+    )
+    assert not tracked & set(skipped)  # skipped frames have no tracks
