@@ -149,11 +149,14 @@ class CheckpointWriter:
             with self._lock:
                 known = self.partitions.get(partition)
                 if known is not None:
+                    touched.add(partition)
+                    if snap.ended:  # nothing left to recover: its records come again only
+                        known.streams.pop(snap.stream_id, None)  # if it restarts (page-in)
+                        continue
                     entry = known.streams.setdefault(
                         snap.stream_id, {"first": manifest.offset, "resume": manifest.offset}
                     )
                     entry["resume"] = manifest.offset
-                    touched.add(partition)
         for partition in sorted(touched):
             with self._lock:
                 manifest = copy.deepcopy(self.partitions.get(partition))

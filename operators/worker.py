@@ -354,6 +354,7 @@ class SegmentationWorker:
         for i in range(0, len(order), CHECKPOINT_BACKLOG):
             self._checkpoint(set(order[i : i + CHECKPOINT_BACKLOG]))
             self.writer.wait()
+        self.writer.wait()  # and those submitted before
 
     def _movable(self) -> set[str]:
         """Streams that may leave memory for the object store: nothing queued (their
@@ -387,13 +388,29 @@ class SegmentationWorker:
             del self._ended_gone[sid]
             self.stats.pop(sid, None)
 
-    def _page_in(self, stream_id: str) -> None:
-        """A stream that left memory gets records again: resume it from its checkpoint."""
+    def _page_in(self, stream_id: str, offset: int) -> None:
+        """A record of a stream not in memory, read at ``offset``: if the stream has a
+        checkpoint (it left memory, ended, or its partition's manifest no longer lists it
+        because it ended), resume it from there; else it is new.
+
+        A checkpoint taken past ``offset`` belongs to an earlier life of the topic (an
+        embedded broker restarted): it is ignored with a log line, and the stream starts
+        over, as :meth:`_recover` does for whole partitions."""
         self._ended_gone.pop(stream_id, None)
         self._stored.pop(stream_id, None)
         loaded = self.checkpoints.load(stream_id)
-        if loaded is not None:
-            self._restore(loaded[0], recovered=False)
+        if loaded is None:
+            return
+        if loaded[0].snapshot.offset > offset:
+            log.error(
+                "stream %s: its checkpoint resumes at offset %d, past the record at %d: the "
+                "topic was recreated; the stream starts from scratch",
+                stream_id,
+                loaded[0].snapshot.offset,
+                offset,
+            )
+            return
+        self._restore(loaded[0], recovered=False)
 
     def _commit_lag(self, wait: bool = False) -> None:
         """Commit to Kafka what the written checkpoints cover: the last step of the commit
@@ -557,8 +574,8 @@ class SegmentationWorker:
         Records that a restored stream's checkpoint already covers are skipped."""
         key = msg.key.decode(errors="replace") if msg.key else None
         p = msg.partition
-        if key in self._ended_gone or key in self._stored:
-            self._page_in(key)
+        if key is not None and key not in self.processor.streams:
+            self._page_in(key, msg.offset)
         if key is None or msg.offset >= self.skip.get(key, -1):
             kind = kafka.header(msg.headers, records.KIND_HEADER)
             try:
