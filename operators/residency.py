@@ -92,6 +92,9 @@ class PagingStats:
     """Page-ins that were ready (or in flight) when their stream's turn came."""
     out_seconds: float = 0.0
     in_seconds: float = 0.0
+    """Time decoding page-ins, wherever it ran (the helper thread, for prefetched ones)."""
+    waited_seconds: float = 0.0
+    """Of it, the time the step loop waited (prefetched page-ins mostly cost nothing)."""
     raw_bytes: int = 0
     """Serialised size of the states now in the host tier, before compression."""
 
@@ -188,9 +191,7 @@ class StateResidency:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="page-in")
         for sid in wanted:
-            self._inflight[sid] = self._pool.submit(
-                unpack, self._host[sid], self._codec, self.device
-            )
+            self._inflight[sid] = self._pool.submit(self._timed_unpack, self._host[sid])
 
     def over_budget(self, movable: set[str], leaving: Collection[str] = ()) -> list[str]:
         """Host-tier streams to move to the object store, least recently stepped first, so
@@ -239,14 +240,21 @@ class StateResidency:
         future = self._inflight.pop(stream_id, None)
         paged = self._host.pop(stream_id)
         if future is not None:
-            state = future.result()
+            state, seconds = future.result()
             self.stats.prefetched += 1
+            self.stats.waited_seconds += time.perf_counter() - started
         else:
-            state = unpack(paged, self._codec, self.device)
+            state, seconds = self._timed_unpack(paged)
+            self.stats.waited_seconds += seconds
         self._forget_paged(paged)
         self.stats.page_ins += 1
-        self.stats.in_seconds += time.perf_counter() - started
+        self.stats.in_seconds += seconds
         return state
+
+    def _timed_unpack(self, paged: PagedState) -> tuple[StreamState, float]:
+        started = time.perf_counter()
+        state = unpack(paged, self._codec, self.device)
+        return state, time.perf_counter() - started
 
     def _forget_paged(self, paged: PagedState) -> None:
         self.host_bytes -= len(paged.blob)

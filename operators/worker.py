@@ -29,6 +29,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow as pa
 import ray
 import torch
 from kafka import KafkaConsumer, TopicPartition
@@ -60,6 +61,9 @@ ERROR_HEADER = "ausm-error"
 ENDED_STATS_KEPT = 10_000
 """Ended streams whose stats a worker keeps for its summary (a few hundred bytes each)."""
 SOURCE_HEADER = "ausm-source"
+POLL_RECORDS = 32
+"""Records one poll hands over at most (a chunk of 8 frames each by default), so that the
+frames a worker holds stay near ``worker.max_queued_bytes``."""
 CHECKPOINT_BACKLOG = 4
 """Most checkpoints waiting for or in the writer. Each holds copies of a stream's state while
 it is encoded and uploaded (~4, measured as 100 MB for 8 in flight), so this bounds their
@@ -98,7 +102,9 @@ def configure_allocator() -> None:
 
 
 def release_freed_memory() -> None:
-    """Hand freed heap memory back to the OS (glibc's ``malloc_trim``)."""
+    """Hand freed memory back to the OS: glibc's heap (``malloc_trim``) and Arrow's pool,
+    which decodes records and encodes Parquet and keeps freed pages for reuse."""
+    pa.default_memory_pool().release_unused()
     if _LIBC is not None:
         _LIBC.malloc_trim(0)
 
@@ -188,7 +194,6 @@ class SegmentationWorker:
         self.model, self.model_version = load_model(
             cfg.model.weights, step_lanes=cfg.worker.cpus, state_dtype=cfg.worker.state_dtype
         )
-        self.model.warm_up(streams=cfg.worker.cpus)  # ready before the first frame arrives
         self.store = open_store(cfg.storage)
         self.checkpoints = CheckpointStore(
             self.store, self.model.cfg, self.model_version, keep=cfg.worker.checkpoints_kept
@@ -209,6 +214,9 @@ class SegmentationWorker:
             host_state_bytes=cfg.worker.host_state_bytes,
             max_lag_s=cfg.worker.max_lag_s if cfg.worker.lag_policy == "skip_to_live" else None,
         )
+        # A full batch, ready before the first frame arrives: the first step of a process
+        # builds kernels and lane threads, and a batch's working memory is then the model's.
+        self.model.warm_up(streams=max(cfg.worker.cpus, self.processor.max_batch))
         self.writer = CheckpointWriter(
             self.checkpoints,
             cfg.kafka.frames_topic,
@@ -216,6 +224,8 @@ class SegmentationWorker:
             on_written=self._checkpoint_written,
         )
         self.checkpoint_frames = cfg.worker.checkpoint_frames or cfg.worker.parquet_frames
+        h, w = self.model.cfg.image_size
+        self.frame_bytes = h * w * 3
         self.stats: dict[str, StreamStats] = defaultdict(StreamStats)
         self.dead_letters = 0
         self.run_seconds = 0.0
@@ -595,6 +605,12 @@ class SegmentationWorker:
         self.positions[p] = msg.offset + 1
         self.writer.note_position(p, msg.offset + 1)
 
+    def _backpressure(self) -> bool:
+        """Fetched frames waiting past ``worker.max_queued_bytes`` (``process_all`` only)."""
+        if self.cfg.worker.lag_policy != "process_all":
+            return False
+        return self.processor.backlog() * self.frame_bytes >= self.cfg.worker.max_queued_bytes
+
     def _owned(self, stream_ids: set[str]) -> set[str]:
         mine = set(self.partitions)
         return {s for s in stream_ids if self._partition_of(s) in mine}
@@ -632,7 +648,9 @@ class SegmentationWorker:
                     wait_ms = min(10, self.cfg.worker.poll_ms)
                 else:
                     wait_ms = self.cfg.worker.poll_ms
-                polled = self._consumer.poll(timeout_ms=wait_ms)
+                polled = {}
+                if not self._backpressure():
+                    polled = self._consumer.poll(timeout_ms=wait_ms, max_records=POLL_RECORDS)
                 for msgs in polled.values():
                     for msg in msgs:
                         self.handle(msg)

@@ -142,6 +142,10 @@ class WorkerConfig:
     ``skip_to_live``: a stream more than ``max_lag_s`` behind its newest received frame skips
     its queued frames up to that newest one; they are recorded in the frames table as
     skipped, and its state continues from the next frame it steps."""
+    max_queued_bytes: int = 64 * 2**20
+    """Back-pressure (``process_all``): while the frames a worker has fetched and not yet
+    segmented take this many bytes, it stops fetching; they wait in Kafka instead of in its
+    memory. (``skip_to_live`` keeps fetching, to see the newest frames and skip to them.)"""
     max_lag_s: float = 10.0
     """How far (capture time) behind its newest received frame ``skip_to_live`` lets a stream
     fall before skipping."""
@@ -229,6 +233,7 @@ POSITIVE = {
         "checkpoints_kept",
         "resident_streams",
         "host_state_bytes",
+        "max_queued_bytes",
     ),
 }
 """Integer keys for which 0 means nothing sensible (a division by zero, or a worker that

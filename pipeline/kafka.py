@@ -68,7 +68,9 @@ def make_consumer(cfg: KafkaConfig, bootstrap: str, group_id: str | None = None)
         bootstrap_servers=bootstrap,
         group_id=group_id,
         enable_auto_commit=False,
-        fetch_max_bytes=8 * cfg.max_message_bytes,
+        # Room for the largest record and then some: what a consumer reads ahead sits in
+        # its memory (a worker's back-pressure, ``worker.max_queued_bytes``, counts the rest).
+        fetch_max_bytes=2 * cfg.max_message_bytes,
         max_partition_fetch_bytes=cfg.max_message_bytes,
         fetch_max_wait_ms=cfg.fetch_max_wait_ms,
         auto_offset_reset="earliest",
