@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from ausm_stream.model import StreamState
+from ausm_stream.model import AUSM, DEFAULT_WEIGHTS, StreamState
+from ausm_stream.model.data.sources import videos_from_spec
+from ausm_stream.model.evaluation.runner import evaluate
 from ausm_stream.operators.processor import StreamProcessor
 from ausm_stream.operators.residency import StateResidency
 from ausm_stream.pipeline.records import FrameChunk, PromptRecord
@@ -138,3 +141,25 @@ def test_a_compact_state_gives_the_same_bytes_in_another_process(dtype):
 
     first = digest()
     assert len(first) == 64 and digest() == first
+
+
+def documented_figures() -> dict[str, tuple[float, float, float]]:
+    """The README's table of what each state dtype costs: J&F, AP, AP50."""
+    rows = {}
+    for line in (Path(__file__).parents[2] / "README.md").read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 6 and cells[0].split(" ")[0] in ("float32", "float16", "bfloat16"):
+            rows[cells[0].split(" ")[0]] = tuple(float(c) for c in cells[2:5])
+    return rows
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_the_documented_quality_of_a_compact_state_reproduces(dtype):
+    figures = documented_figures()
+    assert set(figures) == {"float32", "float16", "bfloat16"}
+    model = AUSM.from_weights(DEFAULT_WEIGHTS, state_dtype=dtype)
+    videos = videos_from_spec("synthetic:test:50:24", model.cfg.image_size)
+    report = evaluate(model, videos, progress=False)
+    got = (round((report.j + report.f) / 2, 3), round(report.ap, 3), round(report.ap50, 3))
+    assert got == figures[dtype]
