@@ -11,6 +11,7 @@ import threading
 import uuid
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import ray
@@ -36,6 +37,21 @@ from tests.conftest import s3_storage
 FRAMES = 48
 CAPTURE_START_NS = 1_700_000_000 * 10**9
 """Ingest's clock in tests: file frames are stamped from it, so two runs write equal rows."""
+
+
+def camera_chunk(stream_id: str, first: int, n: int, seed: int = 0) -> records.FrameChunk:
+    """``n`` frames of random pixels from ``first`` on, stamped as an 8 fps camera would."""
+    idx = np.arange(first, first + n)
+    rng = np.random.default_rng([seed, first, *stream_id.encode()])
+    return records.FrameChunk(
+        stream_id,
+        idx,
+        idx * 10**8,
+        10**18 + idx * 125_000_000,
+        128,
+        128,
+        rng.integers(0, 255, (n, 128, 128, 3), dtype=np.uint8),
+    )
 
 
 def write_videos(root: Path, count: int, frames: int = FRAMES) -> dict[str, Path]:

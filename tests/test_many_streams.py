@@ -10,7 +10,6 @@ from __future__ import annotations
 import time
 import uuid
 
-import numpy as np
 import pyarrow.compute as pc
 import pytest
 import ray
@@ -22,7 +21,7 @@ from ausm_stream.pipeline.config import WorkerConfig
 from ausm_stream.pipeline.sinks import read_dataset
 from ausm_stream.pipeline.storage import open_store
 from tests.conftest import s3_storage
-from tests.e2e import pipeline_config
+from tests.e2e import camera_chunk, pipeline_config
 
 pytestmark = pytest.mark.slow
 
@@ -38,17 +37,7 @@ the activations of a batch, sink buffers and allocator slack."""
 
 def send_round(cfg, producer, first: int, end: bool) -> None:
     for sid in STREAMS:
-        idx = np.arange(first, first + ROUND)
-        rng = np.random.default_rng([int(first), int(sid[4:])])
-        chunk = records.FrameChunk(
-            sid,
-            idx,
-            idx * 10**8,
-            10**18 + idx * 125_000_000,
-            128,
-            128,
-            rng.integers(0, 255, (ROUND, 128, 128, 3), dtype=np.uint8),
-        )
+        chunk = camera_chunk(sid, first, ROUND)
         recs = [chunk] + ([records.ControlRecord("end", sid, first + ROUND)] if end else [])
         for rec in recs:
             value, kind = records.encode(rec)

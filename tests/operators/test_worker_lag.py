@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pyarrow.compute as pc
 import pytest
 
@@ -12,7 +11,7 @@ from ausm_stream.pipeline import kafka, records
 from ausm_stream.pipeline.config import StorageConfig
 from ausm_stream.pipeline.sinks import read_dataset
 from ausm_stream.pipeline.storage import open_store
-from tests.e2e import pipeline_config
+from tests.e2e import camera_chunk, pipeline_config
 
 pytestmark = pytest.mark.slow
 
@@ -24,18 +23,8 @@ def feed(cfg, broker) -> None:
     kafka.ensure_topics(cfg.kafka, broker.bootstrap)
     producer = kafka.make_producer(cfg.kafka, broker.bootstrap)
     part = kafka.partition_for("cam", cfg.kafka.partitions)
-    rng = np.random.default_rng(0)
     for first in range(0, FRAMES, 8):
-        idx = np.arange(first, first + 8)
-        chunk = records.FrameChunk(
-            "cam",
-            idx,
-            idx * 10**8,
-            10**18 + idx * 125_000_000,
-            128,
-            128,
-            rng.integers(0, 255, (8, 128, 128, 3), dtype=np.uint8),
-        )
+        chunk = camera_chunk("cam", first, 8)
         value, kind = records.encode(chunk)
         kafka.send(producer, cfg.kafka.frames_topic, "cam", value, kind, partition=part)
     value, kind = records.encode(records.ControlRecord("end", "cam", FRAMES))
