@@ -47,9 +47,10 @@ class StreamStatus:
     skipped: int
     """Frames skipped to catch up (``worker.lag_policy: skip_to_live``)."""
     lag_frames: int
-    """Frames received and not yet segmented."""
+    """Frames the worker received and has not segmented yet."""
     lag_s: float
-    """Capture time from the next frame to segment to the newest one received."""
+    """Capture time from the next frame to segment to the newest one received. Frames still
+    in Kafka (not fetched yet) count in the worker's ``partition_lag`` instead."""
     fps: float
     """Frames segmented per second of wall time, first to last."""
     residence: Residence
@@ -71,6 +72,9 @@ class WorkerStatus:
     name: str | None
     model_version: str
     partitions: list[int]
+    partition_lag: dict[int, int]
+    """Per partition, records in Kafka the worker has not read yet: what waits there under
+    back-pressure (``worker.max_queued_bytes``), unseen by the streams' own lag."""
     dead_letters: int
     checkpoints_written: int
     recovered_streams: int

@@ -232,6 +232,8 @@ class SegmentationWorker:
         self.cpu_seconds = 0.0
         self.recovered_streams = 0
         self.store_page_ins = 0
+        self.partition_lag: dict[int, int] = {}
+        """Per owned partition, records in Kafka not read yet (as of the last poll)."""
         self.positions: dict[int, int] = {}
         """Per owned partition, the offset after the last record read."""
         self.skip: dict[str, int] = {}
@@ -605,6 +607,18 @@ class SegmentationWorker:
         self.positions[p] = msg.offset + 1
         self.writer.note_position(p, msg.offset + 1)
 
+    def _note_highwater(self) -> None:
+        """Per owned partition, the records in Kafka past what was read: frames ingested
+        but not fetched yet (back-pressure), which per-stream lag cannot see."""
+        assert self._consumer is not None
+        topic = self.cfg.kafka.frames_topic
+        behind = {}
+        for p in self.partitions:
+            high = self._consumer.highwater(TopicPartition(topic, p))
+            if high is not None:
+                behind[p] = max(0, high - self.positions.get(p, 0))
+        self.partition_lag = behind
+
     def _backpressure(self) -> bool:
         """Fetched frames waiting past ``worker.max_queued_bytes`` (``process_all`` only)."""
         if self.cfg.worker.lag_policy != "process_all":
@@ -654,6 +668,7 @@ class SegmentationWorker:
                 for msgs in polled.values():
                     for msg in msgs:
                         self.handle(msg)
+                self._note_highwater()
                 stepped = self.processor.step_ready()
                 self._checkpoint_due()
                 self._commit_lag()
@@ -721,6 +736,7 @@ class SegmentationWorker:
             name=self.name,
             model_version=self.model_version,
             partitions=list(self.partitions),
+            partition_lag=dict(self.partition_lag),
             dead_letters=self.dead_letters,
             checkpoints_written=self.writer.written,
             recovered_streams=self.recovered_streams,

@@ -68,6 +68,7 @@ def test_the_pool_status_merges_its_workers():
             name=name,
             model_version="m@1",
             partitions=partitions,
+            partition_lag=dict.fromkeys(partitions, 0),
             dead_letters=dead,
             checkpoints_written=4,
             recovered_streams=1,

@@ -79,6 +79,16 @@ def test_a_worker_behind_stops_fetching_at_its_queue_budget(broker, weights, tmp
         held.append(worker.processor.backlog())
 
     worker.processor.on_record = counting
+    waiting = []
+    note = worker._note_highwater
+
+    def noting():
+        note()
+        waiting.append(sum(worker.partition_lag.values()))
+
+    worker._note_highwater = noting
     status = worker.run(until_ended={"cam"}, max_seconds=120)
+    assert max(waiting) > 0 and waiting[-1] == 0  # frames waited in Kafka, then none did
+    assert status.partition_lag == dict.fromkeys(range(4), 0)
     assert status.streams["cam"].frames_out == FRAMES  # process_all: nothing skipped
     assert max(held) <= 16 + 2 * 8 < FRAMES  # the budget plus one poll, never the whole topic
