@@ -59,7 +59,7 @@ log = logging.getLogger(__name__)
 
 ERROR_HEADER = "ausm-error"
 ENDED_STATS_KEPT = 10_000
-"""Ended streams whose stats a worker keeps for its summary (a few hundred bytes each)."""
+"""Ended streams whose stats a worker keeps for its status (a few hundred bytes each)."""
 SOURCE_HEADER = "ausm-source"
 POLL_RECORDS = 32
 """Records one poll hands over at most (a chunk of 8 frames each by default), so that the
@@ -383,7 +383,7 @@ class SegmentationWorker:
         host budget (``worker.host_state_bytes``). Only a stream unchanged since its
         checkpoint goes. Records of one that arrive later page it back in
         from that checkpoint (:meth:`_page_in`). An ended stream's small stats stay for the
-        summary, the oldest dropped past ``ENDED_STATS_KEPT``."""
+        status, the oldest dropped past ``ENDED_STATS_KEPT``."""
         for sid in sorted(self._leaving):
             entry = self.processor.streams.get(sid)
             if entry is None or entry.queue or sid in self._progressed:
