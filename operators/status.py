@@ -112,7 +112,7 @@ class PoolStatus:
     checkpoints_written: int
     recovered_streams: int
     workers: list[WorkerStatus]
-    """Each worker's status, without its streams (they are in ``streams``)."""
+    """Each worker's status, without its streams (they are in ``streams``), by name."""
     streams: dict[str, StreamStatus]
     """Every stream of every worker (a stream is on one worker)."""
 
@@ -123,7 +123,10 @@ class PoolStatus:
             dead_letters=sum(w.dead_letters for w in workers),
             checkpoints_written=sum(w.checkpoints_written for w in workers),
             recovered_streams=sum(w.recovered_streams for w in workers),
-            workers=[dataclasses.replace(w, streams={}) for w in workers],
+            workers=[  # in name order (worker-2 before worker-10), whoever finished first
+                dataclasses.replace(w, streams={})
+                for w in sorted(workers, key=lambda w: (len(w.name or ""), w.name or ""))
+            ],
             streams=dict(sorted(kv for w in workers for kv in w.streams.items())),
         )
 

@@ -82,7 +82,7 @@ def test_the_pool_status_merges_its_workers():
             streams={sid: stream(sid, name) for sid in streams},
         )
 
-    merged = PoolStatus.merge([worker("w0", [0, 1], ["b", "a"], 1), worker("w1", [2, 3], ["c"], 2)])
+    merged = PoolStatus.merge([worker("w1", [2, 3], ["c"], 2), worker("w0", [0, 1], ["b", "a"], 1)])
     assert merged.dead_letters == 3
     assert (merged.checkpoints_written, merged.recovered_streams) == (8, 2)
     assert list(merged.streams) == ["a", "b", "c"]
