@@ -133,6 +133,29 @@ def windowed_j(pred: np.ndarray, gt: np.ndarray, window: int = 24) -> list[list[
     return out
 
 
+def window_failures(
+    pred: np.ndarray, gt: np.ndarray, window: int = 24, other_iou: float = 0.3
+) -> list[tuple[int, int, int]]:
+    """Per window of frames: (visible (frame, object) pairs, those with no predicted mask,
+    those whose mask lies on another object: IoU >= ``other_iou`` with another visible
+    object, more than with its own). Where a long stream's J goes: objects lost, or tracks
+    that moved onto another object. pred and gt are (T, K, H, W)."""
+    t_len, k_len = gt.shape[:2]
+    out = [[0, 0, 0] for _ in range((t_len + window - 1) // window)]
+    visible = gt.reshape(t_len, k_len, -1).any(axis=2)
+    for t, k in zip(*np.nonzero(visible), strict=True):
+        counts = out[t // window]
+        counts[0] += 1
+        if not pred[t, k].any():
+            counts[1] += 1
+            continue
+        ious = [jaccard(pred[t, k], gt[t, o]) if visible[t, o] else 0.0 for o in range(k_len)]
+        best = int(np.argmax(ious))
+        if best != k and ious[best] >= other_iou:
+            counts[2] += 1
+    return [(n, empty, other) for n, empty, other in out]
+
+
 def lost_for_good(pred: np.ndarray, gt: np.ndarray, tail: int = 24) -> list[bool]:
     """Per object: no predicted mask on any of its last ``tail`` visible frames (an object
     visible on fewer frames than that is never counted as lost)."""

@@ -31,6 +31,7 @@ from ausm_stream.model.evaluation.metrics import (
     id_switches,
     lost_for_good,
     occlusion_kept,
+    window_failures,
     windowed_j,
 )
 
@@ -55,6 +56,10 @@ class EvalReport:
     """Prompted mean J on visible frames per window of ``WINDOW`` frames, over all videos."""
     lost_for_good: float = float("nan")
     """Share of prompted objects with no mask on any of their last ``WINDOW`` visible frames."""
+    window_no_mask: list[float] = field(default_factory=list)
+    """Per window, the share of visible (frame, prompted object) pairs without a mask."""
+    window_on_other: list[float] = field(default_factory=list)
+    """Per window, the share whose mask lies on another object (``window_failures``)."""
 
     @property
     def jf(self) -> float:
@@ -92,9 +97,13 @@ class EvalReport:
         width = max(len(k) for k, _ in rows)
         lines = [f"{k:<{width}}  {v:>9}" for k, v in rows]
         if len(self.window_j) > 1:
-            lines.append(f"prompted mean J per {WINDOW} frames (visible frames):")
+            lines.append(
+                f"prompted, per {WINDOW} frames (visible frames): "
+                "mean J, share without a mask, share on another object"
+            )
             lines += [
-                f"  {i * WINDOW:>5}-{(i + 1) * WINDOW - 1:<5} {j:.3f}"
+                f"  {i * WINDOW:>5}-{(i + 1) * WINDOW - 1:<5} {j:.3f}  "
+                f"{self.window_no_mask[i]:.3f}  {self.window_on_other[i]:.3f}"
                 for i, j in enumerate(self.window_j)
                 if len(self.window_j) <= 12 or i < 6 or i >= len(self.window_j) - 6
             ]
@@ -149,6 +158,7 @@ def evaluate(model: AUSM, videos: list[Video], progress: bool = True) -> EvalRep
     j_all, f_all, preds, gts = [], [], [], []
     windows: list[list[float]] = []
     lost: list[bool] = []
+    failures: list[np.ndarray] = []  # per window: visible pairs, no mask, on another object
     frames = 0
     kept_u = kept_p = cases = 0
     for video in tqdm(videos, desc="eval", unit="video", disable=not progress):
@@ -163,6 +173,10 @@ def evaluate(model: AUSM, videos: list[Video], progress: bool = True) -> EvalRep
                 windows.append([])
             windows[i].extend(js)
         lost.extend(lost_for_good(prompted, video.masks, WINDOW))
+        for i, counts in enumerate(window_failures(prompted, video.masks, WINDOW)):
+            if i == len(failures):
+                failures.append(np.zeros(3, dtype=np.int64))
+            failures[i] += counts
         tracks = run_unprompted(model, video)
         preds.extend(tracks)
         video_gts = [
@@ -190,4 +204,6 @@ def evaluate(model: AUSM, videos: list[Video], progress: bool = True) -> EvalRep
         occlusions_kept_prompted=kept_p / cases if cases else float("nan"),
         window_j=[float(np.mean(w)) for w in windows if w],
         lost_for_good=float(np.mean(lost)) if lost else float("nan"),
+        window_no_mask=[float(f[1] / f[0]) for f in failures if f[0]],
+        window_on_other=[float(f[2] / f[0]) for f in failures if f[0]],
     )

@@ -214,3 +214,18 @@ def test_windowed_j_and_objects_lost_for_good():
     pred[:, 1] = False
     assert lost_for_good(pred, gt, tail=3) == [True, True]
     assert lost_for_good(pred, gt, tail=4) == [False, False]  # object 1: too few visible frames
+
+
+def test_window_failures_count_lost_objects_and_tracks_on_other_objects():
+    from ausm_stream.model.evaluation.metrics import window_failures
+
+    gt = np.zeros((4, 2, 4, 4), dtype=bool)
+    gt[:, 0, :2, :2] = True
+    gt[:, 1, 2:, 2:] = True
+    pred = gt.copy()
+    pred[2, 0] = False  # object 0 has no mask at frame 2
+    pred[3, 0] = gt[3, 1]  # at frame 3 its mask is object 1's
+    pred[3, 1, 2:, 3] = False  # object 1 half found: on its own object still
+    assert window_failures(pred, gt, window=2) == [(4, 0, 0), (4, 1, 1)]
+    pred[3, 0] = gt[3, 1] & False  # empty, not on another object
+    assert window_failures(pred, gt, window=2) == [(4, 0, 0), (4, 2, 0)]
