@@ -12,6 +12,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import typing
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -184,9 +185,9 @@ class AUSMConfig:
         _require(self.reid_distance >= 0, "reid_distance", "must be >= 0")
         _require(0.0 < self.reid_threshold < 1.0, "reid_threshold", "must lie in (0, 1)")
         _require(
-            self.state_dtype in ("float32", "float16", "bfloat16"),
+            self.state_dtype in typing.get_args(StateDtype),
             "state_dtype",
-            f"must be float32, float16 or bfloat16, got {self.state_dtype!r}",
+            f"must be one of {list(typing.get_args(StateDtype))}, got {self.state_dtype!r}",
         )
         _require(
             self.scan_backend in ("auto", "torch", "mamba_ssm"),

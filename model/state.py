@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import typing
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,14 +28,14 @@ from safetensors.torch import save as st_save
 from torch import Tensor
 
 from ausm_stream.errors import StateError
-from ausm_stream.model.config import AUSMConfig
+from ausm_stream.model.config import AUSMConfig, StateDtype
 
 STATE_FORMAT = "ausm-stream-state"
 STATE_VERSION = "3"
 _COUNTERS = ("seed", "frames_seen", "alloc_count", "next_track_id")
 RECURRENT = ("x_prev", "conv", "ssm")
 """The recurrent memory, stored in ``AUSMConfig.state_dtype``; the rest keeps its own type."""
-_FLOATS = (torch.float32, torch.float16, torch.bfloat16)
+_FLOATS = tuple(getattr(torch, name) for name in typing.get_args(StateDtype))
 
 
 @dataclass

@@ -34,7 +34,7 @@ import logging
 import time
 import zlib
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -266,14 +266,12 @@ class StreamProcessor:
         s.next_frame = s.received = record.frame_idx
 
     # -- stepping ----------------------------------------------------------------------------
-    def ready(self) -> list[str]:
+    def ready(self, stepping: Collection[str] = ()) -> list[str]:
         """Up to ``max_batch`` streams with a queued frame, least recently stepped first
         (round robin): with more ready streams than ``max_batch``, every one is stepped
         within ceil(ready / max_batch) steps. Which streams share a batch never changes their
-        outputs (the step is batch-invariant)."""
-        return [sid for sid, s in self.streams.items() if s.queue][: self.max_batch]
-
-    def _next_ready(self, stepping: set[str]) -> list[str]:
+        outputs (the step is batch-invariant). Those ``stepping`` now are left out: what
+        follows them is the next batch."""
         return [sid for sid, s in self.streams.items() if s.queue and sid not in stepping][
             : self.max_batch
         ]
@@ -289,7 +287,7 @@ class StreamProcessor:
                 self._catch_up(sid, s, self.max_lag_s)
         states = self.states.batch(ids)
         # The next batch (the round robin's next ready streams) pages in while this one steps.
-        self.states.prefetch(self._next_ready(set(ids)))
+        self.states.prefetch(self.ready(stepping=set(ids)))
         heads = [s.queue.popleft() for s in entries]
         for s, state, head in zip(entries, states, heads, strict=True):
             for queued in s.prompts.pop(head.frame_idx, []):

@@ -343,7 +343,11 @@ class SegmentationWorker:
             if w.idle_page_out_s:
                 self._to_store |= self._idle(now, w.idle_page_out_s)
         pending = self._leaving | self._to_store
-        self._to_store |= set(self.processor.states.over_budget(self._movable() - pending, pending))
+        self._to_store |= set(
+            self.processor.states.over_budget(
+                lambda sid: sid not in pending and self._is_movable(sid), pending
+            )
+        )
         self._due |= self._to_store
         room = CHECKPOINT_BACKLOG - self.writer.backlog
         if self._due and room > 0:
@@ -368,14 +372,19 @@ class SegmentationWorker:
             self.writer.wait()
         self.writer.wait()  # and those submitted before
 
-    def _movable(self) -> set[str]:
-        """Streams that may leave memory for the object store: nothing queued (their
-        checkpoint then holds all of them) and not ended (those leave anyway)."""
-        return {sid for sid, e in self.processor.streams.items() if not e.queue and not e.closed}
+    def _is_movable(self, stream_id: str) -> bool:
+        """A stream may leave memory for the object store: nothing queued (its checkpoint
+        then holds all of it) and not ended (those leave anyway)."""
+        entry = self.processor.streams.get(stream_id)
+        return entry is not None and not entry.queue and not entry.closed
 
     def _idle(self, now: float, after_s: float) -> set[str]:
         """Movable streams without a record or step for more than ``after_s``."""
-        return {sid for sid in self._movable() if now - self._last_active.get(sid, now) > after_s}
+        return {
+            sid
+            for sid in self.processor.streams
+            if now - self._last_active.get(sid, now) > after_s and self._is_movable(sid)
+        }
 
     def _let_streams_go(self) -> None:
         """Streams whose last checkpoint is written leave memory (model state, entry, sink
@@ -389,16 +398,20 @@ class SegmentationWorker:
             if entry is None or entry.queue or sid in self._progressed:
                 continue
             self.stats[sid].gaps = entry.gaps
-            self.processor.forget(sid)
-            self.parquet.forget(sid)
-            self.track_topic.forget(sid)
-            self._last_active.pop(sid, None)
+            self._forget(sid)
             (self._ended_gone if entry.closed else self._stored)[sid] = None
         self._leaving.clear()
         while len(self._ended_gone) > ENDED_STATS_KEPT:
             sid = next(iter(self._ended_gone))
             del self._ended_gone[sid]
             self.stats.pop(sid, None)
+
+    def _forget(self, stream_id: str) -> None:
+        """Drop what memory holds of a stream: its entry and state, its sinks' buffers."""
+        self.processor.forget(stream_id)
+        self.parquet.forget(stream_id)
+        self.track_topic.forget(stream_id)
+        self._last_active.pop(stream_id, None)
 
     def _page_in(self, stream_id: str, offset: int) -> None:
         """A record of a stream not in memory, read at ``offset``: if the stream has a
@@ -524,9 +537,7 @@ class SegmentationWorker:
             s for s in [*self._stored, *self._ended_gone] if self._partition_of(s) in gone
         }
         for sid in streams | out_of_memory:
-            self.processor.forget(sid)
-            self.parquet.forget(sid)
-            self.track_topic.forget(sid)
+            self._forget(sid)
             self.stats.pop(sid, None)
             self.skip.pop(sid, None)
             self._stored.pop(sid, None)
@@ -535,7 +546,6 @@ class SegmentationWorker:
             self._to_store.discard(sid)
             self._leaving.discard(sid)
             self._progressed.discard(sid)
-            self._last_active.pop(sid, None)
         for p in gone:
             self.writer.untrack(p)
             self.positions.pop(p, None)
