@@ -29,3 +29,11 @@ class RecordError(InvalidInputError):
 
 class SourceError(AUSMStreamError):
     """A video source could not be opened or read (after the retries it was allowed)."""
+
+
+class NotFoundError(InvalidInputError):
+    """The caller named something that does not exist (a stream id): the API's 404."""
+
+
+class ConflictError(InvalidInputError):
+    """The request clashes with what exists (a stream id taken, a frame already past): 409."""

@@ -25,7 +25,7 @@ from ray.exceptions import RayActorError
 
 from ausm_stream.errors import ConfigError
 from ausm_stream.operators.status import PoolStatus, WorkerStatus
-from ausm_stream.operators.worker import start_worker
+from ausm_stream.operators.worker import Preview, start_worker
 from ausm_stream.pipeline import kafka
 from ausm_stream.pipeline.config import PipelineConfig
 
@@ -140,6 +140,24 @@ class Coordinator:
             except (RayActorError, ray.exceptions.GetTimeoutError):
                 continue  # restarting: it reports again once it is back
         return PoolStatus.merge(statuses)
+
+    def worker_of(self, stream_id: str) -> str | None:
+        """The worker whose partitions hold the stream."""
+        p = kafka.partition_for(stream_id, self.cfg.kafka.partitions)
+        with self._lock:
+            return next((w for w, ps in self.assignment.items() if p in ps), None)
+
+    def preview(self, stream_id: str) -> Preview | None:
+        """The stream's latest segmented frame, from the worker that owns it."""
+        name = self.worker_of(stream_id)
+        with self._lock:
+            handle = self.workers.get(name) if name else None
+        if handle is None:
+            return None
+        try:
+            return ray.get(handle.preview.remote(stream_id), timeout=30)
+        except (RayActorError, ray.exceptions.GetTimeoutError):
+            return None  # restarting: its previews come back with its next frames
 
     # -- running ------------------------------------------------------------------------------
     def run(

@@ -15,6 +15,7 @@ import ray
 
 from ausm_stream.operators.coordinator import CoordinatorActor, coordinator_name
 from ausm_stream.operators.status import PoolStatus
+from ausm_stream.operators.worker import Preview
 from ausm_stream.pipeline.config import PipelineConfig
 
 
@@ -54,6 +55,9 @@ class WorkerPool:
 
     def status(self) -> PoolStatus:
         return ray.get(self.coordinator.status.remote())
+
+    def preview(self, stream_id: str) -> Preview | None:
+        return ray.get(self.coordinator.preview.remote(stream_id))
 
     def add_worker(self) -> str:
         return ray.get(self.coordinator.add_worker.remote())

@@ -43,6 +43,7 @@ import torch
 from ausm_stream.errors import InvalidInputError, RecordError
 from ausm_stream.model import AUSM, StreamState
 from ausm_stream.operators.residency import StateResidency
+from ausm_stream.operators.status import STEP_SECONDS_BUCKETS, Histogram, batch_buckets
 from ausm_stream.pipeline.records import (
     ControlRecord,
     FrameChunk,
@@ -158,12 +159,21 @@ class StreamProcessor:
         self.streams: dict[str, StreamEntry] = {}
         self.size = model.cfg.image_size
         self.step_seconds = 0.0  # wall time in the model's step: how busy the model was
+        self.step_latency = Histogram(STEP_SECONDS_BUCKETS)
+        self.batch_size = Histogram(batch_buckets(self.max_batch))
 
     def entry(self, stream_id: str) -> StreamEntry:
         if stream_id not in self.streams:
-            self.streams[stream_id] = StreamEntry()
-            self.states.put(stream_id, self.model.init_state(stream_seed(self.seed, stream_id)))
+            self._start(stream_id)
         return self.streams[stream_id]
+
+    def _start(self, stream_id: str, next_track_id: int = 1) -> StreamEntry:
+        """A new stream: an empty entry and a fresh state."""
+        state = self.model.init_state(stream_seed(self.seed, stream_id))
+        state.next_track_id = next_track_id
+        self.streams[stream_id] = entry = StreamEntry()
+        self.states.put(stream_id, state)
+        return entry
 
     # -- input -------------------------------------------------------------------------------
     def on_record(self, record: Record, offset: int = -1) -> None:
@@ -258,11 +268,16 @@ class StreamProcessor:
         s.prompts.setdefault(at, []).append(QueuedPrompt(prompt, offset))
 
     def _on_reset(self, record: ControlRecord) -> None:
-        old = self.streams.pop(record.stream_id, None)
-        self.states.drop(record.stream_id)
+        """The stream starts over at the record's frame, from a fresh state; its track ids go
+        on after the old state's (a stream's track ids are never reused)."""
+        sid = record.stream_id
+        old = self.streams.pop(sid, None)
+        next_track_id = 1
         if old is not None:
-            log.info("stream %s reset at frame %d", record.stream_id, record.frame_idx)
-        s = self.entry(record.stream_id)
+            next_track_id = self.states.copy(sid).next_track_id
+            self.states.drop(sid)
+            log.info("stream %s reset at frame %d", sid, record.frame_idx)
+        s = self._start(sid, next_track_id)
         s.next_frame = s.received = record.frame_idx
 
     # -- stepping ----------------------------------------------------------------------------
@@ -295,7 +310,10 @@ class StreamProcessor:
         frames = torch.from_numpy(np.stack([h.rgb for h in heads]))
         started = time.perf_counter()
         results = self.model.step(states, frames)
-        self.step_seconds += time.perf_counter() - started
+        took = time.perf_counter() - started
+        self.step_seconds += took
+        self.step_latency.observe(took)
+        self.batch_size.observe(len(ids))
         names = self.model.cfg.class_names
         for sid, s, head, r in zip(ids, entries, heads, results, strict=True):
             self.emit(
@@ -312,6 +330,7 @@ class StreamProcessor:
                     masks=r.masks.numpy(),
                     boxes=r.boxes.numpy(),
                     prompt_object_ids=r.prompt_object_ids.numpy(),
+                    image=head.rgb,
                 )
             )
             s.next_frame = head.frame_idx + 1

@@ -36,6 +36,46 @@ def peak_rss_bytes() -> int:
     return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, KiB on Linux
 
 
+STEP_SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+"""Bounds of the step latency histogram (seconds per batched model step)."""
+
+
+def batch_buckets(max_batch: int) -> tuple[float, ...]:
+    """Powers of two up to ``max_batch`` (and it): the batch size histogram's bounds."""
+    bounds = {float(2**i) for i in range(max_batch.bit_length()) if 2**i <= max_batch}
+    return tuple(sorted(bounds | {float(max_batch)}))
+
+
+@dataclass
+class Histogram:
+    """Counts of observations per bucket (``counts[i]``: at most ``bounds[i]`` and above the
+    bound before; the last: above every bound), as Prometheus histograms count them."""
+
+    bounds: tuple[float, ...]
+    counts: list[int] = field(default_factory=list)
+    total: float = 0.0
+    count: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.counts:
+            self.counts = [0] * (len(self.bounds) + 1)
+
+    def observe(self, value: float) -> None:
+        i = next((i for i, b in enumerate(self.bounds) if value <= b), len(self.bounds))
+        self.counts[i] += 1
+        self.total += value
+        self.count += 1
+
+    def copy(self) -> Histogram:
+        return Histogram(self.bounds, list(self.counts), self.total, self.count)
+
+    def merged(self, other: Histogram) -> Histogram:
+        if other.bounds != self.bounds:  # workers of one pool share their bounds
+            return self.copy()
+        counts = [a + b for a, b in zip(self.counts, other.counts, strict=True)]
+        return Histogram(self.bounds, counts, self.total + other.total, self.count + other.count)
+
+
 @dataclass(frozen=True)
 class StreamStatus:
     stream_id: str
@@ -99,6 +139,10 @@ class WorkerStatus:
     """The worker process's resident memory now (0 where ``/proc`` is missing)."""
     peak_rss_bytes: int
     """Its highest resident memory so far."""
+    step_latency: Histogram = field(default_factory=lambda: Histogram(STEP_SECONDS_BUCKETS))
+    """Seconds per batched model step."""
+    batch_size: Histogram = field(default_factory=lambda: Histogram(batch_buckets(1)))
+    """Streams per batched model step."""
     streams: dict[str, StreamStatus] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:

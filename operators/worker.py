@@ -25,10 +25,11 @@ import os
 import queue
 import threading
 import time
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import ray
 import torch
@@ -131,6 +132,20 @@ def weights_info(weights: str) -> tuple[AUSMConfig, str]:
     return AUSM.read_config(path), version
 
 
+@dataclass(frozen=True)
+class Preview:
+    """A stream's latest segmented frame with its track rows, for the control plane's
+    preview image."""
+
+    stream_id: str
+    frame_idx: int
+    capture_ts: int
+    image: np.ndarray
+    """(h, w, 3) uint8 at the model's resolution."""
+    rows: pa.RecordBatch
+    """The frame's track records (``TRACKS_SCHEMA``; boxes in source pixels)."""
+
+
 @dataclass
 class StreamStats:
     frames: int = 0
@@ -227,6 +242,7 @@ class SegmentationWorker:
         h, w = self.model.cfg.image_size
         self.frame_bytes = h * w * 3
         self.stats: dict[str, StreamStats] = defaultdict(StreamStats)
+        self.previews: OrderedDict[str, Preview] = OrderedDict()
         self.dead_letters = 0
         self.run_seconds = 0.0
         self.cpu_seconds = 0.0
@@ -257,6 +273,7 @@ class SegmentationWorker:
         rows = records.tracks_batch([frame], self.model_version)  # encoded once, for both
         self.parquet.add(frame, rows)
         self.track_topic.add(frame, rows)
+        self._keep_preview(frame, rows)
         st = self.stats[frame.stream_id]
         now = time.monotonic()
         self._progressed.add(frame.stream_id)
@@ -272,6 +289,24 @@ class SegmentationWorker:
         st.active_tracks = len(frame.track_ids)
         if len(frame.track_ids):  # ids count from 1 per stream: the highest is how many
             st.tracks = max(st.tracks, int(frame.track_ids.max()))
+
+    def _keep_preview(self, frame: FrameTracks, rows: pa.RecordBatch) -> None:
+        """The latest segmented frame of the ``worker.preview_streams`` most recently stepped
+        streams (a copy: the frame would otherwise hold its whole chunk in memory)."""
+        keep = self.cfg.worker.preview_streams
+        if not keep or frame.image is None:
+            return
+        sid = frame.stream_id
+        self.previews.pop(sid, None)
+        self.previews[sid] = Preview(
+            sid, frame.frame_idx, frame.capture_ts, frame.image.copy(), rows
+        )
+        while len(self.previews) > keep:
+            self.previews.popitem(last=False)
+
+    def preview(self, stream_id: str) -> Preview | None:
+        """The stream's latest segmented frame, if this worker holds it."""
+        return self.previews.get(stream_id)
 
     def _end_stream(self, stream_id: str) -> None:
         self.parquet.end(stream_id)
@@ -603,6 +638,13 @@ class SegmentationWorker:
             try:
                 record = records.decode(kind, msg.value or b"", key, self.model.cfg.image_size)
                 self.processor.on_record(record, msg.offset)
+                if isinstance(record, records.ControlRecord) and record.kind == "reset":
+                    # A new life of the stream (added again after it ended): fresh counters;
+                    # its track ids go on after the old ones.
+                    self.stats[record.stream_id] = StreamStats(
+                        tracks=self.stats[record.stream_id].tracks
+                    )
+                    self.previews.pop(record.stream_id, None)
                 self.writer.note_stream(p, record.stream_id, msg.offset)
                 self._progressed.add(record.stream_id)
                 self._last_active[record.stream_id] = time.monotonic()
@@ -762,6 +804,8 @@ class SegmentationWorker:
             cpu_seconds=round(self.cpu_seconds, 3),
             rss_bytes=rss_bytes(),
             peak_rss_bytes=peak_rss_bytes(),
+            step_latency=self.processor.step_latency.copy(),
+            batch_size=self.processor.batch_size.copy(),
             streams=streams,
         )
 

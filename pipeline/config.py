@@ -8,6 +8,7 @@ Every section is a frozen dataclass. The YAML mirrors them::
     model:   {weights: default}
     ingest:  {chunk_frames: 8, fps: 8}
     worker:  {parquet_frames: 64, cpus: 1, count: 0}
+    api:     {host: 127.0.0.1, port: 8000, token: ...}
 
 An environment variable ``AUSM_<SECTION>__<KEY>`` overrides a key (``AUSM_KAFKA__BOOTSTRAP``).
 Unknown sections or keys and values of the wrong type are errors that name the key. With
@@ -149,6 +150,23 @@ class WorkerConfig:
     max_lag_s: float = 10.0
     """How far (capture time) behind its newest received frame ``skip_to_live`` lets a stream
     fall before skipping."""
+    preview_streams: int = 64
+    """Streams whose latest segmented frame a worker keeps for ``GET /streams/{id}/preview.png``
+    (the most recently stepped ones; a copy of one frame at the model's input size each, 48 KiB
+    at 128x128). 0 keeps none."""
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    """The control plane (``ausm-stream serve``): a REST API on Ray Serve."""
+
+    host: str = "127.0.0.1"
+    """Address the HTTP server binds to: loopback unless told otherwise (``0.0.0.0`` in a pod)."""
+    port: int = 8000
+    """0 picks a free port (printed at start)."""
+    token: str | None = None
+    """Bearer token every route but ``/healthz`` requires (also ``AUSM_API__TOKEN``). Unset: a
+    random token is made at start and printed, so an API is never open by accident."""
 
 
 @dataclass(frozen=True)
@@ -159,6 +177,7 @@ class PipelineConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
     worker: WorkerConfig = field(default_factory=WorkerConfig)
+    api: ApiConfig = field(default_factory=ApiConfig)
 
     @classmethod
     def load(

@@ -18,6 +18,10 @@ frame index. A file is decoded from its start again and its frames up to the las
 produced are dropped, so the frames that follow, their chunking and their timestamps are
 exactly those of an uninterrupted run; a file whose stream already ended is not produced
 again. A live source continues at the next index, its downtime reported as a drop.
+
+A stream added again after it ended (the control plane's ``reset`` record, then a new
+ingest with ``first_frame``) numbers its frames on from ``first_frame``: the old stream's
+rows are never replaced.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Literal
 
 import av
 import numpy as np
@@ -60,14 +65,25 @@ class Decoded:
     source_width: int
 
 
+IngestState = Literal["starting", "connected", "reconnecting", "ended", "stopped", "failed"]
+
+
 @dataclass
 class IngestReport:
     stream_id: str
     frames: int = 0
+    """The stream's frame count so far: the index of the next frame it produces."""
     chunks: int = 0
     reconnects: int = 0
     drops: list[str] = field(default_factory=list)
     """One line per drop of the source: when and why."""
+    source_height: int = 0
+    source_width: int = 0
+    """The source's frame size (0 before its first frame)."""
+    state: IngestState = "starting"
+    """``connected`` while frames come, ``reconnecting`` between a drop and the next frame,
+    ``ended`` after the source's end was produced, ``stopped`` by :meth:`Ingest.stop`,
+    ``failed`` when it gave up (the error is the last drop)."""
 
 
 def decode_source(url: str, size: tuple[int, int], timeout_s: float = 10.0) -> Iterator[Decoded]:
@@ -118,6 +134,7 @@ class Ingest:
         live: bool | None = None,
         on_drop: Callable[[str], None] | None = None,
         clock: Callable[[], int] = time.time_ns,
+        first_frame: int = 0,
     ) -> None:
         self.stream_id = stream_id
         self.url = url
@@ -128,7 +145,8 @@ class Ingest:
         self.live = url.startswith(LIVE_SCHEMES) if live is None else live
         self.on_drop = on_drop
         self.clock = clock
-        self.report = IngestReport(stream_id)
+        self.first_frame = first_frame
+        self.report = IngestReport(stream_id, frames=first_frame)
         self._stop = threading.Event()
         self._partition = kafka.partition_for(stream_id, kafka_cfg.partitions)
         self._chunk: list[tuple[np.ndarray, int, int]] = []
@@ -136,7 +154,7 @@ class Ingest:
         self._last_ts = 0
         self._offset_s = 0.0  # added to session pts so time keeps increasing across sessions
         self._next_pick = 0.0
-        self._resume_at = 0  # frames below this index were produced by an earlier run
+        self._resume_at = first_frame  # frames below this index came from an earlier run
         self._base_wall: int | None = None
         self._paced_from: tuple[float, float] | None = None  # (pts, monotonic) of pacing
         self._stopped = False  # by stop(), not by the source or max_frames
@@ -150,10 +168,13 @@ class Ingest:
     def resume(self, last: records.Record | None) -> bool:
         """Continue after ``last``, the stream's newest record in the frames topic (see the
         module doc); ``False`` when there is nothing left to produce."""
+        if isinstance(last, records.ControlRecord) and last.kind == "reset":
+            return True  # the stream starts again at first_frame: nothing of it produced yet
         if isinstance(last, records.ControlRecord) and last.kind == "end":
             if not self.live:
                 log.info("stream %s already ended at frame %d", self.stream_id, last.frame_idx)
                 self.report.frames = last.frame_idx
+                self.report.state = "ended"
                 return False
             self._resume_at = last.frame_idx
         elif isinstance(last, records.FrameChunk):
@@ -165,11 +186,11 @@ class Ingest:
                 )
             else:  # the same capture clock as the run that produced the earlier frames
                 self._base_wall = int(last.capture_ts[-1]) - int(last.pts_ns[-1])
-        if self._resume_at:
+        if self._resume_at > self.first_frame:
             log.info("stream %s resumes after frame %d", self.stream_id, self._resume_at - 1)
             if self.live:
                 self._drop(f"ingest restarted; continuing at frame {self._resume_at}", 0)
-            self.report.frames = self._resume_at if self.live else 0
+            self.report.frames = self._resume_at if self.live else self.first_frame
         return True
 
     def run(
@@ -187,6 +208,7 @@ class Ingest:
                 session_first = last_raw = None
                 for d in decode_source(self.url, self.size):
                     failures = 0
+                    self.report.state = "connected"
                     if math.isfinite(d.pts_s):
                         raw = d.pts_s
                     else:  # no timestamp: assume 25 fps after the previous frame
@@ -210,7 +232,8 @@ class Ingest:
             if self._stop.is_set():
                 break
             if not self.live:
-                if self.report.frames == 0:
+                if self.report.frames == self.first_frame:
+                    self.report.state = "failed"
                     raise SourceError(reason)
                 # Re-reading a file would repeat its frames: end the stream where it broke.
                 self._drop(reason, 1)
@@ -226,6 +249,7 @@ class Ingest:
                 log.error(
                     "stream %s: giving up after %d failed reconnects", self.stream_id, failures - 1
                 )
+                self.report.state = "failed"
                 break
             # The next session's clock starts one frame after everything seen so far.
             if session_last is not None:
@@ -235,8 +259,12 @@ class Ingest:
             )
             self._stop.wait(backoff)
         self._flush()
-        if not self._stopped:
+        if self._stopped:
+            self.report.state = "stopped"
+        else:
             self._produce(records.ControlRecord("end", self.stream_id, self.report.frames))
+            if self.report.state != "failed":
+                self.report.state = "ended"
         self.producer.flush()
         return self.report
 
@@ -265,6 +293,7 @@ class Ingest:
         line = f"{time.strftime('%H:%M:%S')} after frame {self.report.frames}: {reason}"
         self.report.drops.append(line)
         self.report.reconnects += 1
+        self.report.state = "reconnecting"
         log.warning(
             "stream %s dropped (%s); reconnect attempt %d", self.stream_id, reason, failures
         )
@@ -280,6 +309,7 @@ class Ingest:
         capture_ns = max(capture_ns, self._last_ts + 1)  # strictly increasing
         self._last_ts = capture_ns
         self._source_size = (d.source_height, d.source_width)
+        self.report.source_height, self.report.source_width = self._source_size
         self._chunk.append((d.rgb, pts_ns, capture_ns))
         self.report.frames += 1
         if len(self._chunk) >= self.cfg.chunk_frames:
@@ -312,6 +342,36 @@ class Ingest:
         self._chunk = []
 
 
+FRAME_KINDS = ("frames", "end", "reset")
+"""The records that say where a stream's frames stand (prompts say nothing of it)."""
+
+
+def newest_record(
+    kafka_cfg: KafkaConfig, bootstrap: str, stream_id: str, before: int | None = None
+) -> records.FrameChunk | records.ControlRecord | None:
+    """The stream's newest frames, end or reset record in the frames topic (before offset
+    ``before`` of its partition, if given), decoded; ``None`` if it has none."""
+    msg = kafka.last_record_of(
+        kafka_cfg,
+        bootstrap,
+        kafka_cfg.frames_topic,
+        kafka.partition_for(stream_id, kafka_cfg.partitions),
+        stream_id,
+        before=before,
+        kinds=FRAME_KINDS,
+    )
+    if msg is None:
+        return None
+    kind = kafka.header(msg.headers, records.KIND_HEADER)
+    try:
+        return records.decode(kind, msg.value or b"", stream_id)
+    except RecordError as exc:
+        raise SourceError(
+            f"stream {stream_id!r}: its newest record in {msg.topic}/{msg.partition} "
+            f"at offset {msg.offset} is unreadable ({exc}); cannot tell where it stands"
+        ) from exc
+
+
 class IngestJob:
     """One stream's ingest with its own producer: the unit a Ray actor or a command runs."""
 
@@ -324,6 +384,7 @@ class IngestJob:
         bootstrap: str,
         cfg: IngestConfig,
         live: bool | None = None,
+        first_frame: int = 0,
     ) -> None:
         self.bootstrap = bootstrap
         self.ingest = Ingest(
@@ -334,6 +395,7 @@ class IngestJob:
             kafka_cfg,
             cfg,
             live=live,
+            first_frame=first_frame,
         )
 
     def run(self, max_frames: int | None = None) -> IngestReport:
@@ -342,23 +404,7 @@ class IngestJob:
 
     def last_produced(self) -> records.Record | None:
         ing = self.ingest
-        msg = kafka.last_record_of(
-            ing.kafka_cfg,
-            self.bootstrap,
-            ing.kafka_cfg.frames_topic,
-            kafka.partition_for(ing.stream_id, ing.kafka_cfg.partitions),
-            ing.stream_id,
-        )
-        if msg is None:
-            return None
-        kind = kafka.header(msg.headers, records.KIND_HEADER)
-        try:
-            return records.decode(kind, msg.value or b"", ing.stream_id)
-        except RecordError as exc:
-            raise SourceError(
-                f"stream {ing.stream_id!r}: its newest record in {msg.topic}/{msg.partition} "
-                f"at offset {msg.offset} is unreadable ({exc}); cannot tell where to resume"
-            ) from exc
+        return newest_record(ing.kafka_cfg, self.bootstrap, ing.stream_id)
 
     def stop(self) -> None:
         self.ingest.stop()

@@ -12,12 +12,13 @@ import contextlib
 import logging
 import time
 import zlib
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import TopicAlreadyExistsError
+from kafka.producer.future import FutureRecordMetadata
 
 from ausm_stream.pipeline.config import KafkaConfig
 from ausm_stream.pipeline.records import KIND_HEADER
@@ -85,9 +86,10 @@ def send(
     kind: str,
     extra_headers: Iterable[tuple[str, bytes]] = (),
     partition: int | None = None,
-) -> None:
+) -> FutureRecordMetadata:
+    """Send one record; the future's result says at which offset it landed."""
     headers = [(KIND_HEADER, kind.encode()), *extra_headers]
-    producer.send(topic, key=key.encode(), value=value, headers=headers, partition=partition)
+    return producer.send(topic, key=key.encode(), value=value, headers=headers, partition=partition)
 
 
 def header(headers: Iterable[tuple[str, bytes]] | None, name: str) -> str | None:
@@ -131,12 +133,22 @@ def end_offsets(
 
 
 def last_record_of(
-    cfg: KafkaConfig, bootstrap: str, topic: str, partition: int, key: str, window: int = 64
+    cfg: KafkaConfig,
+    bootstrap: str,
+    topic: str,
+    partition: int,
+    key: str,
+    window: int = 64,
+    before: int | None = None,
+    kinds: Collection[str] | None = None,
 ) -> ConsumerRecord | None:
-    """The newest record of ``key`` in one partition, or ``None``: what a restarted producer
+    """The newest record of ``key`` in one partition (before offset ``before``, if given; of
+    one of ``kinds``, by its kind header, if given), or ``None``: what a restarted producer
     reads back to continue after what it already sent. Reads backwards in growing windows
     from the end, so a busy partition costs a few fetches, not a scan from the start."""
-    hi = end_offsets(cfg, bootstrap, topic, [partition])[partition]
+    hi = (
+        before if before is not None else end_offsets(cfg, bootstrap, topic, [partition])[partition]
+    )
     consumer = make_consumer(cfg, bootstrap)
     try:
         (tp,) = assign(consumer, topic, [partition])
@@ -149,7 +161,11 @@ def last_record_of(
             while consumer.position(tp) < hi and time.monotonic() < deadline:
                 for msgs in consumer.poll(timeout_ms=1000).values():
                     for msg in msgs:
-                        if msg.offset < hi and msg.key == key.encode():
+                        if (
+                            msg.offset < hi
+                            and msg.key == key.encode()
+                            and (kinds is None or header(msg.headers, KIND_HEADER) in kinds)
+                        ):
                             found = msg
             if found is not None:
                 return found

@@ -352,6 +352,9 @@ class FrameTracks:
     prompt_object_ids: np.ndarray  # (K,) int64, -1 = not prompted
     skipped: bool = False
     """The frame was skipped to catch up (``worker.lag_policy: skip_to_live``): no tracks."""
+    image: np.ndarray | None = None
+    """The frame itself at the model's resolution, (h, w, 3) uint8, for previews; not written
+    to any sink."""
 
     @classmethod
     def skipped_frame(

@@ -88,13 +88,14 @@ class FileStore(ObjectStore):
             raise KeyError(key) from None
 
     def list(self, prefix: str = "") -> list[str]:
-        base = self.root
+        # Walk only the prefix's folder: the store also holds the whole Parquet dataset.
+        top = self._path(prefix.rpartition("/")[0]) if "/" in prefix else self.root
         return sorted(
-            str(p.relative_to(base))
-            for p in base.rglob("*")
+            str(p.relative_to(self.root))
+            for p in top.rglob("*")
             if p.is_file()
             and not p.name.startswith(".")
-            and str(p.relative_to(base)).startswith(prefix)
+            and str(p.relative_to(self.root)).startswith(prefix)
         )
 
     def delete(self, key: str) -> None:

@@ -1,0 +1,87 @@
+"""``ausm-stream serve``: the pipeline with its control plane.
+
+Brings up what the configuration names (the embedded broker, a local store and a local Ray
+when unconfigured, like the demo), the worker pool, the stream manager (which restarts the
+ingest of every stream in the registry) and the REST API on Ray Serve at ``api.host`` /
+``api.port``, then runs until interrupted (Ctrl-C or SIGTERM). Stopping checkpoints every
+stream and stops every ingest without ending its stream: the next ``serve`` on the same
+broker and store resumes them all.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import ray
+from ray import serve
+
+from ausm_stream.deploy.api import ControlPlaneApp
+from ausm_stream.deploy.runtime import interrupt_on_sigterm, start_runtime
+from ausm_stream.operators.pool import WorkerPool
+from ausm_stream.operators.streams import StreamManagerActor, manager_name
+from ausm_stream.pipeline.broker import free_port
+from ausm_stream.pipeline.config import PipelineConfig
+
+log = logging.getLogger(__name__)
+
+APP_NAME = "ausm-stream"
+
+
+@dataclass
+class ControlPlane:
+    """A running pipeline with its API (what :func:`control_plane` yields)."""
+
+    url: str
+    token: str
+    bootstrap: str
+    pool: WorkerPool
+    manager: ray.actor.ActorHandle
+    restored: list[str]
+    """Streams of the registry whose ingest was restarted."""
+
+    def page_url(self) -> str:
+        return f"{self.url}/?token={self.token}"
+
+
+@contextmanager
+def control_plane(cfg: PipelineConfig, log_dir: Path | None = None) -> Iterator[ControlPlane]:
+    """Everything ``serve`` runs, up until the block exits (then stopped cleanly)."""
+    token = cfg.api.token or secrets.token_urlsafe(24)
+    port = cfg.api.port or free_port()
+    with start_runtime(cfg, log_dir) as rt:
+        pool = WorkerPool.start(cfg, rt.bootstrap)
+        run = pool.run()
+        manager = StreamManagerActor.options(name=manager_name(cfg)).remote(cfg, rt.bootstrap)
+        try:
+            restored = ray.get(manager.restore.remote())
+            serve.start(http_options={"host": cfg.api.host, "port": port})
+            serve.run(ControlPlaneApp.bind(cfg, token), name=APP_NAME, route_prefix="/")
+            url = f"http://{cfg.api.host}:{port}"
+            log.info("control plane at %s", url)
+            yield ControlPlane(url, token, rt.bootstrap, pool, manager, restored)
+        finally:
+            serve.shutdown()
+            ray.get(manager.stop.remote())
+            pool.stop()
+            ray.get(run)
+
+
+def serve_forever(cfg: PipelineConfig) -> None:
+    with control_plane(cfg) as cp:
+        interrupt_on_sigterm()
+        print(f"ausm-stream control plane: {cp.url}", flush=True)
+        print(f"live page:  {cp.page_url()}", flush=True)
+        if cfg.api.token is None:
+            print(f"api token (made at start; set api.token to fix one): {cp.token}", flush=True)
+        print(f"streams restored from the registry: {len(cp.restored)}", flush=True)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            print("stopping: checkpointing every stream", flush=True)

@@ -1,0 +1,324 @@
+"""The stream manager: adds, removes and prompts streams while the pipeline runs.
+
+A named Ray actor (:data:`StreamManagerActor`, one per frames topic) that the control plane's
+API replicas share. It owns the :class:`~ausm_stream.pipeline.registry.StreamRegistry` and
+one ingest actor per registered stream whose source it runs (``external`` streams are
+ingested elsewhere, by ``ausm-stream ingest`` near the camera). Everything it writes to a
+stream goes through the frames topic under the stream's key, so the workers see it in order
+with the frames:
+
+- **add**: register, then start the ingest. A stream that ended before under the same id (it
+  was removed) starts a new life: a ``reset`` record at the frame where it ended, and frame
+  numbers that go on from there, so no row of the old life is replaced.
+- **remove**: stop the ingest, write the ``end`` record after the last frame produced (the
+  worker then writes the stream's last rows and releases its state), unregister.
+- **prompt**: write a prompt record. Without a frame it applies at the frame that follows the
+  newest frame before it in the topic; the answer says which, read back from the topic.
+
+On start (``restore``) it starts the ingest of every registered stream: a restarted cluster
+resumes each one after the last frame it produced.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import threading
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+import ray
+
+from ausm_stream.errors import ConflictError, InvalidInputError, NotFoundError
+from ausm_stream.operators.worker import weights_info
+from ausm_stream.pipeline import kafka, records
+from ausm_stream.pipeline.config import PipelineConfig
+from ausm_stream.pipeline.ingest import LIVE_SCHEMES, IngestReport, ingest_actor, newest_record
+from ausm_stream.pipeline.registry import RegisteredStream, StreamRegistry, new_stream
+from ausm_stream.pipeline.storage import open_store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StreamInfo:
+    """What the control plane knows of a stream besides the workers' status."""
+
+    stream: RegisteredStream
+    ingest: IngestReport | None
+    """Its ingest's report now (``None`` for an ``external`` stream)."""
+
+
+@dataclass(frozen=True)
+class PromptResult:
+    stream_id: str
+    frame: int
+    """The frame the prompt applies at."""
+    object_ids: list[int]
+
+
+@dataclass
+class _Ingesting:
+    handle: ray.actor.ActorHandle
+    run: ray.ObjectRef
+
+
+def manager_name(cfg: PipelineConfig) -> str:
+    return f"ausm-streams:{cfg.kafka.frames_topic}"
+
+
+def ingest_name(cfg: PipelineConfig, stream_id: str) -> str:
+    return f"ausm-ingest:{cfg.kafka.frames_topic}:{stream_id}"
+
+
+def next_frame_after(
+    last: records.FrameChunk | records.ControlRecord | None, first_frame: int
+) -> int:
+    """The index of the frame that follows ``last``, a stream's newest frames, end or reset
+    record (:func:`~ausm_stream.pipeline.ingest.newest_record`)."""
+    if isinstance(last, records.FrameChunk):
+        return int(last.frame_idx[-1]) + 1
+    if isinstance(last, records.ControlRecord):
+        return last.frame_idx
+    return first_frame
+
+
+class StreamManager:
+    def __init__(self, cfg: PipelineConfig, bootstrap: str) -> None:
+        self.cfg = cfg
+        self.bootstrap = bootstrap
+        self.model_size = weights_info(cfg.model.weights)[0].image_size
+        self.registry = StreamRegistry(open_store(cfg.storage))
+        self.producer = kafka.make_producer(cfg.kafka, bootstrap)
+        self.ingests: dict[str, _Ingesting] = {}
+        self._locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def restore(self) -> list[str]:
+        """Start the ingest of every registered stream; their ids."""
+        streams = self.registry.all()
+        for stream in streams:
+            if not stream.external:
+                with self._locks[stream.id]:
+                    self._start_ingest(stream)
+        log.info("registered streams restored: %s", [s.id for s in streams])
+        return [s.id for s in streams]
+
+    def stop(self) -> None:
+        """Stop every ingest without ending its stream (a restart resumes them)."""
+        for sid in list(self.ingests):
+            ing = self.ingests.pop(sid)
+            ing.handle.stop.remote()
+            try:
+                ray.get(ing.run, timeout=60)
+            except ray.exceptions.RayError as exc:
+                log.warning("ingest of %s did not stop cleanly: %s", sid, exc)
+            ray.kill(ing.handle, no_restart=True)
+        self.producer.flush()
+
+    # -- the API's operations ------------------------------------------------------------------
+    def add(self, stream_id: str, source: str, fps: float | None = None) -> StreamInfo:
+        with self._locks[stream_id]:
+            if self.registry.get(stream_id) is not None:
+                raise ConflictError(
+                    f"stream {stream_id!r} exists; remove it first (DELETE /streams/{stream_id})"
+                )
+            stream = new_stream(stream_id, source, fps)
+            if not (stream.external or source.startswith(LIVE_SCHEMES) or os.path.isfile(source)):
+                raise InvalidInputError(
+                    f"source {source!r} of stream {stream_id!r} is neither an existing file, a "
+                    f"URL ({', '.join(s[:-3] for s in LIVE_SCHEMES)}) nor 'external'"
+                )
+            last = newest_record(self.cfg.kafka, self.bootstrap, stream_id)
+            if isinstance(last, records.ControlRecord):  # it ended (or was reset): a new life
+                stream = dataclasses.replace(stream, first_frame=last.frame_idx)
+                if last.kind == "end":
+                    self._send(records.ControlRecord("reset", stream_id, last.frame_idx))
+                log.info("stream %s starts again at frame %d", stream_id, last.frame_idx)
+            self.registry.put(stream)
+            if not stream.external:
+                self._start_ingest(stream)
+            return self._info(stream)
+
+    def remove(self, stream_id: str) -> int:
+        """End the stream and unregister it; the number of frames it had."""
+        with self._locks[stream_id]:
+            stream = self._registered(stream_id)
+            ing = self.ingests.pop(stream_id, None)
+            if ing is not None:
+                ing.handle.stop.remote()
+                ray.get(ing.run, timeout=120)  # its producer is flushed when run returns
+                ray.kill(ing.handle, no_restart=True)
+            last = newest_record(self.cfg.kafka, self.bootstrap, stream_id)
+            frames = next_frame_after(last, stream.first_frame)
+            if not (isinstance(last, records.ControlRecord) and last.kind == "end"):
+                self._send(records.ControlRecord("end", stream_id, frames))
+            self.registry.remove(stream_id)
+            log.info("stream %s removed after %d frames", stream_id, frames)
+            return frames
+
+    def describe(self, stream_id: str) -> StreamInfo:
+        return self._info(self._registered(stream_id))
+
+    def list(self) -> list[StreamInfo]:
+        return [self._info(s) for s in self.registry.all()]
+
+    def source_size(self, stream_id: str) -> tuple[int, int]:
+        """The stream's source frame size (height, width), for prompts in source pixels."""
+        stream = self._registered(stream_id)
+        report = self._report(stream_id)
+        if report is not None and report.source_height:
+            return report.source_height, report.source_width
+        last = newest_record(self.cfg.kafka, self.bootstrap, stream_id)
+        if isinstance(last, records.FrameChunk):
+            return last.source_height, last.source_width
+        raise ConflictError(
+            f"stream {stream.id!r} has no frames yet, so its frame size is unknown: prompt it "
+            "once its first frames are in"
+        )
+
+    def prompt(
+        self,
+        stream_id: str,
+        masks: np.ndarray,
+        object_ids: list[int | None],
+        frame: int | None = None,
+    ) -> PromptResult:
+        """Write a prompt of ``masks`` (K, h, w) at the model's size; objects without an id
+        get the stream's next free ones."""
+        if masks.ndim != 3 or masks.shape[1:] != self.model_size or len(masks) != len(object_ids):
+            raise InvalidInputError(
+                f"prompt for {stream_id!r}: want one {self.model_size} mask per object"
+            )
+        empty = [i for i, m in enumerate(masks) if not m.any()]
+        if empty:
+            raise InvalidInputError(
+                f"prompt for {stream_id!r}: objects {empty} (by position) cover no pixel of the "
+                "model's input; draw them larger"
+            )
+        with self._locks[stream_id]:
+            stream = self._registered(stream_id)
+            last = newest_record(self.cfg.kafka, self.bootstrap, stream_id)
+            if isinstance(last, records.ControlRecord) and last.kind == "end":
+                raise ConflictError(f"stream {stream_id!r} ended at frame {last.frame_idx}")
+            if frame is not None:
+                upcoming = next_frame_after(last, stream.first_frame)
+                if frame < upcoming:
+                    raise ConflictError(
+                        f"frame {frame} of stream {stream_id!r} is already ingested (the next is "
+                        f"{upcoming}): prompt at a frame >= {upcoming}, or give none for the next"
+                    )
+            ids, stream = self._object_ids(stream, object_ids)
+            value, kind = records.encode(records.PromptRecord(stream_id, frame, ids, masks))
+            sent = kafka.send(
+                self.producer,
+                self.cfg.kafka.frames_topic,
+                stream_id,
+                value,
+                kind,
+                partition=kafka.partition_for(stream_id, self.cfg.kafka.partitions),
+            ).get(timeout=30)
+            if frame is None:
+                before = newest_record(self.cfg.kafka, self.bootstrap, stream_id, sent.offset)
+                frame = next_frame_after(before, stream.first_frame)
+            return PromptResult(stream_id, frame, ids)
+
+    def health(self) -> dict[str, str]:
+        """``ok`` or the error, for the broker and the object store."""
+        out = {}
+        try:
+            if not self.producer.partitions_for(self.cfg.kafka.frames_topic):
+                raise RuntimeError(f"topic {self.cfg.kafka.frames_topic} has no partitions")
+            out["broker"] = "ok"
+        except Exception as exc:  # reported, not raised: it is a health check
+            out["broker"] = f"error: {exc}"
+        try:
+            self.registry.all()
+            out["store"] = "ok"
+        except Exception as exc:  # as above
+            out["store"] = f"error: {exc}"
+        return out
+
+    # -- helpers -----------------------------------------------------------------------------
+    def _registered(self, stream_id: str) -> RegisteredStream:
+        stream = self.registry.get(stream_id)
+        if stream is None:
+            raise NotFoundError(f"no stream {stream_id!r}; GET /streams lists them")
+        return stream
+
+    def _object_ids(
+        self, stream: RegisteredStream, wanted: list[int | None]
+    ) -> tuple[list[int], RegisteredStream]:
+        given = [i for i in wanted if i is not None]
+        if len(set(given)) != len(given):
+            raise InvalidInputError(f"prompt for {stream.id!r}: object ids {given} repeat")
+        nxt = max([stream.next_object_id, *(i + 1 for i in given)])
+        ids = []
+        for i in wanted:
+            if i is None:
+                while nxt in given:
+                    nxt += 1
+                i, nxt = nxt, nxt + 1
+            ids.append(i)
+        if nxt != stream.next_object_id:
+            stream = dataclasses.replace(stream, next_object_id=nxt)
+            self.registry.put(stream)
+        return ids, stream
+
+    def _send(self, record: records.Record) -> None:
+        value, kind = records.encode(record)
+        partition = kafka.partition_for(record.stream_id, self.cfg.kafka.partitions)
+        kafka.send(
+            self.producer,
+            self.cfg.kafka.frames_topic,
+            record.stream_id,
+            value,
+            kind,
+            partition=partition,
+        ).get(timeout=30)
+
+    def _start_ingest(self, stream: RegisteredStream) -> None:
+        name = ingest_name(self.cfg, stream.id)
+        # One left by a manager that died must not produce beside the new one.
+        with contextlib.suppress(ValueError):
+            ray.kill(ray.get_actor(name), no_restart=True)
+        ingest_cfg = self.cfg.ingest
+        if stream.fps is not None:
+            ingest_cfg = dataclasses.replace(ingest_cfg, fps=stream.fps)
+        handle = (
+            ingest_actor()
+            .options(name=name)
+            .remote(
+                stream.id,
+                stream.source,
+                self.model_size,
+                self.cfg.kafka,
+                self.bootstrap,
+                ingest_cfg,
+                first_frame=stream.first_frame,
+            )
+        )
+        self.ingests[stream.id] = _Ingesting(handle, handle.run.remote())
+
+    def _report(self, stream_id: str) -> IngestReport | None:
+        ing = self.ingests.get(stream_id)
+        if ing is None:
+            return None
+        done, _ = ray.wait([ing.run], timeout=0)
+        try:
+            if done:
+                return ray.get(ing.run)
+            return ray.get(ing.handle.report.remote(), timeout=10)
+        except ray.exceptions.RayError as exc:
+            log.warning("ingest of %s: %s", stream_id, exc)
+            return IngestReport(stream_id, state="failed", drops=[str(exc).splitlines()[0]])
+
+    def _info(self, stream: RegisteredStream) -> StreamInfo:
+        return StreamInfo(stream, self._report(stream.id))
+
+
+StreamManagerActor = ray.remote(num_cpus=0, max_concurrency=16, max_restarts=-1)(StreamManager)
+"""Threads: a slow removal (it waits for its ingest to stop) does not hold up the others."""

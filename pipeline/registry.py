@@ -1,0 +1,93 @@
+"""The stream registry: which streams the control plane runs, kept in the object store.
+
+One small JSON object per stream, ``registry/streams/<id>.json`` (SYSTEM.md), so that a
+restarted cluster knows every stream an operator added and restarts their ingest. The
+registry holds what was asked for (source, rate, when); what happens to a stream (frames,
+lag, tracks) is the workers' status, never stored here.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import asdict, dataclass
+
+from ausm_stream.errors import InvalidInputError
+from ausm_stream.pipeline.storage import ObjectStore
+
+PREFIX = "registry/streams/"
+EXTERNAL = "external"
+"""The source of a stream whose ingest runs elsewhere (``ausm-stream ingest`` by a camera)."""
+
+STREAM_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+"""Stream ids name Kafka keys, object keys and Hive partitions: letters, digits, ``. _ -``."""
+
+
+def check_stream_id(stream_id: str) -> str:
+    if not STREAM_ID.match(stream_id):
+        raise InvalidInputError(
+            f"stream id {stream_id!r}: use 1-128 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return stream_id
+
+
+@dataclass(frozen=True)
+class RegisteredStream:
+    id: str
+    source: str
+    """A file path or URL that ingest opens, or ``external``."""
+    fps: float | None = None
+    """Resample to this rate (``None``: the source's own)."""
+    created: float = 0.0
+    """Unix time it was added."""
+    first_frame: int = 0
+    """Index of its first frame: 0, or where an earlier stream of the same id ended (a stream
+    added again after removal continues the frame numbering, so no output row is replaced)."""
+    next_object_id: int = 1
+    """The object id the next prompt that names none gets."""
+
+    @property
+    def external(self) -> bool:
+        return self.source == EXTERNAL
+
+
+class StreamRegistry:
+    def __init__(self, store: ObjectStore) -> None:
+        self.store = store
+
+    def _key(self, stream_id: str) -> str:
+        return f"{PREFIX}{check_stream_id(stream_id)}.json"
+
+    def put(self, stream: RegisteredStream) -> None:
+        self.store.put_atomic(self._key(stream.id), json.dumps(asdict(stream)).encode())
+
+    def get(self, stream_id: str) -> RegisteredStream | None:
+        try:
+            return self._parse(self._key(stream_id), self.store.get(self._key(stream_id)))
+        except KeyError:
+            return None
+
+    def remove(self, stream_id: str) -> None:
+        self.store.delete(self._key(stream_id))
+
+    def all(self) -> list[RegisteredStream]:
+        """Every registered stream, by id."""
+        keys = sorted(k for k in self.store.list(PREFIX) if k.endswith(".json"))
+        return [self._parse(k, self.store.get(k)) for k in keys]
+
+    @staticmethod
+    def _parse(key: str, data: bytes) -> RegisteredStream:
+        try:
+            return RegisteredStream(**json.loads(data))
+        except (ValueError, TypeError) as exc:
+            raise InvalidInputError(
+                f"registry object {key!r} is unreadable ({exc}); delete it and add the stream again"
+            ) from exc
+
+
+def new_stream(
+    stream_id: str, source: str, fps: float | None, first_frame: int = 0
+) -> RegisteredStream:
+    return RegisteredStream(check_stream_id(stream_id), source, fps, time.time(), first_frame)
