@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ausm_stream import AUSMStreamError, __version__
+from ausm_stream.deploy.client import add_parser as add_client_parser
 from ausm_stream.errors import ConfigError
 
 
@@ -108,7 +109,22 @@ def _calibrate(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from ausm_stream.deploy.demo import run_demo
 
-    run_demo(Path(args.out), streams=args.streams, frames=args.frames, weights=args.weights)
+    run_demo(
+        Path(args.out),
+        streams=args.streams,
+        frames=args.frames,
+        weights=args.weights,
+        port=args.port,
+        linger_s=args.linger,
+    )
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from ausm_stream.deploy.serve import serve_forever
+    from ausm_stream.pipeline.config import PipelineConfig
+
+    serve_forever(PipelineConfig.load(args.config))
     return 0
 
 
@@ -203,7 +219,21 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--streams", type=int, default=4)
     demo.add_argument("--frames", type=int, default=64, help="frames per stream")
     demo.add_argument("--weights", default="default", help="model weights (.safetensors)")
+    demo.add_argument(
+        "--port", type=int, default=8000, help="the API's port (a free one if taken; 0: any)"
+    )
+    demo.add_argument(
+        "--linger",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="keep the API and its live page up this long after the summary",
+    )
     demo.set_defaults(func=_demo)
+    srv = sub.add_parser("serve", help="run the pipeline with its REST API (control plane)")
+    srv.add_argument("--config", help="pipeline YAML (environment AUSM_SECTION__KEY overrides)")
+    srv.set_defaults(func=_serve)
+    add_client_parser(sub)
     run = sub.add_parser("run", help="run the pipeline against the configured services")
     run.add_argument("--config", help="pipeline YAML (environment AUSM_SECTION__KEY overrides)")
     run.add_argument(

@@ -1,7 +1,8 @@
 """``ausm-stream demo``: the whole pipeline on this machine, with no configuration at all.
 
 Writes four synthetic H.264 videos, starts the embedded broker, a local object store
-directory and a local Ray, ingests the videos as four concurrent streams (Ray actors),
+directory, a local Ray and the control plane (its URL and live page are printed), adds the
+videos through it as four concurrent streams (ingest Ray actors),
 segments them with the default weights in SegmentationWorker actors (one per core, each
 owning part of the frames topic's partitions), writes the Parquet dataset, prints a summary
 table and renders one contact sheet per stream. Everything goes under ``./ausm-demo/``
@@ -15,7 +16,9 @@ table and renders one contact sheet per stream. Everything goes under ``./ausm-d
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+import socket
 import time
 from pathlib import Path
 
@@ -24,13 +27,11 @@ import ray
 from tqdm import tqdm
 
 from ausm_stream.deploy.overlay import COLUMNS, contact_sheet
-from ausm_stream.deploy.runtime import start_runtime
+from ausm_stream.deploy.serve import control_plane
 from ausm_stream.model.data import ShapesSpec, generate_video
-from ausm_stream.operators.pool import WorkerPool
 from ausm_stream.operators.status import PoolStatus
 from ausm_stream.operators.worker import weights_info
 from ausm_stream.pipeline.config import PipelineConfig
-from ausm_stream.pipeline.ingest import ingest_actor
 from ausm_stream.pipeline.sinks import read_dataset
 from ausm_stream.pipeline.storage import open_store
 from ausm_stream.pipeline.video_files import write_h264
@@ -52,43 +53,50 @@ def write_videos(folder: Path, streams: int, frames: int, fps: int) -> dict[str,
 
 
 def run_demo(
-    out: Path, streams: int = 4, frames: int = 64, fps: int = 8, weights: str = "default"
+    out: Path,
+    streams: int = 4,
+    frames: int = 64,
+    fps: int = 8,
+    weights: str = "default",
+    port: int = 8000,
+    linger_s: float = 0.0,
 ) -> PoolStatus:
     out = out.resolve()
     # Each demo starts from an empty store: its embedded broker starts with empty topics, so
-    # checkpoints of an earlier demo would describe records that no longer exist.
+    # checkpoints and registered streams of an earlier demo would describe records that no
+    # longer exist.
     shutil.rmtree(out / "store", ignore_errors=True)
     (out / "logs").mkdir(parents=True, exist_ok=True)
     cfg = PipelineConfig.from_dict(
         {
             "storage": {"url": f"file://{out / 'store'}"},
             "model": {"weights": weights},
+            "api": {"port": port if port and port_is_free(port) else 0},
         }
     )
-    model_cfg, version = weights_info(cfg.model.weights)  # fail early, before starting anything
-    size = model_cfg.image_size
+    _, version = weights_info(cfg.model.weights)  # fail early, before starting anything
     videos = write_videos(out / "videos", streams, frames, fps)
     started = time.monotonic()
-    with start_runtime(cfg, out / "logs") as rt:
-        pool = WorkerPool.start(cfg, rt.bootstrap)
-        run = pool.run(until_ended=set(videos), max_seconds=1800)
-        actor = ingest_actor()
-        jobs = [
-            actor.remote(sid, str(path), size, cfg.kafka, rt.bootstrap, cfg.ingest)
-            for sid, path in videos.items()
-        ]
-        reports = [j.run.remote() for j in jobs]
+    with control_plane(cfg, out / "logs") as cp:
+        print(f"\nAPI: {cp.url} (token {cp.token})\nlive page: {cp.page_url()}\n", flush=True)
+        for sid, path in videos.items():  # what POST /streams does
+            ray.get(cp.manager.add.remote(sid, str(path)))
         total = streams * frames
         with tqdm(total=total, desc="segmenting", unit="frame") as bar:
-            while True:
-                _, running = ray.wait([run], timeout=0.5)
-                now = pool.status()
+            deadline = time.monotonic() + 1800
+            while time.monotonic() < deadline:
+                now = cp.pool.status()
                 bar.update(sum(s.frames_out for s in now.streams.values()) - bar.n)
-                if not running:
+                if all(sid in now.streams and now.streams[sid].ended for sid in videos):
                     break
-        status = ray.get(run)
-        ingested = {r.stream_id: r for r in ray.get(reports)}
-    elapsed = time.monotonic() - started
+                time.sleep(0.5)
+        status = cp.pool.status()
+        ingested = {i.stream.id: i.ingest for i in ray.get(cp.manager.list.remote())}
+        elapsed = time.monotonic() - started
+        if linger_s > 0:
+            print(f"serving {cp.page_url()} for {linger_s:.0f} s (Ctrl-C stops)", flush=True)
+            with contextlib.suppress(KeyboardInterrupt):
+                time.sleep(linger_s)
 
     store = open_store(cfg.storage)
     tracks = read_dataset(store)
@@ -98,6 +106,15 @@ def run_demo(
         sheets[sid] = contact_sheet(path, rows, out / "overlays" / f"{sid}.png")
     _print_summary(status, ingested, elapsed, version, out, sheets)
     return status
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 def _print_summary(

@@ -110,14 +110,22 @@ class StreamManager:
     def stop(self) -> None:
         """Stop every ingest without ending its stream (a restart resumes them)."""
         for sid in list(self.ingests):
-            ing = self.ingests.pop(sid)
-            ing.handle.stop.remote()
             try:
-                ray.get(ing.run, timeout=60)
+                self._stop_ingest(sid)
             except ray.exceptions.RayError as exc:
                 log.warning("ingest of %s did not stop cleanly: %s", sid, exc)
-            ray.kill(ing.handle, no_restart=True)
         self.producer.flush()
+
+    def _stop_ingest(self, stream_id: str) -> None:
+        """Stop a stream's ingest (if it still runs), wait for its last frames, end its actor."""
+        ing = self.ingests.pop(stream_id, None)
+        if ing is None:
+            return
+        done, _ = ray.wait([ing.run], timeout=0)
+        if not done:
+            ray.get(ing.handle.stop.remote(), timeout=30)
+        ray.get(ing.run, timeout=120)  # its producer is flushed when run returns
+        ray.kill(ing.handle, no_restart=True)
 
     # -- the API's operations ------------------------------------------------------------------
     def add(self, stream_id: str, source: str, fps: float | None = None) -> StreamInfo:
@@ -147,11 +155,7 @@ class StreamManager:
         """End the stream and unregister it; the number of frames it had."""
         with self._locks[stream_id]:
             stream = self._registered(stream_id)
-            ing = self.ingests.pop(stream_id, None)
-            if ing is not None:
-                ing.handle.stop.remote()
-                ray.get(ing.run, timeout=120)  # its producer is flushed when run returns
-                ray.kill(ing.handle, no_restart=True)
+            self._stop_ingest(stream_id)
             last = newest_record(self.cfg.kafka, self.bootstrap, stream_id)
             frames = next_frame_after(last, stream.first_frame)
             if not (isinstance(last, records.ControlRecord) and last.kind == "end"):
