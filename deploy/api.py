@@ -47,9 +47,10 @@ from ausm_stream.errors import (
     InvalidInputError,
     NotFoundError,
 )
+from ausm_stream.model.prompts import box_masks, point_masks
 from ausm_stream.operators.coordinator import coordinator_name
 from ausm_stream.operators.pool import WorkerPool
-from ausm_stream.operators.status import PoolStatus
+from ausm_stream.operators.status import PoolStatus, StreamStatus
 from ausm_stream.operators.streams import StreamInfo, manager_name
 from ausm_stream.operators.worker import weights_info
 from ausm_stream.pipeline.config import PipelineConfig
@@ -82,7 +83,7 @@ class Backend:
     def status(self) -> PoolStatus:
         return self.pool.status()
 
-    def view(self, info: StreamInfo, status: PoolStatus) -> StreamView:
+    def view(self, info: StreamInfo, segmentation: StreamStatus | None) -> StreamView:
         s = info.stream
         return StreamView(
             id=s.id,
@@ -91,7 +92,7 @@ class Backend:
             created=s.created,
             first_frame=s.first_frame,
             ingest=info.ingest,
-            segmentation=status.streams.get(s.id),
+            segmentation=segmentation,
         )
 
 
@@ -105,8 +106,8 @@ def _masks(body: PromptCreate, geometry: SourceToModel) -> np.ndarray:
                 raise InvalidInputError(f"mask: {exc}") from None
             return geometry.mask(decoded)
         if obj.box is not None:
-            return geometry.box(obj.box)
-        return geometry.points(obj.points or [])
+            return box_masks([geometry.box(obj.box)], geometry.model)[0].numpy()
+        return point_masks([geometry.points(obj.points or [])], geometry.model)[0].numpy()
 
     masks = []
     for i, obj in enumerate(body.objects):
@@ -164,19 +165,19 @@ def build_app(backend: Backend, token: str) -> FastAPI:
     def add_stream(body: StreamCreate) -> StreamView:
         """Register a stream and start its ingest (409 if the id exists)."""
         info = call(backend.manager.add.remote(body.id, body.source, body.fps))
-        return backend.view(info, backend.status())
+        return backend.view(info, backend.pool.stream_status(body.id))
 
     @app.get("/streams", response_model=list[StreamView], dependencies=auth)
     def list_streams() -> list[StreamView]:
         infos = call(backend.manager.list.remote())
         status = backend.status()
-        return [backend.view(i, status) for i in infos]
+        return [backend.view(i, status.streams.get(i.stream.id)) for i in infos]
 
     @app.get("/streams/{stream_id}", response_model=StreamView, dependencies=auth)
     def get_stream(stream_id: str) -> StreamView:
         """Frames ingested and segmented, lag, fps, tracks, last checkpoint, worker, ingest."""
         info = call(backend.manager.describe.remote(stream_id))
-        return backend.view(info, backend.status())
+        return backend.view(info, backend.pool.stream_status(stream_id))
 
     @app.delete("/streams/{stream_id}", response_model=StreamRemoved, dependencies=auth)
     def remove_stream(stream_id: str) -> StreamRemoved:

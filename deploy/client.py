@@ -75,7 +75,7 @@ def _list(args: argparse.Namespace) -> int:
     )
     for s in streams:
         seg, ing = s["segmentation"] or {}, s["ingest"]
-        ingested = ing["frames"] - s["first_frame"] if ing else seg.get("frames_in", 0)
+        ingested = ing["produced"] - s["first_frame"] if ing else seg.get("frames_in", 0)
         print(
             f"{s['id']:<16} {ing['state'] if ing else 'external':<13} {ingested:>9} "
             f"{seg.get('frames_out', 0):>10} {seg.get('lag_frames', 0):>5} "

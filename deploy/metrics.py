@@ -58,14 +58,18 @@ class PipelineCollector:
                 family.add_metric([sid], getattr(s, name))
         yield from per_stream.values()
         ingested = CounterMetricFamily(
-            "ausm_ingest_frames", "Frames ingest produced, per stream", labels=["stream"]
+            "ausm_ingest_frames",
+            "Frames ingest sent to the frames topic, per stream",
+            labels=["stream"],
         )
         reconnects = CounterMetricFamily(
             "ausm_ingest_reconnects", "Times a stream's source dropped", labels=["stream"]
         )
         for info in self.streams:
             if info.ingest is not None:
-                ingested.add_metric([info.stream.id], info.ingest.frames - info.stream.first_frame)
+                ingested.add_metric(
+                    [info.stream.id], info.ingest.produced - info.stream.first_frame
+                )
                 reconnects.add_metric([info.stream.id], info.ingest.reconnects)
         yield ingested
         yield reconnects

@@ -24,12 +24,16 @@ import ray
 from ray.exceptions import RayActorError
 
 from ausm_stream.errors import ConfigError
-from ausm_stream.operators.status import PoolStatus, WorkerStatus
+from ausm_stream.operators.status import PoolStatus, StreamStatus, WorkerStatus
 from ausm_stream.operators.worker import Preview, start_worker
 from ausm_stream.pipeline import kafka
 from ausm_stream.pipeline.config import PipelineConfig
 
 log = logging.getLogger(__name__)
+
+
+STATUS_STALE_S = 5.0
+"""A pushed worker status older than this is not served: the worker is asked instead."""
 
 
 def split_partitions(partitions: int, workers: int) -> list[list[int]]:
@@ -108,6 +112,7 @@ class Coordinator:
         self._added = count
         self._runs: dict[str, ray.ObjectRef] = {}
         self._results: dict[str, WorkerStatus] = {}
+        self._pushed: dict[str, tuple[float, WorkerStatus]] = {}
         self._run_args: dict | None = None
         self._lock = threading.RLock()
         self._stopping = False
@@ -128,18 +133,32 @@ class Coordinator:
         with self._lock:
             return dict(self.workers)
 
-    def status(self) -> PoolStatus:
-        """The pool now: finished workers' results, live workers' status."""
+    def report_status(self, worker: str, status: WorkerStatus) -> None:
+        """A running worker's status, pushed every ``STATUS_PUSH_S``."""
         with self._lock:
-            done = dict(self._results)
-            live = {n: h for n, h in self.workers.items() if n not in done}
-        statuses = list(done.values())
-        for handle in live.values():
-            try:
-                statuses.append(ray.get(handle.status.remote(), timeout=30))
-            except (RayActorError, ray.exceptions.GetTimeoutError):
-                continue  # restarting: it reports again once it is back
-        return PoolStatus.merge(statuses)
+            self._pushed[worker] = (time.monotonic(), status)
+
+    def status(self) -> PoolStatus:
+        """The pool now: finished workers' results, live workers' pushed status (at most a
+        few seconds old), asking a worker itself only when it has pushed none lately (it is
+        starting, or not running)."""
+        return PoolStatus.merge([s for s in map(self._status_of, self.worker_handles()) if s])
+
+    def _status_of(self, name: str) -> WorkerStatus | None:
+        with self._lock:
+            done = self._results.get(name)
+            pushed = self._pushed.get(name)
+            handle = self.workers.get(name)
+        if done is not None:
+            return done
+        if pushed is not None and time.monotonic() - pushed[0] < STATUS_STALE_S:
+            return pushed[1]
+        if handle is None:
+            return None
+        try:
+            return ray.get(handle.status.remote(), timeout=30)
+        except (RayActorError, ray.exceptions.GetTimeoutError):
+            return None  # restarting: it reports again once it is back
 
     def worker_of(self, stream_id: str) -> str | None:
         """The worker whose partitions hold the stream."""
@@ -158,6 +177,12 @@ class Coordinator:
             return ray.get(handle.preview.remote(stream_id), timeout=30)
         except (RayActorError, ray.exceptions.GetTimeoutError):
             return None  # restarting: its previews come back with its next frames
+
+    def stream_status(self, stream_id: str) -> StreamStatus | None:
+        """The stream's status, from its owner's latest (see :meth:`status`)."""
+        name = self.worker_of(stream_id)
+        worker = self._status_of(name) if name else None
+        return worker.streams.get(stream_id) if worker else None
 
     # -- running ------------------------------------------------------------------------------
     def run(

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import ray
 
 from ausm_stream.operators.coordinator import CoordinatorActor, coordinator_name
-from ausm_stream.operators.status import PoolStatus
+from ausm_stream.operators.status import PoolStatus, StreamStatus
 from ausm_stream.operators.worker import Preview
 from ausm_stream.pipeline.config import PipelineConfig
 
@@ -58,6 +58,9 @@ class WorkerPool:
 
     def preview(self, stream_id: str) -> Preview | None:
         return ray.get(self.coordinator.preview.remote(stream_id))
+
+    def stream_status(self, stream_id: str) -> StreamStatus | None:
+        return ray.get(self.coordinator.stream_status.remote(stream_id))
 
     def add_worker(self) -> str:
         return ray.get(self.coordinator.add_worker.remote())

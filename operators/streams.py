@@ -43,6 +43,9 @@ from ausm_stream.pipeline.storage import open_store
 log = logging.getLogger(__name__)
 
 
+REAP_EVERY_S = 5.0
+
+
 @dataclass(frozen=True)
 class StreamInfo:
     """What the control plane knows of a stream besides the workers' status."""
@@ -93,8 +96,14 @@ class StreamManager:
         self.model_size = weights_info(cfg.model.weights)[0].image_size
         self.registry = StreamRegistry(open_store(cfg.storage))
         self.producer = kafka.make_producer(cfg.kafka, bootstrap)
+        self.reader = kafka.TopicReader(cfg.kafka, bootstrap)
         self.ingests: dict[str, _Ingesting] = {}
+        self.finished: dict[str, IngestReport] = {}
+        """Reports of ingests that returned (their source ended); their actors are gone."""
         self._locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
+        self._closed = threading.Event()
+        self._reaping = threading.Lock()
+        threading.Thread(target=self._reap, name="ingest-reaper", daemon=True).start()
 
     # -- lifecycle ---------------------------------------------------------------------------
     def restore(self) -> list[str]:
@@ -107,17 +116,27 @@ class StreamManager:
         log.info("registered streams restored: %s", [s.id for s in streams])
         return [s.id for s in streams]
 
+    def _reap(self) -> None:
+        """Collect the reports of ingests that returned, every few seconds (ending their
+        actors), whether or not anyone asks for their streams."""
+        while not self._closed.wait(REAP_EVERY_S):
+            for sid in list(self.ingests):
+                self._report(sid)
+
     def stop(self) -> None:
         """Stop every ingest without ending its stream (a restart resumes them)."""
+        self._closed.set()
         for sid in list(self.ingests):
             try:
                 self._stop_ingest(sid)
             except ray.exceptions.RayError as exc:
                 log.warning("ingest of %s did not stop cleanly: %s", sid, exc)
         self.producer.flush()
+        self.reader.close()
 
     def _stop_ingest(self, stream_id: str) -> None:
         """Stop a stream's ingest (if it still runs), wait for its last frames, end its actor."""
+        self.finished.pop(stream_id, None)
         ing = self.ingests.pop(stream_id, None)
         if ing is None:
             return
@@ -140,7 +159,7 @@ class StreamManager:
                     f"source {source!r} of stream {stream_id!r} is neither an existing file, a "
                     f"URL ({', '.join(s[:-3] for s in LIVE_SCHEMES)}) nor 'external'"
                 )
-            last = newest_record(self.cfg.kafka, self.bootstrap, stream_id)
+            last = newest_record(self.cfg.kafka, self.reader, stream_id)
             if isinstance(last, records.ControlRecord):  # it ended (or was reset): a new life
                 stream = dataclasses.replace(stream, first_frame=last.frame_idx)
                 if last.kind == "end":
@@ -156,7 +175,7 @@ class StreamManager:
         with self._locks[stream_id]:
             stream = self._registered(stream_id)
             self._stop_ingest(stream_id)
-            last = newest_record(self.cfg.kafka, self.bootstrap, stream_id)
+            last = newest_record(self.cfg.kafka, self.reader, stream_id)
             frames = next_frame_after(last, stream.first_frame)
             if not (isinstance(last, records.ControlRecord) and last.kind == "end"):
                 self._send(records.ControlRecord("end", stream_id, frames))
@@ -176,7 +195,7 @@ class StreamManager:
         report = self._report(stream_id)
         if report is not None and report.source_height:
             return report.source_height, report.source_width
-        last = newest_record(self.cfg.kafka, self.bootstrap, stream_id)
+        last = newest_record(self.cfg.kafka, self.reader, stream_id)
         if isinstance(last, records.FrameChunk):
             return last.source_height, last.source_width
         raise ConflictError(
@@ -205,7 +224,7 @@ class StreamManager:
             )
         with self._locks[stream_id]:
             stream = self._registered(stream_id)
-            last = newest_record(self.cfg.kafka, self.bootstrap, stream_id)
+            last = newest_record(self.cfg.kafka, self.reader, stream_id)
             if isinstance(last, records.ControlRecord) and last.kind == "end":
                 raise ConflictError(f"stream {stream_id!r} ended at frame {last.frame_idx}")
             if frame is not None:
@@ -226,7 +245,7 @@ class StreamManager:
                 partition=kafka.partition_for(stream_id, self.cfg.kafka.partitions),
             ).get(timeout=30)
             if frame is None:
-                before = newest_record(self.cfg.kafka, self.bootstrap, stream_id, sent.offset)
+                before = newest_record(self.cfg.kafka, self.reader, stream_id, sent.offset)
                 frame = next_frame_after(before, stream.first_frame)
             return PromptResult(stream_id, frame, ids)
 
@@ -308,17 +327,25 @@ class StreamManager:
         self.ingests[stream.id] = _Ingesting(handle, handle.run.remote())
 
     def _report(self, stream_id: str) -> IngestReport | None:
+        """The ingest's report now; one that returned leaves its report and ends its actor
+        (each ingest actor is a process)."""
         ing = self.ingests.get(stream_id)
         if ing is None:
-            return None
+            return self.finished.get(stream_id)
         done, _ = ray.wait([ing.run], timeout=0)
         try:
-            if done:
-                return ray.get(ing.run)
-            return ray.get(ing.handle.report.remote(), timeout=10)
+            if not done:
+                return ray.get(ing.handle.report.remote(), timeout=10)
+            report = ray.get(ing.run)
         except ray.exceptions.RayError as exc:
             log.warning("ingest of %s: %s", stream_id, exc)
-            return IngestReport(stream_id, state="failed", drops=[str(exc).splitlines()[0]])
+            report = IngestReport(stream_id, state="failed", drops=[str(exc).splitlines()[0]])
+        with self._reaping:
+            if self.ingests.get(stream_id) is ing:
+                self.finished[stream_id] = report
+                del self.ingests[stream_id]
+                ray.kill(ing.handle, no_restart=True)
+        return report
 
     def _info(self, stream: RegisteredStream) -> StreamInfo:
         return StreamInfo(stream, self._report(stream.id))

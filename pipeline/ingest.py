@@ -12,7 +12,7 @@ frames are picked by presentation time so the output runs at that rate; with ``p
 file is produced at its own frame rate, as a camera would deliver it.
 
 **Resuming.** Before producing, ingest reads back the newest record of its stream in the
-frames topic (:func:`~ausm_stream.pipeline.kafka.last_record_of`) and continues after it:
+frames topic (:func:`newest_record`) and continues after it:
 a restarted ingest (a crashed Ray actor, a restarted command) never repeats or skips a
 frame index. A file is decoded from its start again and its frames up to the last one
 produced are dropped, so the frames that follow, their chunking and their timestamps are
@@ -73,6 +73,8 @@ class IngestReport:
     stream_id: str
     frames: int = 0
     """The stream's frame count so far: the index of the next frame it produces."""
+    produced: int = 0
+    """Frames sent to the frames topic: ``frames`` less those waiting to fill a chunk."""
     chunks: int = 0
     reconnects: int = 0
     drops: list[str] = field(default_factory=list)
@@ -146,7 +148,7 @@ class Ingest:
         self.on_drop = on_drop
         self.clock = clock
         self.first_frame = first_frame
-        self.report = IngestReport(stream_id, frames=first_frame)
+        self.report = IngestReport(stream_id, frames=first_frame, produced=first_frame)
         self._stop = threading.Event()
         self._partition = kafka.partition_for(stream_id, kafka_cfg.partitions)
         self._chunk: list[tuple[np.ndarray, int, int]] = []
@@ -173,7 +175,7 @@ class Ingest:
         if isinstance(last, records.ControlRecord) and last.kind == "end":
             if not self.live:
                 log.info("stream %s already ended at frame %d", self.stream_id, last.frame_idx)
-                self.report.frames = last.frame_idx
+                self.report.frames = self.report.produced = last.frame_idx
                 self.report.state = "ended"
                 return False
             self._resume_at = last.frame_idx
@@ -191,6 +193,7 @@ class Ingest:
             if self.live:
                 self._drop(f"ingest restarted; continuing at frame {self._resume_at}", 0)
             self.report.frames = self._resume_at if self.live else self.first_frame
+            self.report.produced = self._resume_at
         return True
 
     def run(
@@ -339,6 +342,7 @@ class Ingest:
         )
         self._produce(chunk)
         self.report.chunks += 1
+        self.report.produced = self.report.frames
         self._chunk = []
 
 
@@ -347,13 +351,14 @@ FRAME_KINDS = ("frames", "end", "reset")
 
 
 def newest_record(
-    kafka_cfg: KafkaConfig, bootstrap: str, stream_id: str, before: int | None = None
+    kafka_cfg: KafkaConfig,
+    reader: kafka.TopicReader,
+    stream_id: str,
+    before: int | None = None,
 ) -> records.FrameChunk | records.ControlRecord | None:
     """The stream's newest frames, end or reset record in the frames topic (before offset
     ``before`` of its partition, if given), decoded; ``None`` if it has none."""
-    msg = kafka.last_record_of(
-        kafka_cfg,
-        bootstrap,
+    msg = reader.last_record_of(
         kafka_cfg.frames_topic,
         kafka.partition_for(stream_id, kafka_cfg.partitions),
         stream_id,
@@ -404,7 +409,8 @@ class IngestJob:
 
     def last_produced(self) -> records.Record | None:
         ing = self.ingest
-        return newest_record(ing.kafka_cfg, self.bootstrap, ing.stream_id)
+        with kafka.TopicReader(ing.kafka_cfg, self.bootstrap) as reader:
+            return newest_record(ing.kafka_cfg, reader, ing.stream_id)
 
     def stop(self) -> None:
         self.ingest.stop()

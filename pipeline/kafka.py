@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
 import zlib
 from collections.abc import Collection, Iterable
@@ -105,71 +106,104 @@ def assign(consumer: KafkaConsumer, topic: str, partitions: Iterable[int]) -> li
     return tps
 
 
-def end_offsets(
-    cfg: KafkaConfig, bootstrap: str, topic: str, partitions: Iterable[int]
-) -> dict[int, int]:
-    """One past the last offset of each partition, read rather than asked for.
+class TopicReader:
+    """Reads back what a topic holds (the end of partitions, a key's newest record) with one
+    consumer kept open: the control plane asks this for every prompt, and a consumer created
+    per question cost its process ~50 ms of CPU each (measured with ``bench/api.py``).
+    Safe to share between threads (one question at a time)."""
 
-    Tansu (the embedded broker) answers a ListOffsets request for the latest offset with the
-    base offset of the last record batch plus one (measured: 4 records sent as a batch of 1
-    and a batch of 3 report 2, not 4), so the records of the last batch would be missed.
-    Reading from the reported offset on finds them; against other brokers it reads nothing.
-    """
-    consumer = make_consumer(cfg, bootstrap)
-    try:
+    def __init__(self, cfg: KafkaConfig, bootstrap: str) -> None:
+        self.consumer = make_consumer(cfg, bootstrap)
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self.consumer.close()
+
+    def __enter__(self) -> TopicReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def end_offsets(self, topic: str, partitions: Iterable[int]) -> dict[int, int]:
+        """One past the last offset of each partition, read rather than asked for.
+
+        Tansu (the embedded broker) answers a ListOffsets request for the latest offset with
+        the base offset of the last record batch plus one (measured: 4 records sent as a batch
+        of 1 and a batch of 3 report 2, not 4), so the records of the last batch would be
+        missed. Reading from the reported offset on finds them; against other brokers it reads
+        nothing."""
+        with self._lock:
+            return self._end_offsets(topic, partitions)
+
+    def _end_offsets(self, topic: str, partitions: Iterable[int]) -> dict[int, int]:
+        consumer = self.consumer
         tps = assign(consumer, topic, partitions)
         ends = {tp.partition: off for tp, off in consumer.end_offsets(tps).items()}
         for tp in tps:
             consumer.seek(tp, max(0, ends[tp.partition] - 1))
+        # A record batch comes whole in one fetch: one answer per partition that holds
+        # records is enough (two empty polls in a row end the wait for the rest).
+        pending = {p for p, end in ends.items() if end > 0}
         deadline, quiet = time.monotonic() + 30, 0
-        while quiet < 2 and time.monotonic() < deadline:
-            polled = consumer.poll(timeout_ms=200, max_records=500)
+        while pending and quiet < 2 and time.monotonic() < deadline:
+            polled = consumer.poll(timeout_ms=200, max_records=1_000_000)  # the whole fetch
             quiet = 0 if polled else quiet + 1
             for tp, msgs in polled.items():
                 ends[tp.partition] = max(ends[tp.partition], msgs[-1].offset + 1)
+                pending.discard(tp.partition)
         return ends
-    finally:
-        consumer.close()
+
+    def last_record_of(
+        self,
+        topic: str,
+        partition: int,
+        key: str,
+        window: int = 64,
+        before: int | None = None,
+        kinds: Collection[str] | None = None,
+    ) -> ConsumerRecord | None:
+        """The newest record of ``key`` in one partition (before offset ``before``, if
+        given; of one of ``kinds``, by its kind header, if given), or ``None``: what a
+        restarted producer reads back to continue after what it already sent. Reads
+        backwards in growing windows from the end, so a busy partition costs a few fetches,
+        not a scan from the start."""
+        with self._lock:
+            consumer = self.consumer
+            hi = before if before is not None else self._end_offsets(topic, [partition])[partition]
+            (tp,) = assign(consumer, topic, [partition])
+            start = consumer.beginning_offsets([tp])[tp]
+            while hi > start:
+                lo = max(start, hi - window)
+                consumer.seek(tp, lo)
+                found = None
+                deadline = time.monotonic() + 30
+                while consumer.position(tp) < hi and time.monotonic() < deadline:
+                    for msgs in consumer.poll(timeout_ms=1000).values():
+                        for msg in msgs:
+                            if (
+                                msg.offset < hi
+                                and msg.key == key.encode()
+                                and (kinds is None or header(msg.headers, KIND_HEADER) in kinds)
+                            ):
+                                found = msg
+                if found is not None:
+                    return found
+                hi, window = lo, window * 4
+            return None
+
+
+def end_offsets(
+    cfg: KafkaConfig, bootstrap: str, topic: str, partitions: Iterable[int]
+) -> dict[int, int]:
+    """:meth:`TopicReader.end_offsets` with a consumer of its own."""
+    with TopicReader(cfg, bootstrap) as reader:
+        return reader.end_offsets(topic, partitions)
 
 
 def last_record_of(
-    cfg: KafkaConfig,
-    bootstrap: str,
-    topic: str,
-    partition: int,
-    key: str,
-    window: int = 64,
-    before: int | None = None,
-    kinds: Collection[str] | None = None,
+    cfg: KafkaConfig, bootstrap: str, topic: str, partition: int, key: str, **kw: object
 ) -> ConsumerRecord | None:
-    """The newest record of ``key`` in one partition (before offset ``before``, if given; of
-    one of ``kinds``, by its kind header, if given), or ``None``: what a restarted producer
-    reads back to continue after what it already sent. Reads backwards in growing windows
-    from the end, so a busy partition costs a few fetches, not a scan from the start."""
-    hi = (
-        before if before is not None else end_offsets(cfg, bootstrap, topic, [partition])[partition]
-    )
-    consumer = make_consumer(cfg, bootstrap)
-    try:
-        (tp,) = assign(consumer, topic, [partition])
-        start = consumer.beginning_offsets([tp])[tp]
-        while hi > start:
-            lo = max(start, hi - window)
-            consumer.seek(tp, lo)
-            found = None
-            deadline = time.monotonic() + 30
-            while consumer.position(tp) < hi and time.monotonic() < deadline:
-                for msgs in consumer.poll(timeout_ms=1000).values():
-                    for msg in msgs:
-                        if (
-                            msg.offset < hi
-                            and msg.key == key.encode()
-                            and (kinds is None or header(msg.headers, KIND_HEADER) in kinds)
-                        ):
-                            found = msg
-            if found is not None:
-                return found
-            hi, window = lo, window * 4
-        return None
-    finally:
-        consumer.close()
+    """:meth:`TopicReader.last_record_of` with a consumer of its own."""
+    with TopicReader(cfg, bootstrap) as reader:
+        return reader.last_record_of(topic, partition, key, **kw)

@@ -143,7 +143,7 @@ def test_stream_lifecycle(api, setup):
     # Without a frame it applies at the next frame ingested after it, which the answer names.
     nxt = post(api, "/streams/life/prompts", {"objects": [{"box": [10, 10, 40, 40]}]})
     assert nxt.status_code == 202, nxt.text
-    assert nxt.json()["object_ids"] == [43] and nxt.json()["frame"] >= view["ingest"]["frames"]
+    assert nxt.json()["object_ids"] == [43] and nxt.json()["frame"] >= view["ingest"]["produced"]
 
     wait_for("the prompt's frame", lambda: segmented(api, "life") > at + 2)
     removed = requests.delete(url(api, "/streams/life"), headers=AUTH, timeout=120)
