@@ -42,12 +42,12 @@ from ausm_stream.deploy.api_models import (
 from ausm_stream.deploy.metrics import render_metrics
 from ausm_stream.deploy.overlay import COLUMNS, paint
 from ausm_stream.errors import (
-    AUSMStreamError,
     ConflictError,
     InvalidInputError,
     NotFoundError,
 )
 from ausm_stream.model.prompts import box_masks, point_masks
+from ausm_stream.operators.calls import result
 from ausm_stream.operators.coordinator import coordinator_name
 from ausm_stream.operators.pool import WorkerPool
 from ausm_stream.operators.status import PoolStatus, StreamStatus
@@ -57,18 +57,6 @@ from ausm_stream.pipeline.config import PipelineConfig
 from ausm_stream.pipeline.geometry import SourceToModel
 
 STATUS_OF = {NotFoundError: 404, ConflictError: 409, InvalidInputError: 422}
-
-
-def call(ref: ray.ObjectRef, timeout: float = 120) -> object:
-    """``ray.get`` that raises the project's own error when an actor raised one (Ray wraps
-    it with the remote traceback, which is not for API clients)."""
-    try:
-        return ray.get(ref, timeout=timeout)
-    except ray.exceptions.RayTaskError as exc:
-        cause = getattr(exc, "cause", None)
-        if isinstance(cause, AUSMStreamError):
-            raise cause from None
-        raise
 
 
 class Backend:
@@ -149,7 +137,7 @@ def build_app(backend: Backend, token: str) -> FastAPI:
     def healthz() -> JSONResponse:
         """Whether the broker, the object store and the workers answer (no auth)."""
         try:
-            parts = call(backend.manager.health.remote(), timeout=10)
+            parts = result(backend.manager.health.remote(), timeout=10)
         except ray.exceptions.RayError as exc:
             parts = {"broker": f"unknown: {exc}", "store": f"unknown: {exc}"}
         try:
@@ -164,25 +152,25 @@ def build_app(backend: Backend, token: str) -> FastAPI:
     @app.post("/streams", status_code=201, response_model=StreamView, dependencies=auth)
     def add_stream(body: StreamCreate) -> StreamView:
         """Register a stream and start its ingest (409 if the id exists)."""
-        info = call(backend.manager.add.remote(body.id, body.source, body.fps))
+        info = result(backend.manager.add.remote(body.id, body.source, body.fps))
         return backend.view(info, backend.pool.stream_status(body.id))
 
     @app.get("/streams", response_model=list[StreamView], dependencies=auth)
     def list_streams() -> list[StreamView]:
-        infos = call(backend.manager.list.remote())
+        infos = result(backend.manager.list.remote())
         status = backend.status()
         return [backend.view(i, status.streams.get(i.stream.id)) for i in infos]
 
     @app.get("/streams/{stream_id}", response_model=StreamView, dependencies=auth)
     def get_stream(stream_id: str) -> StreamView:
         """Frames ingested and segmented, lag, fps, tracks, last checkpoint, worker, ingest."""
-        info = call(backend.manager.describe.remote(stream_id))
+        info = result(backend.manager.describe.remote(stream_id))
         return backend.view(info, backend.pool.stream_status(stream_id))
 
     @app.delete("/streams/{stream_id}", response_model=StreamRemoved, dependencies=auth)
     def remove_stream(stream_id: str) -> StreamRemoved:
         """Stop its ingest and end the stream: its last rows are written, its state released."""
-        frames = call(backend.manager.remove.remote(stream_id))
+        frames = result(backend.manager.remove.remote(stream_id))
         return StreamRemoved(id=stream_id, frames=frames)
 
     @app.post(
@@ -193,12 +181,12 @@ def build_app(backend: Backend, token: str) -> FastAPI:
     )
     def prompt(stream_id: str, body: PromptCreate) -> PromptAccepted:
         """Track these objects from the next frame (or ``frame``); the answer says which."""
-        source = call(backend.manager.source_size.remote(stream_id))
+        source = result(backend.manager.source_size.remote(stream_id))
         masks = _masks(body, SourceToModel(tuple(source), backend.model_size))
         ids = [o.object_id for o in body.objects]
-        result = call(backend.manager.prompt.remote(stream_id, masks, ids, body.frame))
+        done = result(backend.manager.prompt.remote(stream_id, masks, ids, body.frame))
         return PromptAccepted(
-            stream_id=result.stream_id, frame=result.frame, object_ids=result.object_ids
+            stream_id=done.stream_id, frame=done.frame, object_ids=done.object_ids
         )
 
     @app.get(
@@ -209,7 +197,7 @@ def build_app(backend: Backend, token: str) -> FastAPI:
     )
     def preview(stream_id: str) -> Response:
         """Its latest segmented frame with masks, ids and classes painted on."""
-        call(backend.manager.describe.remote(stream_id))  # 404 for an unknown stream
+        result(backend.manager.describe.remote(stream_id))  # 404 for an unknown stream
         shown = backend.pool.preview(stream_id)
         if shown is None:
             raise NotFoundError(f"stream {stream_id!r} has no segmented frame in memory yet")
@@ -225,7 +213,7 @@ def build_app(backend: Backend, token: str) -> FastAPI:
     @app.get("/metrics", response_class=Response, dependencies=auth)
     def metrics() -> Response:
         """Prometheus text exposition."""
-        infos = call(backend.manager.list.remote())
+        infos = result(backend.manager.list.remote())
         text, content_type = render_metrics(backend.status(), infos)
         return Response(text, media_type=content_type)
 

@@ -12,8 +12,10 @@ with the frames:
   numbers that go on from there, so no row of the old life is replaced.
 - **remove**: stop the ingest, write the ``end`` record after the last frame produced (the
   worker then writes the stream's last rows and releases its state), unregister.
-- **prompt**: write a prompt record. Without a frame it applies at the frame that follows the
-  newest frame before it in the topic; the answer says which, read back from the topic.
+- **prompt**: write a prompt record at the frame it names or, naming none, the next frame
+  ingested; the answer says which. The stream's ingest sends it between its chunks, so it
+  is ordered with them at no cost; for an ``external`` stream the manager writes it and
+  reads the topic back to place it.
 
 On start (``restore``) it starts the ingest of every registered stream: a restarted cluster
 resumes each one after the last frame it produced.
@@ -33,6 +35,7 @@ import numpy as np
 import ray
 
 from ausm_stream.errors import ConflictError, InvalidInputError, NotFoundError
+from ausm_stream.operators.calls import result
 from ausm_stream.operators.worker import weights_info
 from ausm_stream.pipeline import kafka, records
 from ausm_stream.pipeline.config import PipelineConfig
@@ -224,30 +227,31 @@ class StreamManager:
             )
         with self._locks[stream_id]:
             stream = self._registered(stream_id)
-            last = newest_record(self.cfg.kafka, self.reader, stream_id)
-            if isinstance(last, records.ControlRecord) and last.kind == "end":
-                raise ConflictError(f"stream {stream_id!r} ended at frame {last.frame_idx}")
-            if frame is not None:
-                upcoming = next_frame_after(last, stream.first_frame)
-                if frame < upcoming:
-                    raise ConflictError(
-                        f"frame {frame} of stream {stream_id!r} is already ingested (the next is "
-                        f"{upcoming}): prompt at a frame >= {upcoming}, or give none for the next"
-                    )
             ids, stream = self._object_ids(stream, object_ids)
-            value, kind = records.encode(records.PromptRecord(stream_id, frame, ids, masks))
-            sent = kafka.send(
-                self.producer,
-                self.cfg.kafka.frames_topic,
-                stream_id,
-                value,
-                kind,
-                partition=kafka.partition_for(stream_id, self.cfg.kafka.partitions),
-            ).get(timeout=30)
-            if frame is None:
-                before = newest_record(self.cfg.kafka, self.reader, stream_id, sent.offset)
-                frame = next_frame_after(before, stream.first_frame)
-            return PromptResult(stream_id, frame, ids)
+            record = records.PromptRecord(stream_id, frame, ids, masks)
+            ing = self.ingests.get(stream_id)
+            if ing is not None:  # its ingest sends it between its chunks
+                sent = result(ing.handle.prompt.remote(record), timeout=30)
+                return PromptResult(stream_id, sent.frame_idx, ids)
+            return PromptResult(stream_id, self._send_prompt(stream, record), ids)
+
+    def _send_prompt(self, stream: RegisteredStream, record: records.PromptRecord) -> int:
+        """A prompt for a stream ingested elsewhere (or whose ingest returned), placed by
+        reading the topic back: the frame it applies at."""
+        last = newest_record(self.cfg.kafka, self.reader, stream.id)
+        if isinstance(last, records.ControlRecord) and last.kind == "end":
+            raise ConflictError(f"stream {stream.id!r} ended at frame {last.frame_idx}")
+        upcoming = next_frame_after(last, stream.first_frame)
+        if record.frame_idx is not None and record.frame_idx < upcoming:
+            raise ConflictError(
+                f"frame {record.frame_idx} of stream {stream.id!r} is already ingested (the next "
+                f"is {upcoming}): prompt at a frame >= {upcoming}, or give none for the next"
+            )
+        offset = self._send(record)
+        if record.frame_idx is not None:
+            return record.frame_idx
+        before = newest_record(self.cfg.kafka, self.reader, stream.id, offset)
+        return next_frame_after(before, stream.first_frame)
 
     def health(self) -> dict[str, str]:
         """``ok`` or the error, for the broker and the object store."""
@@ -291,17 +295,22 @@ class StreamManager:
             self.registry.put(stream)
         return ids, stream
 
-    def _send(self, record: records.Record) -> None:
+    def _send(self, record: records.Record) -> int:
+        """Send one record to the stream's partition; the offset it landed at."""
         value, kind = records.encode(record)
         partition = kafka.partition_for(record.stream_id, self.cfg.kafka.partitions)
-        kafka.send(
-            self.producer,
-            self.cfg.kafka.frames_topic,
-            record.stream_id,
-            value,
-            kind,
-            partition=partition,
-        ).get(timeout=30)
+        return (
+            kafka.send(
+                self.producer,
+                self.cfg.kafka.frames_topic,
+                record.stream_id,
+                value,
+                kind,
+                partition=partition,
+            )
+            .get(timeout=30)
+            .offset
+        )
 
     def _start_ingest(self, stream: RegisteredStream) -> None:
         name = ingest_name(self.cfg, stream.id)

@@ -26,6 +26,7 @@ rows are never replaced.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -39,7 +40,7 @@ import av
 import numpy as np
 from kafka import KafkaProducer
 
-from ausm_stream.errors import RecordError, SourceError
+from ausm_stream.errors import ConflictError, RecordError, SourceError
 from ausm_stream.pipeline import kafka, records
 from ausm_stream.pipeline.config import IngestConfig, KafkaConfig
 
@@ -150,6 +151,7 @@ class Ingest:
         self.first_frame = first_frame
         self.report = IngestReport(stream_id, frames=first_frame, produced=first_frame)
         self._stop = threading.Event()
+        self._sending = threading.Lock()  # chunks and prompts (from another thread) in order
         self._partition = kafka.partition_for(stream_id, kafka_cfg.partitions)
         self._chunk: list[tuple[np.ndarray, int, int]] = []
         self._source_size = (0, 0)
@@ -262,14 +264,37 @@ class Ingest:
             )
             self._stop.wait(backoff)
         self._flush()
-        if self._stopped:
-            self.report.state = "stopped"
-        else:
-            self._produce(records.ControlRecord("end", self.stream_id, self.report.frames))
-            if self.report.state != "failed":
-                self.report.state = "ended"
+        with self._sending:
+            if self._stopped:
+                self.report.state = "stopped"
+            else:
+                self._produce(records.ControlRecord("end", self.stream_id, self.report.frames))
+                if self.report.state != "failed":
+                    self.report.state = "ended"
         self.producer.flush()
         return self.report
+
+    def prompt(self, prompt: records.PromptRecord) -> records.PromptRecord:
+        """Send a prompt between this stream's chunks, for the frame it names or, naming
+        none, the next frame sent: the prompt as sent, its frame set. Ordered with the
+        frames by this producer, so it costs no read of the topic."""
+        with self._sending:
+            produced = self.report.produced
+            if self.report.state in ("ended", "failed", "stopped"):
+                raise ConflictError(
+                    f"stream {self.stream_id!r} is {self.report.state} at frame {produced}"
+                )
+            if prompt.frame_idx is not None and prompt.frame_idx < produced:
+                raise ConflictError(
+                    f"frame {prompt.frame_idx} of stream {self.stream_id!r} is already ingested "
+                    f"(the next is {produced}): prompt at a frame >= {produced}, or give none "
+                    "for the next"
+                )
+            at = produced if prompt.frame_idx is None else prompt.frame_idx
+            sent = dataclasses.replace(prompt, frame_idx=at)
+            self._produce(sent)
+        self.producer.flush()
+        return sent
 
     def _due(self, pts: float) -> bool:
         """Frame-rate resampling: keep the first frame at or after each tick of 1/fps."""
@@ -340,9 +365,10 @@ class Ingest:
             source_width=self._source_size[1],
             frames=np.stack([f for f, _, _ in self._chunk]),
         )
-        self._produce(chunk)
-        self.report.chunks += 1
-        self.report.produced = self.report.frames
+        with self._sending:
+            self._produce(chunk)
+            self.report.chunks += 1
+            self.report.produced = self.report.frames
         self._chunk = []
 
 
@@ -415,6 +441,9 @@ class IngestJob:
     def stop(self) -> None:
         self.ingest.stop()
 
+    def prompt(self, prompt: records.PromptRecord) -> records.PromptRecord:
+        return self.ingest.prompt(prompt)
+
     def report(self) -> IngestReport:
         return self.ingest.report
 
@@ -424,11 +453,11 @@ class IngestJob:
 
 
 def ingest_actor() -> type:
-    """:class:`IngestJob` as a Ray actor (I/O bound: no CPU reserved; ``stop`` stays
-    callable). Ray restarts it after a crash and retries its ``run``, which resumes after
-    the last frame produced."""
+    """:class:`IngestJob` as a Ray actor (I/O bound: no CPU reserved; ``stop``, ``prompt``
+    and ``report`` stay callable while ``run`` runs). Ray restarts it after a crash and
+    retries its ``run``, which resumes after the last frame produced."""
     import ray
 
-    return ray.remote(num_cpus=0, max_concurrency=2, max_restarts=-1, max_task_retries=-1)(
+    return ray.remote(num_cpus=0, max_concurrency=4, max_restarts=-1, max_task_retries=-1)(
         IngestJob
     )
