@@ -24,10 +24,12 @@ from ausm_stream.deploy.cli import main
 from ausm_stream.deploy.overlay import PALETTE
 from ausm_stream.deploy.serve import control_plane
 from ausm_stream.model.data import ShapesSpec, generate_video
+from ausm_stream.pipeline import kafka, records
 from ausm_stream.pipeline.config import PipelineConfig
 from ausm_stream.pipeline.sinks import read_dataset
 from ausm_stream.pipeline.storage import open_store
 from ausm_stream.pipeline.video_files import write_h264
+from tests.e2e import camera_chunk
 
 pytestmark = pytest.mark.slow
 TOKEN = "test-token-0123"
@@ -339,3 +341,47 @@ def test_cli_client(api, setup, capsys):
     assert "404 no stream 'cli'" in capsys.readouterr().err
     assert main(["streams", "--url", api.url, "--token", "wrong", "list"]) == 2
     assert "401" in capsys.readouterr().err
+
+
+def test_external_stream_ingested_elsewhere(api, setup):
+    """An ``external`` stream: frames come from a producer that is not ours (as
+    ``ausm-stream ingest`` by a camera); prompts are placed by reading the topic back."""
+    _, cfg = setup
+    created = post(api, "/streams", {"id": "ext", "source": "external"})
+    assert created.status_code == 201 and created.json()["ingest"] is None
+    early = post(api, "/streams/ext/prompts", {"objects": [{"box": [0, 0, 20, 20]}]})
+    assert early.status_code == 409 and "no frames yet" in early.json()["detail"]
+
+    producer = kafka.make_producer(cfg.kafka, api.bootstrap)
+    partition = kafka.partition_for("ext", cfg.kafka.partitions)
+
+    def send(first: int) -> None:
+        value, kind = records.encode(camera_chunk("ext", first, 8))
+        kafka.send(producer, cfg.kafka.frames_topic, "ext", value, kind, partition=partition)
+        producer.flush()
+
+    send(0)
+    send(8)
+    wait_for("frames", lambda: segmented(api, "ext") >= 16)
+    placed = post(api, "/streams/ext/prompts", {"objects": [{"box": [30, 30, 90, 90]}]})
+    assert placed.status_code == 202, placed.text
+    assert placed.json()["frame"] == 16  # after the newest frame in the topic before it
+    past = post(api, "/streams/ext/prompts", {"objects": [{"box": [0, 0, 9, 9]}], "frame": 3})
+    assert past.status_code == 409
+    send(16)
+    wait_for("frames", lambda: segmented(api, "ext") >= 24)
+    removed = requests.delete(url(api, "/streams/ext"), headers=AUTH, timeout=120)
+    assert removed.json() == {"id": "ext", "frames": 24}
+    store = open_store(cfg.storage)
+    rows = wait_for(
+        "the end",
+        lambda: (
+            (t := read_dataset(store, "frames").filter(pc.field("stream_id") == "ext")).num_rows
+            == 24
+            and t
+        ),
+    )
+    assert sorted(rows.column("frame_idx").to_pylist()) == list(range(24))
+    tracks = read_dataset(store).filter(pc.field("stream_id") == "ext")
+    prompted = tracks.filter(pc.field("prompted")).column("frame_idx").to_pylist()
+    assert prompted and min(prompted) == 16

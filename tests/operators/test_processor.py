@@ -234,3 +234,26 @@ def test_more_ready_streams_than_a_batch_take_turns():
     assert {sid: sum(f.stream_id == sid for f in emitted) for sid in "abc"} == dict.fromkeys(
         "abc", 8
     )
+
+
+def test_a_reset_after_the_end_starts_a_new_life_whose_track_ids_go_on(processor):
+    """What the control plane does for a stream added again after removal: frames go on
+    from where the old life ended, with a fresh state, and no track id is used twice."""
+    p, emitted, ended = processor
+    p.on_record(chunk("a", 0, 8))
+    mask = disc_mask(SIZE, 30, 30, 10).numpy()[None]
+    p.on_record(PromptRecord("a", 0, [5], mask))
+    p.drain()
+    p.on_record(ControlRecord("end", "a", 8))
+    assert ended == ["a"]
+    old_ids = {int(t) for f in emitted for t in f.track_ids}
+    assert old_ids  # the prompted object was tracked
+    p.on_record(ControlRecord("reset", "a", 8))
+    p.on_record(PromptRecord("a", 8, [5], mask))
+    p.on_record(chunk("a", 8, 4))
+    p.drain()
+    new = [f for f in emitted if f.frame_idx >= 8]
+    assert [f.frame_idx for f in new] == [8, 9, 10, 11]
+    new_ids = {int(t) for f in new for t in f.track_ids}
+    assert new_ids and min(new_ids) > max(old_ids)
+    assert p.streams["a"].frames_done == 4  # counted from the new life
