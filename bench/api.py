@@ -20,7 +20,9 @@ windows. Target: at least 0.95.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
 import tempfile
 import threading
 import time
@@ -107,6 +109,37 @@ class Load:
             self._stop.wait(max(0.0, due - time.monotonic()))
 
 
+def descendants(root: int) -> set[int]:
+    """Every process started under ``root`` (Ray's, the broker), from ``/proc``."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    found, frontier = set(), {root}
+    while frontier:
+        frontier = {pid for pid, ppid in parents.items() if ppid in frontier} - found
+        found |= frontier
+    return found
+
+
+def pin_worker_apart(cp: ControlPlane) -> str:
+    """The worker alone on core 0, everything else of this run on the other cores: the
+    layout of a deployment, where workers own their devices and the API runs elsewhere."""
+    workers = {ray.get(h.pid.remote()) for h in cp.pool.workers().values()}
+    cores = sorted(os.sched_getaffinity(0))
+    others = descendants(os.getpid()) | {os.getpid()}
+    for pid in others - workers:
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(pid, cores[1:])
+    for pid in workers:
+        os.sched_setaffinity(pid, cores[:1])
+    rest = len(others - workers)
+    return f"worker {sorted(workers)} on core {cores[0]}, {rest} other processes on {cores[1:]}"
+
+
 def window(cp: ControlPlane, seconds: float, load: Load | None) -> float:
     """Frames segmented per second over ``seconds`` (under ``load``, if given)."""
     before, started = segmented(cp), time.monotonic()
@@ -126,6 +159,11 @@ def main() -> None:
     ap.add_argument("--get-rate", type=float, default=10.0)
     ap.add_argument("--prompt-rate", type=float, default=2.0)
     ap.add_argument("--max-requests", type=int, default=2000, help="per loaded window")
+    ap.add_argument(
+        "--pin",
+        action="store_true",
+        help="the worker alone on one core, the API, ingest and broker on the others",
+    )
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     warm_up_s = 8.0
@@ -149,6 +187,8 @@ def main() -> None:
             ids = [f"cam-{i}" for i in range(args.streams)]
             for i, sid in enumerate(ids):
                 ray.get(cp.manager.add.remote(sid, str(videos[i % len(videos)])))
+            if args.pin:
+                print("pinned:", pin_worker_apart(cp), flush=True)
             time.sleep(warm_up_s)  # every stream has frames and the worker a backlog
             for r in range(args.rounds):
                 quiet.append(window(cp, args.window, None))

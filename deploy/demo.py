@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import socket
 import time
 from pathlib import Path
 
@@ -27,7 +26,7 @@ import ray
 from tqdm import tqdm
 
 from ausm_stream.deploy.overlay import COLUMNS, contact_sheet
-from ausm_stream.deploy.serve import control_plane
+from ausm_stream.deploy.serve import control_plane, port_is_free
 from ausm_stream.model.data import ShapesSpec, generate_video
 from ausm_stream.operators.status import PoolStatus
 from ausm_stream.operators.worker import weights_info
@@ -71,7 +70,7 @@ def run_demo(
         {
             "storage": {"url": f"file://{out / 'store'}"},
             "model": {"weights": weights},
-            "api": {"port": port if port and port_is_free(port) else 0},
+            "api": {"port": port if port and port_is_free("127.0.0.1", port) else 0},
         }
     )
     _, version = weights_info(cfg.model.weights)  # fail early, before starting anything
@@ -106,15 +105,6 @@ def run_demo(
         sheets[sid] = contact_sheet(path, rows, out / "overlays" / f"{sid}.png")
     _print_summary(status, ingested, elapsed, version, out, sheets)
     return status
-
-
-def port_is_free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
 
 
 def _print_summary(

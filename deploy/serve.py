@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,6 +24,7 @@ from ray import serve
 
 from ausm_stream.deploy.api import ControlPlaneApp
 from ausm_stream.deploy.runtime import interrupt_on_sigterm, start_runtime
+from ausm_stream.errors import ConfigError
 from ausm_stream.operators.pool import WorkerPool
 from ausm_stream.operators.streams import StreamManagerActor, manager_name
 from ausm_stream.pipeline.broker import free_port
@@ -54,6 +56,7 @@ def control_plane(cfg: PipelineConfig, log_dir: Path | None = None) -> Iterator[
     """Everything ``serve`` runs, up until the block exits (then stopped cleanly)."""
     token = cfg.api.token or secrets.token_urlsafe(24)
     port = cfg.api.port or free_port()
+    check_port_free(cfg.api.host, port)
     with start_runtime(cfg, log_dir) as rt:
         pool = WorkerPool.start(cfg, rt.bootstrap)
         run = pool.run()
@@ -70,6 +73,25 @@ def control_plane(cfg: PipelineConfig, log_dir: Path | None = None) -> Iterator[
             ray.get(manager.stop.remote())
             pool.stop()
             ray.get(run)
+
+
+def port_is_free(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Fail before starting anything when the API's address is taken (Serve would only log
+    it from its proxy actor)."""
+    if not port_is_free(host, port):
+        raise ConfigError(
+            f"api.host/api.port {host}:{port} is taken or not this machine's; set api.port to "
+            "a free port (0 = any free one)"
+        )
 
 
 def serve_forever(cfg: PipelineConfig) -> None:
