@@ -88,6 +88,11 @@ def _masks(body: PromptCreate, geometry: SourceToModel) -> np.ndarray:
     def one(obj: PromptObject) -> np.ndarray:
         if obj.mask is not None:
             h, w = obj.mask.size
+            if (h, w) != geometry.source:  # before decoding: the size is the caller's word
+                raise InvalidInputError(
+                    f"mask is {h}x{w}, the stream's frames are {geometry.source[0]}x"
+                    f"{geometry.source[1]} (height x width): draw masks on a source frame"
+                )
             try:
                 decoded = rle.decode(obj.mask.counts.encode(), h, w)
             except (InvalidInputError, ValueError) as exc:

@@ -36,7 +36,10 @@ class StreamCreate(Body):
 class RLEMask(Body):
     """A COCO RLE mask (``pycocotools.mask.encode(...)`` with ``counts`` as a string)."""
 
-    size: Annotated[list[int], Field(min_length=2, max_length=2, description="[height, width]")]
+    size: Annotated[
+        list[Annotated[int, Field(ge=1)]],
+        Field(min_length=2, max_length=2, description="[height, width] of the source frame"),
+    ]
     counts: Annotated[str, Field(min_length=1)]
 
 

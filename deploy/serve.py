@@ -62,7 +62,7 @@ def control_plane(cfg: PipelineConfig, log_dir: Path | None = None) -> Iterator[
         run = pool.run()
         manager = StreamManagerActor.options(name=manager_name(cfg)).remote(cfg, rt.bootstrap)
         try:
-            restored = ray.get(manager.restore.remote())
+            restored = ray.get(manager.restored_streams.remote())
             serve.start(http_options={"host": cfg.api.host, "port": port})
             serve.run(ControlPlaneApp.bind(cfg, token), name=APP_NAME, route_prefix="/")
             url = f"http://{cfg.api.host}:{port}"

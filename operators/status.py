@@ -69,12 +69,6 @@ class Histogram:
     def copy(self) -> Histogram:
         return Histogram(self.bounds, list(self.counts), self.total, self.count)
 
-    def merged(self, other: Histogram) -> Histogram:
-        if other.bounds != self.bounds:  # workers of one pool share their bounds
-            return self.copy()
-        counts = [a + b for a, b in zip(self.counts, other.counts, strict=True)]
-        return Histogram(self.bounds, counts, self.total + other.total, self.count + other.count)
-
 
 @dataclass(frozen=True)
 class StreamStatus:

@@ -17,8 +17,8 @@ with the frames:
   is ordered with them at no cost; for an ``external`` stream the manager writes it and
   reads the topic back to place it.
 
-On start (``restore``) it starts the ingest of every registered stream: a restarted cluster
-resumes each one after the last frame it produced.
+On start (and on a restart by Ray after a crash) it starts the ingest of every registered
+stream: a restarted cluster resumes each one after the last frame it produced.
 """
 
 from __future__ import annotations
@@ -96,20 +96,28 @@ class StreamManager:
     def __init__(self, cfg: PipelineConfig, bootstrap: str) -> None:
         self.cfg = cfg
         self.bootstrap = bootstrap
-        self.model_size = weights_info(cfg.model.weights)[0].image_size
+        model_cfg = weights_info(cfg.model.weights)[0]
+        self.model_size = model_cfg.image_size
+        self.max_objects = model_cfg.n_id
         self.registry = StreamRegistry(open_store(cfg.storage))
-        self.producer = kafka.make_producer(cfg.kafka, bootstrap)
+        # A health check asks this producer for metadata: 5 s at most when the broker is gone.
+        self.producer = kafka.make_producer(cfg.kafka, bootstrap, max_block_ms=5_000)
         self.reader = kafka.TopicReader(cfg.kafka, bootstrap)
         self.ingests: dict[str, _Ingesting] = {}
         self.finished: dict[str, IngestReport] = {}
         """Reports of ingests that returned (their source ended); their actors are gone."""
         self._locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
+        self.reports: dict[str, IngestReport] = {}
+        """The last report of each ingest (served when its actor does not answer in time)."""
         self._closed = threading.Event()
         self._reaping = threading.Lock()
+        # Started, or restarted by Ray after a crash (its ingest actors died with it): either
+        # way every registered stream's ingest starts, resuming after its last frame.
+        self.restored = self._restore()
         threading.Thread(target=self._reap, name="ingest-reaper", daemon=True).start()
 
     # -- lifecycle ---------------------------------------------------------------------------
-    def restore(self) -> list[str]:
+    def _restore(self) -> list[str]:
         """Start the ingest of every registered stream; their ids."""
         streams = self.registry.all()
         for stream in streams:
@@ -118,6 +126,10 @@ class StreamManager:
                     self._start_ingest(stream)
         log.info("registered streams restored: %s", [s.id for s in streams])
         return [s.id for s in streams]
+
+    def restored_streams(self) -> list[str]:
+        """The registered streams this manager found when it started."""
+        return list(self.restored)
 
     def _reap(self) -> None:
         """Collect the reports of ingests that returned, every few seconds (ending their
@@ -138,16 +150,22 @@ class StreamManager:
         self.reader.close()
 
     def _stop_ingest(self, stream_id: str) -> None:
-        """Stop a stream's ingest (if it still runs), wait for its last frames, end its actor."""
+        """Stop a stream's ingest (if it still runs), wait for its last frames, end its actor.
+        An ingest that failed, or does not stop in time, is ended all the same."""
         self.finished.pop(stream_id, None)
-        ing = self.ingests.pop(stream_id, None)
+        ing = self.ingests.get(stream_id)
         if ing is None:
             return
-        done, _ = ray.wait([ing.run], timeout=0)
-        if not done:
-            ray.get(ing.handle.stop.remote(), timeout=30)
-        ray.get(ing.run, timeout=120)  # its producer is flushed when run returns
-        ray.kill(ing.handle, no_restart=True)
+        try:
+            done, _ = ray.wait([ing.run], timeout=0)
+            if not done:
+                ray.get(ing.handle.stop.remote(), timeout=30)
+            ray.get(ing.run, timeout=120)  # its producer is flushed when run returns
+        except ray.exceptions.RayError as exc:
+            log.warning("ingest of %s ended with an error: %s", stream_id, exc)
+        finally:
+            ray.kill(ing.handle, no_restart=True)
+            self.ingests.pop(stream_id, None)
 
     # -- the API's operations ------------------------------------------------------------------
     def add(self, stream_id: str, source: str, fps: float | None = None) -> StreamInfo:
@@ -174,7 +192,9 @@ class StreamManager:
             return self._info(stream)
 
     def remove(self, stream_id: str) -> int:
-        """End the stream and unregister it; the number of frames it had."""
+        """End the stream and unregister it; the number of frames it had (in this life: a
+        stream added again after removal counts from its ``first_frame``). An ``external``
+        stream's own ingest is not ours to stop: frames it sends after the end are dropped."""
         with self._locks[stream_id]:
             stream = self._registered(stream_id)
             self._stop_ingest(stream_id)
@@ -183,8 +203,8 @@ class StreamManager:
             if not (isinstance(last, records.ControlRecord) and last.kind == "end"):
                 self._send(records.ControlRecord("end", stream_id, frames))
             self.registry.remove(stream_id)
-            log.info("stream %s removed after %d frames", stream_id, frames)
-            return frames
+            log.info("stream %s removed at frame %d", stream_id, frames)
+            return frames - stream.first_frame
 
     def describe(self, stream_id: str) -> StreamInfo:
         return self._info(self._registered(stream_id))
@@ -218,6 +238,11 @@ class StreamManager:
         if masks.ndim != 3 or masks.shape[1:] != self.model_size or len(masks) != len(object_ids):
             raise InvalidInputError(
                 f"prompt for {stream_id!r}: want one {self.model_size} mask per object"
+            )
+        if len(masks) > self.max_objects:
+            raise InvalidInputError(
+                f"prompt for {stream_id!r} names {len(masks)} objects; the model tracks at most "
+                f"{self.max_objects} at once (AUSMConfig.n_id)"
             )
         empty = [i for i, m in enumerate(masks) if not m.any()]
         if empty:
@@ -261,7 +286,7 @@ class StreamManager:
                 raise RuntimeError(f"topic {self.cfg.kafka.frames_topic} has no partitions")
             out["broker"] = "ok"
         except Exception as exc:  # reported, not raised: it is a health check
-            out["broker"] = f"error: {exc}"
+            out["broker"] = f"error: {exc or type(exc).__name__}"
         try:
             self.registry.all()
             out["store"] = "ok"
@@ -285,9 +310,7 @@ class StreamManager:
         nxt = max([stream.next_object_id, *(i + 1 for i in given)])
         ids = []
         for i in wanted:
-            if i is None:
-                while nxt in given:
-                    nxt += 1
+            if i is None:  # above every id used so far, so never one given
                 i, nxt = nxt, nxt + 1
             ids.append(i)
         if nxt != stream.next_object_id:
@@ -342,13 +365,18 @@ class StreamManager:
         if ing is None:
             return self.finished.get(stream_id)
         done, _ = ray.wait([ing.run], timeout=0)
+        if not done:
+            try:
+                self.reports[stream_id] = ray.get(ing.handle.report.remote(), timeout=10)
+            except ray.exceptions.RayError as exc:  # busy or restarting: the last one known
+                log.warning("ingest of %s did not report: %s", stream_id, exc)
+            return self.reports.get(stream_id)
         try:
-            if not done:
-                return ray.get(ing.handle.report.remote(), timeout=10)
             report = ray.get(ing.run)
-        except ray.exceptions.RayError as exc:
-            log.warning("ingest of %s: %s", stream_id, exc)
-            report = IngestReport(stream_id, state="failed", drops=[str(exc).splitlines()[0]])
+        except ray.exceptions.RayError as exc:  # it raised: the source could not be read
+            last = self.reports.get(stream_id) or IngestReport(stream_id)
+            reason = str(getattr(exc, "cause", None) or exc).splitlines()[0]
+            report = dataclasses.replace(last, state="failed", drops=[*last.drops, reason])
         with self._reaping:
             if self.ingests.get(stream_id) is ing:
                 self.finished[stream_id] = report

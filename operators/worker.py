@@ -754,7 +754,7 @@ class SegmentationWorker:
 
     def _push_status(self, coordinator: ray.actor.ActorHandle | None) -> None:
         """Hand the coordinator this worker's status every ``STATUS_PUSH_S``, from the loop's
-        own thread: the control plane reads it there, so API requests never reach a worker
+        own thread: the control plane reads it there, so API requests do not reach a worker
         (a call into a busy worker's process cost its step ~2% per request a second, measured
         with ``bench/api.py``)."""
         now = time.monotonic()

@@ -56,7 +56,15 @@ class SourceToModel:
                 f"0 <= y < {sh} (source pixels)"
             )
         sx, sy = self._scale()
-        return [((x + 0.5) * sx - 0.5, (y + 0.5) * sy - 0.5) for x, y in points]
+        h, w = self.model
+        inside = 1e-6  # a source pixel's centre maps inside the model input, edges included
+        return [
+            (
+                min(max((x + 0.5) * sx - 0.5, 0.0), w - inside),
+                min(max((y + 0.5) * sy - 0.5, 0.0), h - inside),
+            )
+            for x, y in points
+        ]
 
     def _scale(self) -> tuple[float, float]:
         return self.model[1] / self.source[1], self.model[0] / self.source[0]

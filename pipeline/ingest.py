@@ -39,6 +39,7 @@ from typing import Literal
 import av
 import numpy as np
 from kafka import KafkaProducer
+from kafka.producer.future import FutureRecordMetadata
 
 from ausm_stream.errors import ConflictError, RecordError, SourceError
 from ausm_stream.pipeline import kafka, records
@@ -46,6 +47,8 @@ from ausm_stream.pipeline.config import IngestConfig, KafkaConfig
 
 log = logging.getLogger(__name__)
 
+PROMPT_WAIT_S = 30.0
+"""Longest a prompt waits for a starting ingest, and for the broker to take it."""
 LIVE_SCHEMES = (
     "rtsp://",
     "rtsps://",
@@ -151,7 +154,8 @@ class Ingest:
         self.first_frame = first_frame
         self.report = IngestReport(stream_id, frames=first_frame, produced=first_frame)
         self._stop = threading.Event()
-        self._sending = threading.Lock()  # chunks and prompts (from another thread) in order
+        self._sending = threading.RLock()  # chunks and prompts (from another thread) in order
+        self._resumed = threading.Event()  # where it stands in the topic is known
         self._partition = kafka.partition_for(stream_id, kafka_cfg.partitions)
         self._chunk: list[tuple[np.ndarray, int, int]] = []
         self._source_size = (0, 0)
@@ -173,7 +177,12 @@ class Ingest:
         """Continue after ``last``, the stream's newest record in the frames topic (see the
         module doc); ``False`` when there is nothing left to produce."""
         if isinstance(last, records.ControlRecord) and last.kind == "reset":
-            return True  # the stream starts again at first_frame: nothing of it produced yet
+            # A new life of the stream starts at the reset's frame: nothing of it produced yet
+            # (an ingest that was not told, ``ausm-stream ingest`` of an external stream,
+            # learns its first frame here).
+            self.first_frame = self._resume_at = max(self.first_frame, last.frame_idx)
+            self.report.frames = self.report.produced = self.first_frame
+            return True
         if isinstance(last, records.ControlRecord) and last.kind == "end":
             if not self.live:
                 log.info("stream %s already ended at frame %d", self.stream_id, last.frame_idx)
@@ -203,7 +212,10 @@ class Ingest:
     ) -> IngestReport:
         """Produce until the source ends (files), ``max_frames`` frames are produced, or
         :meth:`stop`; ``last`` is the stream's newest record already in the topic."""
-        if not self.resume(last):
+        with self._sending:
+            resumed = self.resume(last)
+        self._resumed.set()
+        if not resumed:
             return self.report
         failures = 0
         base_wall = self._base_wall if self._base_wall is not None else self.clock()
@@ -263,8 +275,8 @@ class Ingest:
                 self.cfg.reconnect_max_s, self.cfg.reconnect_initial_s * 2 ** (failures - 1)
             )
             self._stop.wait(backoff)
-        self._flush()
-        with self._sending:
+        with self._sending:  # no prompt between the last chunk and the end
+            self._flush()
             if self._stopped:
                 self.report.state = "stopped"
             else:
@@ -278,6 +290,11 @@ class Ingest:
         """Send a prompt between this stream's chunks, for the frame it names or, naming
         none, the next frame sent: the prompt as sent, its frame set. Ordered with the
         frames by this producer, so it costs no read of the topic."""
+        if not self._resumed.wait(PROMPT_WAIT_S):
+            raise ConflictError(
+                f"stream {self.stream_id!r} is still starting (reading where it stands in the "
+                "frames topic); try again in a moment"
+            )
         with self._sending:
             produced = self.report.produced
             if self.report.state in ("ended", "failed", "stopped"):
@@ -292,8 +309,8 @@ class Ingest:
                 )
             at = produced if prompt.frame_idx is None else prompt.frame_idx
             sent = dataclasses.replace(prompt, frame_idx=at)
-            self._produce(sent)
-        self.producer.flush()
+            delivered = self._produce(sent)
+        delivered.get(timeout=PROMPT_WAIT_S)  # raises if the broker did not take it
         return sent
 
     def _due(self, pts: float) -> bool:
@@ -306,9 +323,9 @@ class Ingest:
         self._next_pick += (math.floor((pts - self._next_pick) / step) + 1) * step
         return True
 
-    def _produce(self, record: records.Record) -> None:
+    def _produce(self, record: records.Record) -> FutureRecordMetadata:
         value, kind = records.encode(record)
-        kafka.send(
+        return kafka.send(
             self.producer,
             self.kafka_cfg.frames_topic,
             self.stream_id,

@@ -53,13 +53,15 @@ def ensure_topics(cfg: KafkaConfig, bootstrap: str) -> None:
         admin.close()
 
 
-def make_producer(cfg: KafkaConfig, bootstrap: str) -> KafkaProducer:
+def make_producer(cfg: KafkaConfig, bootstrap: str, max_block_ms: int = 60_000) -> KafkaProducer:
+    """``max_block_ms``: longest a send (or a metadata question) waits for a broker."""
     return KafkaProducer(
         bootstrap_servers=bootstrap,
         max_request_size=cfg.max_message_bytes,
         linger_ms=5,
         acks="all",
         retries=5,
+        max_block_ms=max_block_ms,
     )
 
 

@@ -87,7 +87,6 @@ class StreamRegistry:
             ) from exc
 
 
-def new_stream(
-    stream_id: str, source: str, fps: float | None, first_frame: int = 0
-) -> RegisteredStream:
-    return RegisteredStream(check_stream_id(stream_id), source, fps, time.time(), first_frame)
+def new_stream(stream_id: str, source: str, fps: float | None) -> RegisteredStream:
+    """A stream to register now (its id checked)."""
+    return RegisteredStream(check_stream_id(stream_id), source, fps, time.time())

@@ -15,6 +15,9 @@ def test_boxes_and_points_scale_per_axis():
     assert G.box([64, 36, 320, 180]) == pytest.approx((12.8, 12.8, 64.0, 64.0))
     # pixel centres: the last source pixel (639.5, 359.5) lands at (127.9, 127.8) - 0.5
     assert G.points([[639, 359]]) == [pytest.approx((127.4, 127.322), abs=1e-3)]
+    # ... and a first pixel that would land before the input's edge stays on it
+    wide = SourceToModel(source=(1080, 1920), model=(128, 128))
+    assert wide.points([[0, 0]]) == [(0.0, 0.0)]
 
 
 def test_masks_resize_to_the_model_input():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ausm_stream.errors import SourceError
+from ausm_stream.errors import ConflictError, SourceError
 from ausm_stream.model.data import ShapesSpec, generate_video
 from ausm_stream.pipeline import kafka, records
 from ausm_stream.pipeline.config import IngestConfig, KafkaConfig
@@ -85,3 +85,45 @@ def test_a_file_that_breaks_midway_ends_the_stream_without_repeats(broker, tmp_p
     chunks = [r for r in read_all(broker, cfg) if isinstance(r, records.FrameChunk)]
     idx = np.concatenate([c.frame_idx for c in chunks])
     assert idx.tolist() == list(range(report.frames))
+
+
+def test_a_stream_reset_after_its_end_is_numbered_on_and_prompts_go_between_chunks(
+    broker, tmp_path
+):
+    """What a stream added again after removal looks like to an ingest that was not told
+    where it starts (``ausm-stream ingest`` of an external stream): the reset says; and a
+    prompt sent through the ingest lands between its chunks, at the next frame."""
+    video = generate_video("test", 2, ShapesSpec(size=(64, 64), frames=16))
+    path = write_h264(tmp_path / "v.mp4", video.frames, fps=8)
+    cfg = KafkaConfig(bootstrap=broker.bootstrap, frames_topic="frames-reset", partitions=1)
+    kafka.ensure_topics(cfg, broker.bootstrap)
+    producer = kafka.make_producer(cfg, broker.bootstrap)
+    for record in (
+        records.ControlRecord("end", "cam", 40),
+        records.ControlRecord("reset", "cam", 40),
+    ):
+        value, kind = records.encode(record)
+        kafka.send(producer, cfg.frames_topic, "cam", value, kind).get(timeout=30)
+    ingest = Ingest("cam", str(path), (64, 64), producer, cfg, IngestConfig(chunk_frames=8))
+    with kafka.TopicReader(cfg, broker.bootstrap) as reader:
+        last = records.decode("reset", reader.last_record_of(cfg.frames_topic, 0, "cam").value)
+    original_flush = ingest._flush
+    sent = []
+
+    def flush_then_prompt():  # a prompt arriving from another thread after the first chunk
+        original_flush()
+        if not sent:
+            mask = np.zeros((1, 64, 64), bool)
+            mask[0, 10:20, 10:20] = True
+            sent.append(ingest.prompt(records.PromptRecord("cam", None, [1], mask)))
+
+    ingest._flush = flush_then_prompt
+    report = ingest.run(last=last)
+    assert report.frames == report.produced == 56 and report.state == "ended"
+    assert sent[0].frame_idx == 48  # the first frame after the chunk 40-47
+    got = [r for r in read_all(broker, cfg) if r.stream_id == "cam"][2:]
+    kinds = [type(r).__name__ for r in got]
+    assert kinds == ["FrameChunk", "PromptRecord", "FrameChunk", "ControlRecord"]
+    assert got[0].first == 40 and got[2].first == 48 and got[3].frame_idx == 56
+    with pytest.raises(ConflictError, match="ended"):
+        ingest.prompt(records.PromptRecord("cam", None, [2], sent[0].masks))

@@ -15,7 +15,7 @@ def test_streams_round_trip_and_survive_a_new_registry(tmp_path):
     store = FileStore(tmp_path)
     registry = StreamRegistry(store)
     a = new_stream("cam-1", "rtsp://camera-1/stream", 8.0)
-    b = dataclasses.replace(new_stream("cam-0", "external", None, first_frame=96), next_object_id=4)
+    b = dataclasses.replace(new_stream("cam-0", "external", None), first_frame=96, next_object_id=4)
     registry.put(a)
     registry.put(b)
     store.put("tracks/stream_id=cam-0/date=2026-12-04/part-0-63.parquet", b"not a stream")
