@@ -50,7 +50,7 @@ from ausm_stream.model.prompts import box_masks, point_masks
 from ausm_stream.operators.calls import result
 from ausm_stream.operators.coordinator import coordinator_name
 from ausm_stream.operators.pool import WorkerPool
-from ausm_stream.operators.status import PoolStatus, StreamStatus
+from ausm_stream.operators.status import StreamStatus
 from ausm_stream.operators.streams import StreamInfo, manager_name
 from ausm_stream.operators.worker import weights_info
 from ausm_stream.pipeline.config import PipelineConfig
@@ -67,9 +67,6 @@ class Backend:
         self.manager = ray.get_actor(manager_name(cfg))
         self.pool = WorkerPool(cfg, ray.get_actor(coordinator_name(cfg)))
         self.model_size = weights_info(cfg.model.weights)[0].image_size
-
-    def status(self) -> PoolStatus:
-        return self.pool.status()
 
     def view(self, info: StreamInfo, segmentation: StreamStatus | None) -> StreamView:
         s = info.stream
@@ -88,14 +85,10 @@ def _masks(body: PromptCreate, geometry: SourceToModel) -> np.ndarray:
     def one(obj: PromptObject) -> np.ndarray:
         if obj.mask is not None:
             h, w = obj.mask.size
-            if (h, w) != geometry.source:  # before decoding: the size is the caller's word
-                raise InvalidInputError(
-                    f"mask is {h}x{w}, the stream's frames are {geometry.source[0]}x"
-                    f"{geometry.source[1]} (height x width): draw masks on a source frame"
-                )
+            geometry.check_mask_size(h, w)  # before decoding: the size is the caller's word
             try:
                 decoded = rle.decode(obj.mask.counts.encode(), h, w)
-            except (InvalidInputError, ValueError) as exc:
+            except ValueError as exc:  # InvalidInputError included
                 raise InvalidInputError(f"mask: {exc}") from None
             return geometry.mask(decoded)
         if obj.box is not None:
@@ -146,7 +139,7 @@ def build_app(backend: Backend, token: str) -> FastAPI:
         except ray.exceptions.RayError as exc:
             parts = {"broker": f"unknown: {exc}", "store": f"unknown: {exc}"}
         try:
-            workers = backend.status().workers
+            workers = backend.pool.status().workers
             parts["workers"] = f"ok ({len(workers)} answering)" if workers else "none answering"
         except ray.exceptions.RayError as exc:
             parts["workers"] = f"error: {exc}"
@@ -163,7 +156,7 @@ def build_app(backend: Backend, token: str) -> FastAPI:
     @app.get("/streams", response_model=list[StreamView], dependencies=auth)
     def list_streams() -> list[StreamView]:
         infos = result(backend.manager.list.remote())
-        status = backend.status()
+        status = backend.pool.status()
         return [backend.view(i, status.streams.get(i.stream.id)) for i in infos]
 
     @app.get("/streams/{stream_id}", response_model=StreamView, dependencies=auth)
@@ -219,7 +212,7 @@ def build_app(backend: Backend, token: str) -> FastAPI:
     def metrics() -> Response:
         """Prometheus text exposition."""
         infos = result(backend.manager.list.remote())
-        text, content_type = render_metrics(backend.status(), infos)
+        text, content_type = render_metrics(backend.pool.status(), infos)
         return Response(text, media_type=content_type)
 
     @app.get("/", response_class=HTMLResponse)

@@ -39,7 +39,13 @@ from ausm_stream.operators.calls import result
 from ausm_stream.operators.worker import weights_info
 from ausm_stream.pipeline import kafka, records
 from ausm_stream.pipeline.config import PipelineConfig
-from ausm_stream.pipeline.ingest import LIVE_SCHEMES, IngestReport, ingest_actor, newest_record
+from ausm_stream.pipeline.ingest import (
+    LIVE_SCHEMES,
+    IngestReport,
+    check_prompt_frame,
+    ingest_actor,
+    newest_record,
+)
 from ausm_stream.pipeline.registry import RegisteredStream, StreamRegistry, new_stream
 from ausm_stream.pipeline.storage import open_store
 
@@ -104,11 +110,10 @@ class StreamManager:
         self.producer = kafka.make_producer(cfg.kafka, bootstrap, max_block_ms=5_000)
         self.reader = kafka.TopicReader(cfg.kafka, bootstrap)
         self.ingests: dict[str, _Ingesting] = {}
-        self.finished: dict[str, IngestReport] = {}
-        """Reports of ingests that returned (their source ended); their actors are gone."""
-        self._locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
         self.reports: dict[str, IngestReport] = {}
-        """The last report of each ingest (served when its actor does not answer in time)."""
+        """The last report of each ingest: served when its actor does not answer in time, and
+        for good once its run returned (its actor is then gone)."""
+        self._locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
         self._closed = threading.Event()
         self._reaping = threading.Lock()
         # Started, or restarted by Ray after a crash (its ingest actors died with it): either
@@ -152,7 +157,7 @@ class StreamManager:
     def _stop_ingest(self, stream_id: str) -> None:
         """Stop a stream's ingest (if it still runs), wait for its last frames, end its actor.
         An ingest that failed, or does not stop in time, is ended all the same."""
-        self.finished.pop(stream_id, None)
+        self.reports.pop(stream_id, None)
         ing = self.ingests.get(stream_id)
         if ing is None:
             return
@@ -194,7 +199,7 @@ class StreamManager:
     def remove(self, stream_id: str) -> int:
         """End the stream and unregister it; the number of frames it had (in this life: a
         stream added again after removal counts from its ``first_frame``). An ``external``
-        stream's own ingest is not ours to stop: frames it sends after the end are dropped."""
+        stream's ingest is not ours to stop: stop it first."""
         with self._locks[stream_id]:
             stream = self._registered(stream_id)
             self._stop_ingest(stream_id)
@@ -266,12 +271,7 @@ class StreamManager:
         last = newest_record(self.cfg.kafka, self.reader, stream.id)
         if isinstance(last, records.ControlRecord) and last.kind == "end":
             raise ConflictError(f"stream {stream.id!r} ended at frame {last.frame_idx}")
-        upcoming = next_frame_after(last, stream.first_frame)
-        if record.frame_idx is not None and record.frame_idx < upcoming:
-            raise ConflictError(
-                f"frame {record.frame_idx} of stream {stream.id!r} is already ingested (the next "
-                f"is {upcoming}): prompt at a frame >= {upcoming}, or give none for the next"
-            )
+        check_prompt_frame(record, next_frame_after(last, stream.first_frame))
         offset = self._send(record)
         if record.frame_idx is not None:
             return record.frame_idx
@@ -363,7 +363,7 @@ class StreamManager:
         (each ingest actor is a process)."""
         ing = self.ingests.get(stream_id)
         if ing is None:
-            return self.finished.get(stream_id)
+            return self.reports.get(stream_id)
         done, _ = ray.wait([ing.run], timeout=0)
         if not done:
             try:
@@ -379,7 +379,7 @@ class StreamManager:
             report = dataclasses.replace(last, state="failed", drops=[*last.drops, reason])
         with self._reaping:
             if self.ingests.get(stream_id) is ing:
-                self.finished[stream_id] = report
+                self.reports[stream_id] = report
                 del self.ingests[stream_id]
                 ray.kill(ing.handle, no_restart=True)
         return report

@@ -41,7 +41,7 @@ from kafka.structs import OffsetAndMetadata
 from ausm_stream.errors import ConfigError, RecordError
 from ausm_stream.model import AUSM, DEFAULT_WEIGHTS, AUSMConfig
 from ausm_stream.operators.checkpoint import Checkpoint, CheckpointStore, PartitionManifest
-from ausm_stream.operators.processor import StreamEntry, StreamProcessor
+from ausm_stream.operators.processor import StreamProcessor
 from ausm_stream.operators.recovery import CheckpointWriter, RecoveryPlan, recovery_plan
 from ausm_stream.operators.status import (
     Residence,
@@ -142,7 +142,6 @@ class Preview:
 
     stream_id: str
     frame_idx: int
-    capture_ts: int
     image: np.ndarray
     """(h, w, 3) uint8 at the model's resolution."""
     rows: pa.RecordBatch
@@ -302,9 +301,7 @@ class SegmentationWorker:
             return
         sid = frame.stream_id
         self.previews.pop(sid, None)
-        self.previews[sid] = Preview(
-            sid, frame.frame_idx, frame.capture_ts, frame.image.copy(), rows
-        )
+        self.previews[sid] = Preview(sid, frame.frame_idx, frame.image.copy(), rows)
         while len(self.previews) > keep:
             self.previews.popitem(last=False)
 
@@ -779,8 +776,27 @@ class SegmentationWorker:
         paging = self.processor.states
         streams = {}
         for sid, st in sorted(list(self.stats.items())):
-            if st.frames or st.skipped or st.ended:
-                streams[sid] = self._stream_status(sid, st, entries.get(sid))
+            if not (st.frames or st.skipped or st.ended):
+                continue
+            entry = entries.get(sid)
+            queued = entry.lag_frames if entry else 0
+            streams[sid] = StreamStatus(
+                stream_id=sid,
+                worker=self.name,
+                frames_in=st.frames + st.skipped + queued,
+                frames_out=st.frames,
+                skipped=st.skipped,
+                lag_frames=queued,
+                lag_s=round(entry.lag_s, 3) if entry else 0.0,
+                fps=round(st.fps, 2),
+                residence=self._residence(sid, entry is not None),
+                active_tracks=st.active_tracks,
+                tracks=st.tracks,
+                gaps=entry.gaps if entry else st.gaps,
+                ended=st.ended,
+                last_checkpoint_frame=st.last_checkpoint,
+                resumed_at=st.resumed_at,
+            )
         return WorkerStatus(
             name=self.name,
             model_version=self.model_version,
@@ -804,28 +820,6 @@ class SegmentationWorker:
             step_latency=self.processor.step_latency.copy(),
             batch_size=self.processor.batch_size.copy(),
             streams=streams,
-        )
-
-    def _stream_status(
-        self, stream_id: str, st: StreamStats, entry: StreamEntry | None
-    ) -> StreamStatus:
-        queued = entry.lag_frames if entry else 0
-        return StreamStatus(
-            stream_id=stream_id,
-            worker=self.name,
-            frames_in=st.frames + st.skipped + queued,
-            frames_out=st.frames,
-            skipped=st.skipped,
-            lag_frames=queued,
-            lag_s=round(entry.lag_s, 3) if entry else 0.0,
-            fps=round(st.fps, 2),
-            residence=self._residence(stream_id, entry is not None),
-            active_tracks=st.active_tracks,
-            tracks=st.tracks,
-            gaps=entry.gaps if entry else st.gaps,
-            ended=st.ended,
-            last_checkpoint_frame=st.last_checkpoint,
-            resumed_at=st.resumed_at,
         )
 
     def _residence(self, stream_id: str, in_memory: bool) -> Residence:

@@ -23,13 +23,16 @@ class SourceToModel:
     model: tuple[int, int]
     """The model input's (height, width)."""
 
+    def check_mask_size(self, height: int, width: int) -> None:
+        if (height, width) != self.source:
+            raise InvalidInputError(
+                f"mask is {height}x{width}, the stream's frames are {self.source[0]}x"
+                f"{self.source[1]} (height x width): draw masks on a source frame"
+            )
+
     def mask(self, mask: np.ndarray) -> np.ndarray:
         """A mask at the source's size, resized (nearest) to the model's."""
-        if mask.shape != self.source:
-            raise InvalidInputError(
-                f"mask is {mask.shape[0]}x{mask.shape[1]}, the stream's frames are "
-                f"{self.source[0]}x{self.source[1]} (height x width): draw masks on a source frame"
-            )
+        self.check_mask_size(*mask.shape)
         h, w = self.model
         img = Image.fromarray(mask.astype(np.uint8) * 255)
         return np.asarray(img.resize((w, h), Image.NEAREST)) > 127

@@ -158,7 +158,6 @@ class Ingest:
         self._resumed = threading.Event()  # where it stands in the topic is known
         self._partition = kafka.partition_for(stream_id, kafka_cfg.partitions)
         self._chunk: list[tuple[np.ndarray, int, int]] = []
-        self._source_size = (0, 0)
         self._last_ts = 0
         self._offset_s = 0.0  # added to session pts so time keeps increasing across sessions
         self._next_pick = 0.0
@@ -301,12 +300,7 @@ class Ingest:
                 raise ConflictError(
                     f"stream {self.stream_id!r} is {self.report.state} at frame {produced}"
                 )
-            if prompt.frame_idx is not None and prompt.frame_idx < produced:
-                raise ConflictError(
-                    f"frame {prompt.frame_idx} of stream {self.stream_id!r} is already ingested "
-                    f"(the next is {produced}): prompt at a frame >= {produced}, or give none "
-                    "for the next"
-                )
+            check_prompt_frame(prompt, produced)
             at = produced if prompt.frame_idx is None else prompt.frame_idx
             sent = dataclasses.replace(prompt, frame_idx=at)
             delivered = self._produce(sent)
@@ -353,8 +347,7 @@ class Ingest:
             self._pace(pts_ns / 1e9)
         capture_ns = max(capture_ns, self._last_ts + 1)  # strictly increasing
         self._last_ts = capture_ns
-        self._source_size = (d.source_height, d.source_width)
-        self.report.source_height, self.report.source_width = self._source_size
+        self.report.source_height, self.report.source_width = d.source_height, d.source_width
         self._chunk.append((d.rgb, pts_ns, capture_ns))
         self.report.frames += 1
         if len(self._chunk) >= self.cfg.chunk_frames:
@@ -378,8 +371,8 @@ class Ingest:
             frame_idx=np.arange(first, first + len(self._chunk), dtype=np.int64),
             pts_ns=np.array([p for _, p, _ in self._chunk], dtype=np.int64),
             capture_ts=np.array([c for _, _, c in self._chunk], dtype=np.int64),
-            source_height=self._source_size[0],
-            source_width=self._source_size[1],
+            source_height=self.report.source_height,
+            source_width=self.report.source_width,
             frames=np.stack([f for f, _, _ in self._chunk]),
         )
         with self._sending:
@@ -387,6 +380,15 @@ class Ingest:
             self.report.chunks += 1
             self.report.produced = self.report.frames
         self._chunk = []
+
+
+def check_prompt_frame(prompt: records.PromptRecord, upcoming: int) -> None:
+    """A prompt may name a frame not yet in the topic (``upcoming`` is the next one), or none."""
+    if prompt.frame_idx is not None and prompt.frame_idx < upcoming:
+        raise ConflictError(
+            f"frame {prompt.frame_idx} of stream {prompt.stream_id!r} is already ingested (the "
+            f"next is {upcoming}): prompt at a frame >= {upcoming}, or give none for the next"
+        )
 
 
 FRAME_KINDS = ("frames", "end", "reset")
