@@ -45,11 +45,12 @@ from ausm_stream.operators.checkpoint import Checkpoint, CheckpointStore, encode
 from ausm_stream.operators.pool import WorkerPool
 from ausm_stream.operators.processor import StreamProcessor
 from ausm_stream.operators.worker import load_model
-from ausm_stream.pipeline import kafka, records
+from ausm_stream.pipeline import kafka, records, tracks
 from ausm_stream.pipeline.broker import free_port
 from ausm_stream.pipeline.config import PipelineConfig, StorageConfig
+from ausm_stream.pipeline.dataset import read_dataset
 from ausm_stream.pipeline.ingest import Ingest, ingest_actor
-from ausm_stream.pipeline.sinks import ParquetSink, read_dataset
+from ausm_stream.pipeline.sinks import ParquetSink
 from ausm_stream.pipeline.storage import ObjectStore, open_store
 from ausm_stream.pipeline.video_files import write_h264
 
@@ -86,7 +87,7 @@ def checkpoint_cost(weights: str, stores: dict[str, ObjectStore], writes: int) -
     video = generate_video("test", 3, ShapesSpec(size=SIZE, frames=40))
     sinks = {name: ParquetSink(store, version, 64) for name, store in stores.items()}
     first = next(iter(sinks.values()))
-    proc = StreamProcessor(model, lambda f: first.add(f, records.tracks_batch([f], version)))
+    proc = StreamProcessor(model, lambda f: first.add(f, tracks.encode_tracks([f], version)))
     chunk = records.FrameChunk(
         "cam", np.arange(40), np.arange(40), np.arange(40) + 10**18, 128, 128, video.frames
     )
@@ -169,7 +170,7 @@ class TrackTimes(threading.Thread):
         while not self.done.is_set():
             for msgs in self.consumer.poll(timeout_ms=100).values():
                 for m in msgs:
-                    sid, first, _, _ = records.track_message_id(m.headers)
+                    sid, first, _, _ = tracks.track_message_id(m.headers)
                     self.seen.append((sid, int(first), m.timestamp / 1000))
         self.consumer.close()
 
@@ -298,10 +299,10 @@ def topic_rows(rt: Runtime, cfg: PipelineConfig) -> pa.Table:
         idle = 0 if polled else idle + 1
         for msgs in polled.values():
             for m in msgs:
-                key = records.track_message_id(m.headers)
+                key = tracks.track_message_id(m.headers)
                 if key not in seen:
                     seen.add(key)
-                    batches.append(records.from_ipc(m.value, records.TRACKS_SCHEMA, "tracks"))
+                    batches.append(tracks.decode_tracks(m.value))
     consumer.close()
     table = pa.Table.from_batches(batches).drop_columns(["capture_ts"])
     return table.sort_by([(k, "ascending") for k in KEY])

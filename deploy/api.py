@@ -52,9 +52,8 @@ from ausm_stream.operators.coordinator import coordinator_name
 from ausm_stream.operators.pool import WorkerPool
 from ausm_stream.operators.status import StreamStatus
 from ausm_stream.operators.streams import StreamInfo, manager_name
-from ausm_stream.operators.worker import weights_info
 from ausm_stream.pipeline.config import PipelineConfig
-from ausm_stream.pipeline.geometry import SourceToModel
+from ausm_stream.pipeline.geometry import Placement
 
 STATUS_OF = {NotFoundError: 404, ConflictError: 409, InvalidInputError: 422}
 
@@ -66,7 +65,6 @@ class Backend:
         self.cfg = cfg
         self.manager = ray.get_actor(manager_name(cfg))
         self.pool = WorkerPool(cfg, ray.get_actor(coordinator_name(cfg)))
-        self.model_size = weights_info(cfg.model.weights)[0].image_size
 
     def view(self, info: StreamInfo, segmentation: StreamStatus | None) -> StreamView:
         s = info.stream
@@ -81,7 +79,7 @@ class Backend:
         )
 
 
-def _masks(body: PromptCreate, geometry: SourceToModel) -> np.ndarray:
+def _masks(body: PromptCreate, geometry: Placement) -> np.ndarray:
     def one(obj: PromptObject) -> np.ndarray:
         if obj.mask is not None:
             h, w = obj.mask.size
@@ -179,8 +177,7 @@ def build_app(backend: Backend, token: str) -> FastAPI:
     )
     def prompt(stream_id: str, body: PromptCreate) -> PromptAccepted:
         """Track these objects from the next frame (or ``frame``); the answer says which."""
-        source = result(backend.manager.source_size.remote(stream_id))
-        masks = _masks(body, SourceToModel(tuple(source), backend.model_size))
+        masks = _masks(body, result(backend.manager.placement.remote(stream_id)))
         ids = [o.object_id for o in body.objects]
         done = result(backend.manager.prompt.remote(stream_id, masks, ids, body.frame))
         return PromptAccepted(

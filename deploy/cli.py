@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ausm_stream import AUSMStreamError, __version__
+from ausm_stream.deploy.analytics import add_parser as add_analytics_parser
 from ausm_stream.deploy.client import add_parser as add_client_parser
 from ausm_stream.errors import ConfigError
 
@@ -234,6 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--config", help="pipeline YAML (environment AUSM_SECTION__KEY overrides)")
     srv.set_defaults(func=_serve)
     add_client_parser(sub)
+    add_analytics_parser(sub)
     run = sub.add_parser("run", help="run the pipeline against the configured services")
     run.add_argument("--config", help="pipeline YAML (environment AUSM_SECTION__KEY overrides)")
     run.add_argument(

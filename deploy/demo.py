@@ -5,12 +5,14 @@ directory, a local Ray and the control plane (its URL and live page are printed)
 videos through it as four concurrent streams (ingest Ray actors),
 segments them with the default weights in SegmentationWorker actors (one per core, each
 owning part of the frames topic's partitions), writes the Parquet dataset, prints a summary
-table and renders one contact sheet per stream. Everything goes under ``./ausm-demo/``
-(or ``--out``)::
+table, renders every stream's tracks over its video (``ausm-stream render``) and prints
+queries to try. The videos are 16:9, as cameras are: ingest letterboxes them into the
+model's square input. Everything goes under ``./ausm-demo/`` (or ``--out``)::
 
     ausm-demo/videos/cam-<i>.mp4           the inputs
     ausm-demo/store/tracks/...             the Parquet dataset (and frames/)
-    ausm-demo/overlays/cam-<i>.png         frames with the masks painted on
+    ausm-demo/overlays/cam-<i>.mp4         the video with the masks painted on
+    ausm-demo/overlays/cam-<i>.png         a contact sheet of 8 of its frames
     ausm-demo/logs/                        broker log
 """
 
@@ -21,28 +23,26 @@ import shutil
 import time
 from pathlib import Path
 
-import pyarrow.compute as pc
 import ray
 from tqdm import tqdm
 
-from ausm_stream.deploy.overlay import COLUMNS, contact_sheet
+from ausm_stream.deploy.render import render
 from ausm_stream.deploy.serve import control_plane, port_is_free
 from ausm_stream.model.data import ShapesSpec, generate_video
 from ausm_stream.operators.status import PoolStatus
 from ausm_stream.operators.worker import weights_info
 from ausm_stream.pipeline.config import PipelineConfig
-from ausm_stream.pipeline.sinks import read_dataset
+from ausm_stream.pipeline.query import TrackDataset
 from ausm_stream.pipeline.storage import open_store
 from ausm_stream.pipeline.video_files import write_h264
 
-SOURCE_SIZE = (256, 256)
-"""Square, like the model's input: ingest stretches frames to the input size, and the shipped
-model, trained on undistorted shapes, mislabels stretched ones (a 16:9 circle looks like a
-square to it). Letterboxing non-square cameras is future work."""
+SOURCE_SIZE = (144, 256)
+"""16:9, as cameras are: ingest letterboxes it (``ingest.fit``) into the 128x128 input at
+half size, so the shapes keep the proportions the model was trained on."""
 
 
 def write_videos(folder: Path, streams: int, frames: int, fps: int) -> dict[str, Path]:
-    spec = ShapesSpec(size=SOURCE_SIZE, frames=frames, min_radius=14, max_radius=36, max_speed=5.0)
+    spec = ShapesSpec(size=SOURCE_SIZE, frames=frames, min_radius=16, max_radius=40, max_speed=5.0)
     return {
         f"cam-{i}": write_h264(
             folder / f"cam-{i}.mp4", generate_video("test", 1000 + i, spec).frames, fps=fps
@@ -97,13 +97,12 @@ def run_demo(
             with contextlib.suppress(KeyboardInterrupt):
                 time.sleep(linger_s)
 
-    store = open_store(cfg.storage)
-    tracks = read_dataset(store)
-    sheets = {}
-    for sid, path in tqdm(videos.items(), desc="rendering overlays", unit="stream"):
-        rows = tracks.filter(pc.field("stream_id") == sid).select(COLUMNS).to_pylist()
-        sheets[sid] = contact_sheet(path, rows, out / "overlays" / f"{sid}.png")
-    _print_summary(status, ingested, elapsed, version, out, sheets)
+    overlays = out / "overlays"
+    with TrackDataset(open_store(cfg.storage)) as data:
+        for sid, path in videos.items():
+            render(data, sid, path, overlays / f"{sid}.mp4")
+            render(data, sid, path, overlays / f"{sid}.png")
+    _print_summary(status, ingested, elapsed, version, out)
     return status
 
 
@@ -113,7 +112,6 @@ def _print_summary(
     elapsed: float,
     version: str,
     out: Path,
-    sheets: dict[str, Path],
 ) -> None:
     print(f"\nmodel {version}; {elapsed:.1f} s wall clock, dead letters: {status.dead_letters}")
     ranges = ", ".join(str(w.partitions) for w in status.workers)
@@ -124,9 +122,9 @@ def _print_summary(
     for sid, report in ingested.items():
         for line in report.drops:
             print(f"{sid}: source dropped at {line}")
-    print(f"\nParquet dataset: {out / 'store' / 'tracks'} (and frames/)")
-    print(f"overlays:        {out / 'overlays'}/ ({', '.join(p.name for p in sheets.values())})")
-    print(
-        'read it back:    python -c "import pyarrow.dataset as ds; print(ds.dataset('
-        f"'{out / 'store' / 'tracks'}', partitioning='hive').to_table())\""
-    )
+    store = out / "store"
+    print(f"\nParquet dataset: {store / 'tracks'} (and frames/)")
+    print(f"overlays:        {out / 'overlays'}/ (cam-<i>.mp4, and contact sheets cam-<i>.png)")
+    print("query it:")
+    print(f'  ausm-stream query --store {store} "SELECT * FROM track_summary LIMIT 10"')
+    print(f'  ausm-stream query --store {store} "SELECT * FROM tracks_by_class(INTERVAL 1 MINUTE)"')

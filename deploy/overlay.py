@@ -1,14 +1,12 @@
-"""Contact sheets that let a person see the masks: source frames with tracks painted on."""
+"""Tracks painted on a frame, so that a person sees the masks: for previews and renders."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import av
 import numpy as np
 from PIL import Image, ImageDraw
 
 from ausm_stream import rle
+from ausm_stream.pipeline.tracks import scale_mask
 
 COLUMNS = [
     "frame_idx",
@@ -21,7 +19,7 @@ COLUMNS = [
     "source_height",
     "source_width",
 ]
-"""What a contact sheet needs of the track records (select these before ``to_pylist``)."""
+"""What painting needs of the track records (select these before ``to_pylist``)."""
 
 PALETTE = np.array(
     [
@@ -42,11 +40,6 @@ PALETTE = np.array(
 )
 
 
-def _frames(path: Path) -> list[np.ndarray]:
-    with av.open(str(path)) as container:
-        return [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
-
-
 def paint(image: np.ndarray, rows: list[dict]) -> Image.Image:
     """One frame with its tracks' masks (one color per track id), ids and labels painted on.
 
@@ -57,10 +50,7 @@ def paint(image: np.ndarray, rows: list[dict]) -> Image.Image:
     labels = []
     for row in rows:
         mask = rle.decode(row["mask_rle"], row["mask_height"], row["mask_width"])
-        big = (
-            np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize((w, h), Image.NEAREST))
-            > 127
-        )
+        big = scale_mask(mask, h, w)
         colour = PALETTE[int(row["track_id"]) % len(PALETTE)]
         img[big] = 0.45 * img[big] + 0.55 * colour
         sx, sy = w / row["source_width"], h / row["source_height"]
@@ -77,27 +67,3 @@ def paint(image: np.ndarray, rows: list[dict]) -> Image.Image:
     for x, y, text, colour in labels:
         draw.text((x + 2, max(0, y - 11)), text, fill=tuple(int(c) for c in colour))
     return tile
-
-
-def contact_sheet(
-    video: Path, tracks: list[dict], out: Path, columns: int = 4, count: int = 8
-) -> Path:
-    """``count`` evenly spaced frames, each with its tracks' masks, ids and labels.
-
-    ``tracks`` are the stream's track records as dicts (``Table.to_pylist()``).
-    """
-    frames = _frames(video)
-    picks = np.linspace(0, len(frames) - 1, count).round().astype(int)
-    tiles = []
-    for idx in picks:
-        tile = paint(frames[idx], [r for r in tracks if r["frame_idx"] == idx])
-        ImageDraw.Draw(tile).text((3, 3), f"frame {idx}", fill=(255, 255, 255))
-        tiles.append(tile)
-    th, tw = tiles[0].height, tiles[0].width
-    rows_n = (len(tiles) + columns - 1) // columns
-    sheet = Image.new("RGB", (columns * tw, rows_n * th), (0, 0, 0))
-    for i, tile in enumerate(tiles):
-        sheet.paste(tile, ((i % columns) * tw, (i // columns) * th))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(out)
-    return out

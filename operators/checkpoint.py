@@ -50,8 +50,8 @@ from ausm_stream.model import AUSMConfig, StreamState
 from ausm_stream.model.state import STATE_VERSION, safetensors_metadata
 from ausm_stream.operators.processor import StreamSnapshot
 from ausm_stream.pipeline import kafka, records
-from ausm_stream.pipeline.sinks import FRAME_INFO_SCHEMA
 from ausm_stream.pipeline.storage import ObjectStore
+from ausm_stream.pipeline.tracks import FRAME_INFO_SCHEMA, TRACKS_SCHEMA
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +190,7 @@ def decode(blob: bytes, cfg: AUSMConfig, model_version: str) -> Checkpoint:
         pending = {
             name: (
                 _table(tensors[f"sink.{name}.frames"].numpy().tobytes(), FRAME_INFO_SCHEMA),
-                _table(tensors[f"sink.{name}.rows"].numpy().tobytes(), records.TRACKS_SCHEMA),
+                _table(tensors[f"sink.{name}.rows"].numpy().tobytes(), TRACKS_SCHEMA),
             )
             for name in json.loads(meta["sinks"])
         }

@@ -44,13 +44,9 @@ from ausm_stream.errors import InvalidInputError, RecordError
 from ausm_stream.model import AUSM, StreamState
 from ausm_stream.operators.residency import StateResidency
 from ausm_stream.operators.status import STEP_SECONDS_BUCKETS, Histogram, batch_buckets
-from ausm_stream.pipeline.records import (
-    ControlRecord,
-    FrameChunk,
-    FrameTracks,
-    PromptRecord,
-    Record,
-)
+from ausm_stream.pipeline.geometry import Placement, mask_boxes
+from ausm_stream.pipeline.records import ControlRecord, FrameChunk, PromptRecord, Record
+from ausm_stream.pipeline.tracks import FrameTracks
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +56,8 @@ class QueuedFrame:
     frame_idx: int
     pts_ns: int
     capture_ts: int
-    source_height: int
-    source_width: int
+    placement: Placement
+    """Where the source frame lies on ``rgb`` (letterbox bands are cut off the masks)."""
     rgb: np.ndarray
     offset: int = -1
     """Offset of the record that delivered the frame (its partition's)."""
@@ -210,6 +206,7 @@ class StreamProcessor:
                 f"takes {self.size[0]}x{self.size[1]}"
             )
         s = self.entry(chunk.stream_id)
+        placement = chunk.placement
         for i, idx in enumerate(chunk.frame_idx.tolist()):
             if idx < s.received:
                 continue  # already received (a replayed chunk): processed once only
@@ -230,8 +227,7 @@ class StreamProcessor:
                     idx,
                     int(chunk.pts_ns[i]),
                     int(chunk.capture_ts[i]),
-                    chunk.source_height,
-                    chunk.source_width,
+                    placement,
                     chunk.frames[i],
                     offset,
                     gap,
@@ -316,21 +312,24 @@ class StreamProcessor:
         self.batch_size.observe(len(ids))
         names = self.model.cfg.class_names
         for sid, s, head, r in zip(ids, entries, heads, results, strict=True):
+            place = head.placement
+            masks = place.crop(r.masks.numpy())
+            seen = masks.any(axis=(1, 2))  # a track only in the letterbox bands is not written
             self.emit(
                 FrameTracks(
                     stream_id=sid,
                     frame_idx=head.frame_idx,
                     pts_ns=head.pts_ns,
                     capture_ts=head.capture_ts,
-                    source_height=head.source_height,
-                    source_width=head.source_width,
-                    track_ids=r.track_ids.numpy(),
-                    labels=[names[i] for i in r.labels.tolist()],
-                    scores=r.scores.numpy(),
-                    masks=r.masks.numpy(),
-                    boxes=r.boxes.numpy(),
-                    prompt_object_ids=r.prompt_object_ids.numpy(),
-                    image=head.rgb,
+                    source_height=place.source[0],
+                    source_width=place.source[1],
+                    track_ids=r.track_ids.numpy()[seen],
+                    labels=[names[i] for i in r.labels.numpy()[seen].tolist()],
+                    scores=r.scores.numpy()[seen],
+                    masks=masks[seen],
+                    boxes=mask_boxes(masks[seen]),
+                    prompt_object_ids=r.prompt_object_ids.numpy()[seen],
+                    image=place.crop(head.rgb[None])[0],
                 )
             )
             s.next_frame = head.frame_idx + 1
@@ -358,9 +357,8 @@ class StreamProcessor:
                     f.frame_idx,
                     f.pts_ns,
                     f.capture_ts,
-                    f.source_height,
-                    f.source_width,
-                    self.model.cfg.mask_size,
+                    *f.placement.source,
+                    (f.placement.height, f.placement.width),
                 )
             )
             s.next_frame = f.frame_idx + 1

@@ -39,6 +39,7 @@ from ausm_stream.operators.calls import result
 from ausm_stream.operators.worker import weights_info
 from ausm_stream.pipeline import kafka, records
 from ausm_stream.pipeline.config import PipelineConfig
+from ausm_stream.pipeline.geometry import Placement
 from ausm_stream.pipeline.ingest import (
     LIVE_SCHEMES,
     IngestReport,
@@ -217,15 +218,18 @@ class StreamManager:
     def list(self) -> list[StreamInfo]:
         return [self._info(s) for s in self.registry.all()]
 
-    def source_size(self, stream_id: str) -> tuple[int, int]:
-        """The stream's source frame size (height, width), for prompts in source pixels."""
+    def placement(self, stream_id: str) -> Placement:
+        """Where the stream's source frames lie on the model input, for prompts in source
+        pixels: as its ingest fits them (``ingest.fit``), or, for an external stream, as its
+        newest frame chunk says."""
         stream = self._registered(stream_id)
         report = self._report(stream_id)
         if report is not None and report.source_height:
-            return report.source_height, report.source_width
+            source = (report.source_height, report.source_width)
+            return Placement.fit(source, self.model_size, self.cfg.ingest.fit)
         last = newest_record(self.cfg.kafka, self.reader, stream_id)
         if isinstance(last, records.FrameChunk):
-            return last.source_height, last.source_width
+            return last.placement
         raise ConflictError(
             f"stream {stream.id!r} has no frames yet, so its frame size is unknown: prompt it "
             "once its first frames are in"

@@ -52,9 +52,9 @@ from ausm_stream.operators.status import (
 )
 from ausm_stream.pipeline import kafka, records
 from ausm_stream.pipeline.config import PipelineConfig
-from ausm_stream.pipeline.records import FrameTracks
-from ausm_stream.pipeline.sinks import KafkaTrackSink, ParquetSink
+from ausm_stream.pipeline.sinks import KafkaTrackSink, ParquetSink, TrackSinks
 from ausm_stream.pipeline.storage import open_store
+from ausm_stream.pipeline.tracks import FrameTracks
 
 log = logging.getLogger(__name__)
 
@@ -216,9 +216,12 @@ class SegmentationWorker:
             self.store, self.model.cfg, self.model_version, keep=cfg.worker.checkpoints_kept
         )
         self.producer = kafka.make_producer(cfg.kafka, bootstrap)
-        self.parquet = ParquetSink(self.store, self.model_version, cfg.worker.parquet_frames)
-        self.track_topic = KafkaTrackSink(
-            self.producer, cfg.kafka.tracks_topic, cfg.ingest.chunk_frames, self.model_version
+        self.sinks = TrackSinks(
+            self.model_version,
+            parquet=ParquetSink(self.store, self.model_version, cfg.worker.parquet_frames),
+            kafka=KafkaTrackSink(
+                self.producer, cfg.kafka.tracks_topic, cfg.ingest.chunk_frames, self.model_version
+            ),
         )
         self.processor = StreamProcessor(
             self.model,
@@ -273,9 +276,7 @@ class SegmentationWorker:
 
     # -- sinks (in emit order) ----------------------------------------------------------------
     def _write(self, frame: FrameTracks) -> None:
-        rows = records.tracks_batch([frame], self.model_version)  # encoded once, for both
-        self.parquet.add(frame, rows)
-        self.track_topic.add(frame, rows)
+        rows = self.sinks.add(frame)
         self._keep_preview(frame, rows)
         st = self.stats[frame.stream_id]
         now = time.monotonic()
@@ -310,8 +311,7 @@ class SegmentationWorker:
         return self.previews.get(stream_id)
 
     def _end_stream(self, stream_id: str) -> None:
-        self.parquet.end(stream_id)
-        self.track_topic.end(stream_id)
+        self.sinks.end(stream_id)
         self.stats[stream_id].ended = True
         self._due.add(stream_id)
         log.info("stream %s ended after %d frames", stream_id, self.stats[stream_id].frames)
@@ -343,11 +343,7 @@ class SegmentationWorker:
                 continue
             partition = self._partition_of(sid)
             snap = self.processor.snapshot(sid, self.positions.get(partition, 0))
-            pending = {
-                "parquet": self.parquet.pending(sid),
-                "kafka": self.track_topic.pending(sid),
-            }
-            self.writer.submit(Checkpoint(snap, pending), partition)
+            self.writer.submit(Checkpoint(snap, self.sinks.pending(sid)), partition)
         self._progressed -= stream_ids
 
     def _checkpoint_written(self, stream_id: str, frame: int) -> None:
@@ -445,8 +441,7 @@ class SegmentationWorker:
     def _forget(self, stream_id: str) -> None:
         """Drop what memory holds of a stream: its entry and state, its sinks' buffers."""
         self.processor.forget(stream_id)
-        self.parquet.forget(stream_id)
-        self.track_topic.forget(stream_id)
+        self.sinks.forget(stream_id)
         self._last_active.pop(stream_id, None)
 
     def _page_in(self, stream_id: str, offset: int) -> None:
@@ -537,8 +532,7 @@ class SegmentationWorker:
         paged back in from the object store (its stats stayed here)."""
         snap = ckpt.snapshot
         self.processor.restore(snap)
-        self.parquet.restore(snap.stream_id, *ckpt.pending["parquet"])
-        self.track_topic.restore(snap.stream_id, *ckpt.pending["kafka"])
+        self.sinks.restore(snap.stream_id, ckpt.pending)
         self.skip[snap.stream_id] = snap.offset
         self._last_active[snap.stream_id] = time.monotonic()
         if snap.ended:  # nothing to resume: it stays out of memory unless records come

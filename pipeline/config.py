@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ausm_stream.errors import ConfigError
+from ausm_stream.pipeline.geometry import Fit
 
 ENV_PREFIX = "AUSM_"
 LagPolicy = Literal["process_all", "skip_to_live"]
@@ -95,6 +96,10 @@ class IngestConfig:
     pace: bool = False
     """Produce a file at its own frame rate, as a camera would, instead of as fast as it
     decodes (demos, soak tests)."""
+    fit: Fit = "letterbox"
+    """How frames fit the model's square input: ``letterbox`` scales them by one factor and
+    pads the rest with black bands that never produce tracks (shapes keep their
+    proportions); ``stretch`` fills the input, squeezing shapes (``pipeline/geometry.py``)."""
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,9 @@ reconnects with exponential back-off, and the stream goes on with dense frame in
 timestamps that keep increasing across the gap. A file ends at its last frame, after which
 an ``end`` record is produced; :meth:`Ingest.stop` pauses a stream without ending it.
 
-Frames are resized to the model's input (a plain resize: the whole field of view is kept
-and masks scale back exactly; the source size travels in every chunk). With ``fps`` set,
+Frames are fitted into the model's input as ``ingest.fit`` says (:mod:`.geometry`:
+letterboxed by default, so shapes keep their proportions; or stretched), the whole field of
+view kept; the source size and the content box travel in every chunk. With ``fps`` set,
 frames are picked by presentation time so the output runs at that rate; with ``pace`` a
 file is produced at its own frame rate, as a camera would deliver it.
 
@@ -44,6 +45,7 @@ from kafka.producer.future import FutureRecordMetadata
 from ausm_stream.errors import ConflictError, RecordError, SourceError
 from ausm_stream.pipeline import kafka, records
 from ausm_stream.pipeline.config import IngestConfig, KafkaConfig
+from ausm_stream.pipeline.geometry import Fit, Placement
 
 log = logging.getLogger(__name__)
 
@@ -63,10 +65,10 @@ LIVE_SCHEMES = (
 
 @dataclass
 class Decoded:
-    rgb: np.ndarray  # (H, W, 3) at the model's size
+    rgb: np.ndarray  # (h, w, 3) at the model's size
     pts_s: float  # presentation time in the source session
-    source_height: int
-    source_width: int
+    placement: Placement
+    """Where the source frame lies on ``rgb``."""
 
 
 IngestState = Literal["starting", "connected", "reconnecting", "ended", "stopped", "failed"]
@@ -92,8 +94,10 @@ class IngestReport:
     ``failed`` when it gave up (the error is the last drop)."""
 
 
-def decode_source(url: str, size: tuple[int, int], timeout_s: float = 10.0) -> Iterator[Decoded]:
-    """Frames of one session of the source, resized to ``size`` (H, W)."""
+def decode_source(
+    url: str, size: tuple[int, int], fit: Fit = "letterbox", timeout_s: float = 10.0
+) -> Iterator[Decoded]:
+    """Frames of one session of the source, fitted (``fit``) into ``size`` (h, w)."""
     options = {"rtsp_transport": "tcp"} if url.startswith(("rtsp://", "rtsps://")) else {}
     try:
         container = av.open(url, options=options, timeout=(timeout_s, timeout_s))
@@ -104,17 +108,13 @@ def decode_source(url: str, size: tuple[int, int], timeout_s: float = 10.0) -> I
             raise SourceError(f"video source {url!r} has no video stream")
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
-        h, w = size
         decoded = 0
         for frame in container.decode(stream):
             pts = float(frame.time) if frame.time is not None else None
             decoded += 1
-            yield Decoded(
-                frame.to_ndarray(format="rgb24", width=w, height=h),
-                pts if pts is not None else float("nan"),
-                frame.height,
-                frame.width,
-            )
+            place = Placement.fit((frame.height, frame.width), size, fit)
+            content = frame.to_ndarray(format="rgb24", width=place.width, height=place.height)
+            yield Decoded(place.place(content), pts if pts is not None else float("nan"), place)
         if stream.frames and decoded < stream.frames:  # the container's index promised more
             raise SourceError(
                 f"video source {url!r} ended after {decoded} of the {stream.frames} frames "
@@ -158,6 +158,7 @@ class Ingest:
         self._resumed = threading.Event()  # where it stands in the topic is known
         self._partition = kafka.partition_for(stream_id, kafka_cfg.partitions)
         self._chunk: list[tuple[np.ndarray, int, int]] = []
+        self._placement: Placement | None = None  # of the frames in the chunk
         self._last_ts = 0
         self._offset_s = 0.0  # added to session pts so time keeps increasing across sessions
         self._next_pick = 0.0
@@ -222,7 +223,7 @@ class Ingest:
             session_last = None  # seconds since this session's first frame
             try:
                 session_first = last_raw = None
-                for d in decode_source(self.url, self.size):
+                for d in decode_source(self.url, self.size, self.cfg.fit):
                     failures = 0
                     self.report.state = "connected"
                     if math.isfinite(d.pts_s):
@@ -347,7 +348,11 @@ class Ingest:
             self._pace(pts_ns / 1e9)
         capture_ns = max(capture_ns, self._last_ts + 1)  # strictly increasing
         self._last_ts = capture_ns
-        self.report.source_height, self.report.source_width = d.source_height, d.source_width
+        if d.placement != self._placement:  # a source that changed size: one chunk, one size
+            if self._chunk:
+                self._flush()
+            self._placement = d.placement
+            self.report.source_height, self.report.source_width = d.placement.source
         self._chunk.append((d.rgb, pts_ns, capture_ns))
         self.report.frames += 1
         if len(self._chunk) >= self.cfg.chunk_frames:
@@ -374,6 +379,7 @@ class Ingest:
             source_height=self.report.source_height,
             source_width=self.report.source_width,
             frames=np.stack([f for f, _, _ in self._chunk]),
+            content=self._placement.content if self._placement else None,
         )
         with self._sending:
             self._produce(chunk)

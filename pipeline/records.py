@@ -1,11 +1,13 @@
-"""Arrow schemas of everything on the wire, with encoders and validating decoders.
+"""Arrow schemas of the input wire records, with encoders and validating decoders.
 
 One Kafka message = one Arrow IPC stream holding one record batch, zstd-compressed by Arrow
 IPC; the Kafka header ``ausm-kind`` says which schema it carries:
 
 - ``frames``: a chunk of consecutive frames of one stream (SYSTEM.md). We add
-  ``source_height`` / ``source_width``: ingest resizes frames to the model's input, and the
-  track records report boxes and areas in source pixels.
+  ``source_height`` / ``source_width`` and the content box ``content_top``, ``content_left``,
+  ``content_height``, ``content_width``: ingest fits frames into the model's input
+  (:mod:`.geometry`: letterboxed by default), and the track records report masks, boxes and
+  areas in the source's terms.
 - ``prompt``: objects to track, one row per object, applied at ``frame_idx`` (null: the next
   frame the worker steps). Masks are COCO RLE at the model's input size.
 - ``end``: the stream is over; ``frame_idx`` is the number of frames it had.
@@ -14,10 +16,12 @@ IPC; the Kafka header ``ausm-kind`` says which schema it carries:
 Prompts and control records travel in the frames topic under the stream's key, so they are
 ordered with the frames they refer to. Decoders check everything and raise
 :class:`RecordError` with the reason, which the worker sends to the dead-letter topic.
+What the worker writes (the track rows and the frames table) is in :mod:`.tracks`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Literal
 
@@ -26,6 +30,7 @@ import pyarrow as pa
 
 from ausm_stream import rle
 from ausm_stream.errors import InvalidInputError, RecordError
+from ausm_stream.pipeline.geometry import Placement
 
 KIND_HEADER = "ausm-kind"
 Kind = Literal["frames", "prompt", "end", "reset"]
@@ -45,6 +50,10 @@ FRAMES_SCHEMA = pa.schema(
         ("width", pa.int32()),
         ("source_height", pa.int32()),
         ("source_width", pa.int32()),
+        ("content_top", pa.int32()),
+        ("content_left", pa.int32()),
+        ("content_height", pa.int32()),
+        ("content_width", pa.int32()),
         ("rgb", pa.binary()),
     ]
 )
@@ -62,30 +71,7 @@ PROMPT_SCHEMA = pa.schema(
 
 CONTROL_SCHEMA = pa.schema([("stream_id", pa.utf8()), ("frame_idx", pa.int64())])
 
-BBOX_TYPE = pa.struct(
-    [("x0", pa.float32()), ("y0", pa.float32()), ("x1", pa.float32()), ("y1", pa.float32())]
-)
-
-TRACKS_SCHEMA = pa.schema(
-    [
-        *FRAME_KEY,
-        ("track_id", pa.int64()),
-        ("label", pa.utf8()),
-        ("score", pa.float32()),
-        ("bbox", BBOX_TYPE),
-        ("area", pa.int64()),
-        ("mask_rle", pa.binary()),
-        ("mask_height", pa.int32()),
-        ("mask_width", pa.int32()),
-        ("source_height", pa.int32()),
-        ("source_width", pa.int32()),
-        ("prompted", pa.bool_()),
-        ("prompt_object_id", pa.int64()),
-        ("model_version", pa.utf8()),
-    ]
-)
-
-NULLABLE = {"prompt": {"frame_idx"}, "tracks": {"prompt_object_id"}}
+NULLABLE = {"prompt": {"frame_idx"}}
 """Columns that may hold nulls, per record kind; every other column must not."""
 
 SCHEMAS: dict[str, pa.Schema] = {
@@ -93,7 +79,6 @@ SCHEMAS: dict[str, pa.Schema] = {
     "prompt": PROMPT_SCHEMA,
     "end": CONTROL_SCHEMA,
     "reset": CONTROL_SCHEMA,
-    "tracks": TRACKS_SCHEMA,
 }
 
 
@@ -106,6 +91,17 @@ class FrameChunk:
     source_height: int
     source_width: int
     frames: np.ndarray  # (n, H, W, 3) uint8
+    content: tuple[int, int, int, int] | None = None
+    """Where the source frame lies on the model input: top, left, height, width
+    (:class:`~.geometry.Placement`); ``None``: the whole frame (stretched)."""
+
+    @property
+    def placement(self) -> Placement:
+        size = (self.source_height, self.source_width)
+        model = self.frames.shape[1:3]
+        if self.content is None:
+            return Placement.whole(size, model)
+        return Placement(size, model, *self.content)
 
     @property
     def first(self) -> int:
@@ -148,6 +144,7 @@ def encode_frames(chunk: FrameChunk) -> bytes:
     if chunk.frames.dtype != np.uint8 or c != 3:
         raise InvalidInputError("frames must be (n, H, W, 3) uint8")
     rgb = pa.array([f.tobytes() for f in chunk.frames], type=pa.binary())
+    content = chunk.placement.content
     return to_ipc(
         pa.record_batch(
             [
@@ -159,6 +156,7 @@ def encode_frames(chunk: FrameChunk) -> bytes:
                 pa.array([w] * n, pa.int32()),
                 pa.array([chunk.source_height] * n, pa.int32()),
                 pa.array([chunk.source_width] * n, pa.int32()),
+                *(pa.array([v] * n, pa.int32()) for v in content),
                 rgb,
             ],
             schema=FRAMES_SCHEMA,
@@ -202,7 +200,12 @@ def encode(record: Record) -> tuple[bytes, str]:
 
 
 # -- decoding ------------------------------------------------------------------------------
-def from_ipc(value: bytes, schema: pa.Schema, kind: str) -> pa.RecordBatch:
+def from_ipc(
+    value: bytes, schema: pa.Schema, kind: str, nullable: Collection[str] | None = None
+) -> pa.RecordBatch:
+    """The one record batch of an Arrow IPC message, checked against ``schema``; only the
+    ``nullable`` columns (default: the kind's, :data:`NULLABLE`) may hold nulls."""
+    nullable = NULLABLE.get(kind, set()) if nullable is None else nullable
     try:
         reader = pa.ipc.open_stream(pa.py_buffer(value))
         batches = list(reader)
@@ -216,7 +219,7 @@ def from_ipc(value: bytes, schema: pa.Schema, kind: str) -> pa.RecordBatch:
     if batch.num_rows == 0:
         raise RecordError(f"{kind} record is empty")
     for name in batch.schema.names:
-        if name not in NULLABLE.get(kind, set()) and batch.column(name).null_count:
+        if name not in nullable and batch.column(name).null_count:
             raise RecordError(f"{kind} record has nulls in {name!r}")
     return batch
 
@@ -266,6 +269,16 @@ def decode_frames(
     src_w = int(batch.column("source_width")[0].as_py())
     if src_h <= 0 or src_w <= 0:
         raise RecordError(f"frames of {stream_id!r}: bad source size {src_h}x{src_w}")
+    content = []
+    for name in ("content_top", "content_left", "content_height", "content_width"):
+        values = set(batch.column(name).to_pylist())
+        if len(values) != 1:
+            raise RecordError(f"frames of {stream_id!r}: one chunk must have one {name}")
+        content.append(int(values.pop()))
+    try:
+        placement = Placement((src_h, src_w), (h, w), *content)
+    except InvalidInputError as exc:
+        raise RecordError(f"frames of {stream_id!r} at {first_idx(idx)}: {exc}") from None
     return FrameChunk(
         stream_id=stream_id,
         frame_idx=idx.astype(np.int64),
@@ -274,6 +287,7 @@ def decode_frames(
         source_height=src_h,
         source_width=src_w,
         frames=frames,
+        content=placement.content,
     )
 
 
@@ -331,117 +345,3 @@ def decode(
     if kind in ("end", "reset"):
         return decode_control(value, kind, key)
     raise RecordError(f"unknown record kind {kind!r} (header {KIND_HEADER!r} missing or wrong)")
-
-
-# -- tracks --------------------------------------------------------------------------------
-@dataclass
-class FrameTracks:
-    """The tracks of one frame, in the terms of the track record (model-agnostic)."""
-
-    stream_id: str
-    frame_idx: int
-    pts_ns: int
-    capture_ts: int
-    source_height: int
-    source_width: int
-    track_ids: np.ndarray  # (K,) int64
-    labels: list[str]
-    scores: np.ndarray  # (K,) float32
-    masks: np.ndarray  # (K, h, w) bool at the model's resolution
-    boxes: np.ndarray  # (K, 4) float32: x0, y0, x1, y1 of the masks, at the model's resolution
-    prompt_object_ids: np.ndarray  # (K,) int64, -1 = not prompted
-    skipped: bool = False
-    """The frame was skipped to catch up (``worker.lag_policy: skip_to_live``): no tracks."""
-    image: np.ndarray | None = None
-    """The frame itself at the model's resolution, (h, w, 3) uint8, for previews; not written
-    to any sink."""
-
-    @classmethod
-    def skipped_frame(
-        cls,
-        stream_id: str,
-        frame_idx: int,
-        pts_ns: int,
-        capture_ts: int,
-        source_height: int,
-        source_width: int,
-        mask_size: tuple[int, int],
-    ) -> FrameTracks:
-        """A frame that was not segmented, for the frames table to record as skipped."""
-        return cls(
-            stream_id,
-            frame_idx,
-            pts_ns,
-            capture_ts,
-            source_height,
-            source_width,
-            track_ids=np.zeros(0, np.int64),
-            labels=[],
-            scores=np.zeros(0, np.float32),
-            masks=np.zeros((0, *mask_size), bool),
-            boxes=np.zeros((0, 4), np.float32),
-            prompt_object_ids=np.zeros(0, np.int64),
-            skipped=True,
-        )
-
-
-def tracks_batch(frames: list[FrameTracks], model_version: str) -> pa.RecordBatch:
-    """One row per (frame, track); boxes and areas are scaled to source pixels."""
-    cols: dict[str, list] = {name: [] for name in TRACKS_SCHEMA.names}
-    for f in frames:
-        k = len(f.track_ids)
-        if k == 0:
-            continue
-        mh, mw = f.masks.shape[1:]
-        sy, sx = f.source_height / mh, f.source_width / mw
-        counts = rle.encode(f.masks)
-        areas = f.masks.reshape(k, -1).sum(1)
-        scaled = f.boxes * np.array([sx, sy, sx, sy])
-        for i in range(k):
-            box = dict(zip(("x0", "y0", "x1", "y1"), scaled[i].tolist(), strict=True))
-            obj = int(f.prompt_object_ids[i])
-            row = {
-                "stream_id": f.stream_id,
-                "frame_idx": f.frame_idx,
-                "pts_ns": f.pts_ns,
-                "capture_ts": f.capture_ts,
-                "track_id": int(f.track_ids[i]),
-                "label": f.labels[i],
-                "score": float(f.scores[i]),
-                "bbox": box,
-                "area": round(float(areas[i]) * sx * sy),
-                "mask_rle": counts[i],
-                "mask_height": mh,
-                "mask_width": mw,
-                "source_height": f.source_height,
-                "source_width": f.source_width,
-                "prompted": obj >= 0,
-                "prompt_object_id": obj if obj >= 0 else None,
-                "model_version": model_version,
-            }
-            for name, value in row.items():
-                cols[name].append(value)
-    arrays = [pa.array(cols[f.name], type=f.type) for f in TRACKS_SCHEMA]
-    return pa.record_batch(arrays, schema=TRACKS_SCHEMA)
-
-
-# -- tracks messages -------------------------------------------------------------------------
-TRACK_HEADERS = ("ausm-stream", "ausm-first-frame", "ausm-last-frame", "ausm-model-version")
-"""Headers of every tracks message: which stream, frames and model it is about."""
-
-
-def track_headers(
-    stream_id: str, first: int, last: int, model_version: str
-) -> list[tuple[str, bytes]]:
-    values = (stream_id, str(first), str(last), model_version)
-    return [(k, v.encode()) for k, v in zip(TRACK_HEADERS, values, strict=True)]
-
-
-def track_message_id(headers: list[tuple[str, bytes]] | None) -> tuple[str, ...]:
-    """(stream, first frame, last frame, model version) of a tracks message: the key by
-    which a consumer drops the repeats a replay sends (the tracks topic is at-least-once)."""
-    found = dict(headers or ())
-    missing = [k for k in TRACK_HEADERS if k not in found]
-    if missing:
-        raise RecordError(f"tracks message lacks the header(s) {missing}")
-    return tuple(found[k].decode() for k in TRACK_HEADERS)

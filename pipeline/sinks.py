@@ -1,17 +1,11 @@
 """Where mask tracks go: the ``ausm.tracks`` topic and a Parquet dataset on object storage.
 
-Parquet layout (hive-partitioned, readable by DuckDB, Polars, Spark, pandas)::
-
-    tracks/stream_id=<id>/date=<yyyy-mm-dd>/part-<first>-<last>.parquet   one row per track
-    frames/stream_id=<id>/date=<yyyy-mm-dd>/part-<first>-<last>.parquet   one row per frame
-
-Partition columns (``stream_id``, ``date``) are in the path only, as hive readers expect.
-``frames`` records every processed frame, with or without tracks, so "was frame k
-processed, exactly once?" has an answer. A file covers the frames of one window of
-``parquet_frames`` (frame_idx // parquet_frames), or the stream's last partial window, and
-is named by that range (zero-padded): a replay after a failure rewrites the same files
-with the same bytes instead of adding duplicates. ``date`` is the UTC date of the window's
-first frame.
+The Parquet layout, and how readers open it, is in :mod:`.dataset`. ``frames`` records
+every processed frame, with or without tracks, so "was frame k processed, exactly once?"
+has an answer. A file covers the frames of one window of ``parquet_frames``
+(frame_idx // parquet_frames), or the stream's last partial window, and is named by that
+range (zero-padded): a replay after a failure rewrites the same files with the same bytes
+instead of adding duplicates. ``date`` is the UTC date of the window's first frame.
 
 A window is written only when it is complete: when its last frame arrives, a later window
 starts (after a gap) or the stream ends, never because the worker stops. What a sink still
@@ -25,7 +19,6 @@ from __future__ import annotations
 import logging
 from abc import ABC, abstractmethod
 from collections import defaultdict
-from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import pyarrow as pa
@@ -33,46 +26,22 @@ import pyarrow.parquet as pq
 from kafka import KafkaProducer
 
 from ausm_stream.pipeline import kafka
-from ausm_stream.pipeline.records import (
-    FRAME_KEY,
+from ausm_stream.pipeline.records import to_ipc
+from ausm_stream.pipeline.storage import ObjectStore
+from ausm_stream.pipeline.tracks import (
     TRACKS_SCHEMA,
+    FrameInfo,
     FrameTracks,
-    to_ipc,
+    encode_tracks,
+    frames_table,
     track_headers,
 )
-from ausm_stream.pipeline.storage import ObjectStore
 
 log = logging.getLogger(__name__)
-
-FRAMES_TABLE_SCHEMA = pa.schema(
-    [
-        *FRAME_KEY,
-        ("tracks", pa.int32()),
-        ("skipped", pa.bool_()),
-        ("model_version", pa.utf8()),
-    ]
-)
-"""One row per frame the worker received: its identity and timing as in the chunk, its
-track count, and whether it was skipped to catch up (``worker.lag_policy``) instead of
-segmented."""
-
-FRAME_INFO_SCHEMA = pa.schema([*FRAME_KEY, ("tracks", pa.int32()), ("skipped", pa.bool_())])
 
 
 def part_name(first: int, last: int) -> str:
     return f"part-{first:012d}-{last:012d}.parquet"
-
-
-@dataclass(frozen=True)
-class FrameInfo:
-    """What a sink keeps of a frame besides its track rows."""
-
-    stream_id: str
-    frame_idx: int
-    pts_ns: int
-    capture_ts: int
-    tracks: int
-    skipped: bool = False
 
 
 Buffered = list[tuple[FrameInfo, pa.RecordBatch]]
@@ -87,15 +56,8 @@ class WindowedSink(ABC):
         self.buffers: dict[str, Buffered] = defaultdict(list)
 
     def add(self, frame: FrameTracks, rows: pa.RecordBatch) -> None:
-        """Buffer one frame and its track rows (``tracks_batch``)."""
-        info = FrameInfo(
-            frame.stream_id,
-            frame.frame_idx,
-            frame.pts_ns,
-            frame.capture_ts,
-            len(frame.track_ids),
-            frame.skipped,
-        )
+        """Buffer one frame and its track rows (:func:`~.tracks.encode_tracks`)."""
+        info = FrameInfo.of(frame)
         buf = self.buffers[frame.stream_id]
         if buf and frame.frame_idx // self.window != buf[0][0].frame_idx // self.window:
             self._write_pending(frame.stream_id)
@@ -111,20 +73,7 @@ class WindowedSink(ABC):
         """The stream's buffered frames (``FRAME_INFO_SCHEMA``) and their track rows: what a
         checkpoint carries so that the window is written whole after a restart."""
         buf = self.buffers.get(stream_id, [])
-        infos = pa.Table.from_pylist(
-            [
-                {
-                    "stream_id": i.stream_id,
-                    "frame_idx": i.frame_idx,
-                    "pts_ns": i.pts_ns,
-                    "capture_ts": i.capture_ts,
-                    "tracks": i.tracks,
-                    "skipped": i.skipped,
-                }
-                for i, _ in buf
-            ],
-            schema=FRAME_INFO_SCHEMA,
-        )
+        infos = frames_table([i for i, _ in buf])
         return infos, pa.Table.from_batches([r for _, r in buf], schema=TRACKS_SCHEMA)
 
     def restore(self, stream_id: str, infos: pa.Table, rows: pa.Table) -> None:
@@ -172,20 +121,7 @@ class ParquetSink(WindowedSink):
         day = datetime.fromtimestamp(frames[0].capture_ts / 1e9, tz=timezone.utc).date()
         rel = f"stream_id={stream_id}/date={day.isoformat()}/{part_name(first, last)}"
         tracks = pa.Table.from_batches([rows for _, rows in buffered], schema=TRACKS_SCHEMA)
-        summary = pa.table(
-            {
-                "stream_id": [stream_id] * len(frames),
-                "frame_idx": [f.frame_idx for f in frames],
-                "pts_ns": [f.pts_ns for f in frames],
-                "capture_ts": pa.array(
-                    [f.capture_ts for f in frames], pa.timestamp("ns", tz="UTC")
-                ),
-                "tracks": pa.array([f.tracks for f in frames], pa.int32()),
-                "skipped": [f.skipped for f in frames],
-                "model_version": [self.model_version] * len(frames),
-            },
-            schema=FRAMES_TABLE_SCHEMA,
-        )
+        summary = frames_table(frames, self.model_version)
         for table_name, table in (("tracks", tracks), ("frames", summary)):
             table = table.drop_columns(["stream_id"])  # hive: partition columns live in the path
             path = f"{self.base}/{table_name}/{rel}"
@@ -238,10 +174,35 @@ class KafkaTrackSink(WindowedSink):
             )
 
 
-def read_dataset(store: ObjectStore, table: str = "tracks") -> pa.Table:
-    """The whole ``tracks`` or ``frames`` dataset as one table (for tests, demos, small jobs)."""
-    import pyarrow.dataset as ds
+class TrackSinks:
+    """A worker's sinks, fed one frame at a time: each frame is encoded once
+    (:func:`~.tracks.encode_tracks`) and the rows go to every sink in turn.
 
-    fs, base = store.arrow_fs()
-    dataset = ds.dataset(f"{base}/{table}", filesystem=fs, format="parquet", partitioning="hive")
-    return dataset.to_table()
+    Sinks are named (``parquet``, ``kafka``): a checkpoint carries each one's buffer under its
+    name (:meth:`pending`, :meth:`restore`)."""
+
+    def __init__(self, model_version: str, **sinks: WindowedSink) -> None:
+        self.model_version = model_version
+        self.sinks = sinks
+
+    def add(self, frame: FrameTracks) -> pa.RecordBatch:
+        """Buffer one frame in every sink; returns its rows."""
+        rows = encode_tracks([frame], self.model_version)
+        for sink in self.sinks.values():
+            sink.add(frame, rows)
+        return rows
+
+    def end(self, stream_id: str) -> None:
+        for sink in self.sinks.values():
+            sink.end(stream_id)
+
+    def forget(self, stream_id: str) -> None:
+        for sink in self.sinks.values():
+            sink.forget(stream_id)
+
+    def pending(self, stream_id: str) -> dict[str, tuple[pa.Table, pa.Table]]:
+        return {name: sink.pending(stream_id) for name, sink in self.sinks.items()}
+
+    def restore(self, stream_id: str, pending: dict[str, tuple[pa.Table, pa.Table]]) -> None:
+        for name, sink in self.sinks.items():
+            sink.restore(stream_id, *pending[name])

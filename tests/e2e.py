@@ -19,7 +19,7 @@ import ray
 from ausm_stream import rle
 from ausm_stream.model.data import ShapesSpec, generate_video
 from ausm_stream.operators.pool import WorkerPool
-from ausm_stream.pipeline import kafka, records
+from ausm_stream.pipeline import kafka, records, tracks
 from ausm_stream.pipeline.config import (
     IngestConfig,
     KafkaConfig,
@@ -28,8 +28,8 @@ from ausm_stream.pipeline.config import (
     StorageConfig,
     WorkerConfig,
 )
+from ausm_stream.pipeline.dataset import read_dataset
 from ausm_stream.pipeline.ingest import Ingest
-from ausm_stream.pipeline.sinks import read_dataset
 from ausm_stream.pipeline.storage import ObjectStore
 from ausm_stream.pipeline.video_files import write_h264
 from tests.conftest import s3_storage
@@ -139,12 +139,12 @@ def check_every_frame_once(store: ObjectStore, streams: dict[str, int]) -> None:
     for sid, count in streams.items():
         idx = frames.filter(pc.field("stream_id") == sid)["frame_idx"].to_pylist()
         assert sorted(idx) == list(range(count)), sid  # every frame, exactly once
-    tracks = read_dataset(store, "tracks")
-    assert tracks.num_rows > 0
+    rows = read_dataset(store, "tracks")
+    assert rows.num_rows > 0
     columns = ["mask_rle", "mask_height", "mask_width", "source_height", "source_width", "bbox"]
-    for row in tracks.slice(0, 50).select(columns).to_pylist():
+    for row in rows.slice(0, 50).select(columns).to_pylist():
         mask = rle.decode(row["mask_rle"], row["mask_height"], row["mask_width"])
-        assert mask.shape == (128, 128) and mask.any()
+        assert mask.shape == (77, 128) and mask.any()  # 96x160 letterboxed into 128x128
         assert (row["source_height"], row["source_width"]) == (96, 160)
         assert 0 <= row["bbox"]["x0"] < row["bbox"]["x1"] <= 160
 
@@ -164,12 +164,12 @@ def topic_rows(broker, cfg: PipelineConfig) -> tuple[pa.Table, int]:
     how many messages were dropped."""
     seen, batches, dropped = set(), [], 0
     for msg in consume(broker, cfg.kafka.tracks_topic, cfg.kafka.partitions):
-        key = records.track_message_id(msg.headers)
+        key = tracks.track_message_id(msg.headers)
         if key in seen:
             dropped += 1
             continue
         seen.add(key)
-        batches.append(records.from_ipc(msg.value, records.TRACKS_SCHEMA, "tracks"))
-    table = pa.Table.from_batches(batches, schema=records.TRACKS_SCHEMA)
+        batches.append(tracks.decode_tracks(msg.value))
+    table = pa.Table.from_batches(batches, schema=tracks.TRACKS_SCHEMA)
     order = [("stream_id", "ascending"), ("frame_idx", "ascending"), ("track_id", "ascending")]
     return table.sort_by(order), dropped

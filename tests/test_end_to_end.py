@@ -18,11 +18,11 @@ import pytest
 from kafka import TopicPartition
 
 from ausm_stream.operators.worker import ERROR_HEADER
-from ausm_stream.pipeline import kafka, records
+from ausm_stream.pipeline import kafka, records, tracks
 from ausm_stream.pipeline.broker import free_port
 from ausm_stream.pipeline.config import IngestConfig, KafkaConfig, PipelineConfig, StorageConfig
+from ausm_stream.pipeline.dataset import read_dataset
 from ausm_stream.pipeline.ingest import Ingest
-from ausm_stream.pipeline.sinks import read_dataset
 from ausm_stream.pipeline.storage import open_store
 from tests.conftest import disc_mask
 from tests.e2e import (
@@ -65,9 +65,9 @@ def test_three_streams_every_frame_exactly_once(
     for w in workers:
         assert 0 < w.step_seconds < w.run_seconds and w.cpu_seconds > 0
         assert w.resident_streams == 0  # ended streams left memory
-    tracks = read_dataset(open_store(storage))
+    rows = read_dataset(open_store(storage))
     for sid, s in summary.streams.items():  # the status counts the tracks that were shown
-        shown = tracks.filter(pc.field("stream_id") == sid)["track_id"].to_pylist()
+        shown = rows.filter(pc.field("stream_id") == sid)["track_id"].to_pylist()
         assert s.tracks == max(shown) == len(set(shown)), sid
         assert s.residence == "ended" and s.last_checkpoint_frame == FRAMES
         assert (s.frames_in, s.lag_frames, s.skipped) == (FRAMES, 0, 0)
@@ -82,7 +82,7 @@ def test_three_streams_every_frame_exactly_once(
     msgs = consume(broker, cfg.kafka.tracks_topic, cfg.kafka.partitions)
     per_stream: dict[str, list[int]] = {}
     for m in msgs:
-        batch = records.from_ipc(m.value, records.TRACKS_SCHEMA, "tracks")
+        batch = tracks.decode_tracks(m.value)
         per_stream.setdefault(m.key.decode(), []).append(batch.column("frame_idx")[0].as_py())
     for sid, idx in per_stream.items():
         assert idx == sorted(idx) and len(idx) == len(set(idx)), sid

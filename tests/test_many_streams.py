@@ -18,7 +18,7 @@ from ausm_stream.model import AUSM
 from ausm_stream.operators.worker import start_worker
 from ausm_stream.pipeline import kafka, records
 from ausm_stream.pipeline.config import WorkerConfig
-from ausm_stream.pipeline.sinks import read_dataset
+from ausm_stream.pipeline.dataset import read_dataset
 from ausm_stream.pipeline.storage import open_store
 from tests.conftest import s3_storage
 from tests.e2e import camera_chunk, pipeline_config

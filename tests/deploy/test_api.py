@@ -26,7 +26,7 @@ from ausm_stream.deploy.serve import control_plane
 from ausm_stream.model.data import ShapesSpec, generate_video
 from ausm_stream.pipeline import kafka, records
 from ausm_stream.pipeline.config import PipelineConfig
-from ausm_stream.pipeline.sinks import read_dataset
+from ausm_stream.pipeline.dataset import read_dataset
 from ausm_stream.pipeline.storage import open_store
 from ausm_stream.pipeline.video_files import write_h264
 from tests.e2e import camera_chunk

@@ -8,7 +8,7 @@ import pytest
 import requests
 
 from ausm_stream.deploy.serve import control_plane
-from ausm_stream.pipeline.sinks import read_dataset
+from ausm_stream.pipeline.dataset import read_dataset
 from ausm_stream.pipeline.storage import open_store
 from tests.deploy.test_api import AUTH, FRAMES, get, make_video, post, segmented, setup, wait_for
 

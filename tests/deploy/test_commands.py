@@ -10,7 +10,7 @@ from ausm_stream.deploy.run import parse_sources, run_pipeline
 from ausm_stream.model.data import ShapesSpec, generate_video
 from ausm_stream.pipeline import kafka, records
 from ausm_stream.pipeline.config import KafkaConfig, PipelineConfig
-from ausm_stream.pipeline.sinks import read_dataset
+from ausm_stream.pipeline.dataset import read_dataset
 from ausm_stream.pipeline.storage import open_store
 from ausm_stream.pipeline.video_files import write_h264
 from tests.conftest import s3_storage

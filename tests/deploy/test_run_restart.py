@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from ausm_stream.pipeline.config import StorageConfig
-from ausm_stream.pipeline.sinks import read_dataset
+from ausm_stream.pipeline.dataset import read_dataset
 from ausm_stream.pipeline.storage import open_store
 from tests.e2e import FRAMES, write_videos
 

@@ -19,6 +19,7 @@ from ausm_stream.operators.recovery import recovery_plan
 from ausm_stream.pipeline import records
 from ausm_stream.pipeline.sinks import ParquetSink
 from ausm_stream.pipeline.storage import FileStore
+from ausm_stream.pipeline.tracks import encode_tracks
 from tests.conftest import make_model
 from tests.operators.test_processor import SIZE, chunk
 
@@ -29,7 +30,7 @@ def checkpoints_at(store, frames: list[int], keep: int = 3) -> CheckpointStore:
     """Checkpoints of stream "a" after each count of ``frames``, with a sink buffer."""
     ckpts = CheckpointStore(store, MODEL.cfg, "m@1", keep=keep)
     sink = ParquetSink(store, "m@1", parquet_frames=64)
-    p = StreamProcessor(MODEL, lambda f: sink.add(f, records.tracks_batch([f], "m@1")))
+    p = StreamProcessor(MODEL, lambda f: sink.add(f, encode_tracks([f], "m@1")))
     p.on_record(records.PromptRecord("a", 40, [3], np.ones((1, *SIZE), dtype=bool)), 0)
     done = 0
     for n in frames:

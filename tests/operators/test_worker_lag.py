@@ -9,7 +9,7 @@ from ausm_stream.operators import worker as worker_module
 from ausm_stream.operators.worker import SegmentationWorker
 from ausm_stream.pipeline import kafka, records
 from ausm_stream.pipeline.config import StorageConfig
-from ausm_stream.pipeline.sinks import read_dataset
+from ausm_stream.pipeline.dataset import read_dataset
 from ausm_stream.pipeline.storage import open_store
 from tests.e2e import camera_chunk, pipeline_config
 

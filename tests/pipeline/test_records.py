@@ -6,10 +6,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from ausm_stream import rle
 from ausm_stream.errors import RecordError
 from ausm_stream.pipeline import records
-from ausm_stream.pipeline.records import ControlRecord, FrameChunk, FrameTracks, PromptRecord
+from ausm_stream.pipeline.records import ControlRecord, FrameChunk, PromptRecord
 
 
 def chunk(stream="cam-1", first=0, n=3, size=(16, 24)):
@@ -46,31 +45,6 @@ def test_prompt_and_control_round_trip():
     assert records.decode(kind, value, "cam-1") == ControlRecord("end", "cam-1", 48)
 
 
-def test_tracks_batch_scales_to_source_pixels():
-    masks = np.zeros((1, 16, 24), dtype=bool)
-    masks[0, 4:8, 6:12] = True
-    frame = FrameTracks(
-        "cam-1",
-        5,
-        10,
-        1_700_000_000_000_000_000,
-        480,
-        720,
-        np.array([3]),
-        ["circle"],
-        np.array([0.9], np.float32),
-        masks,
-        np.array([[6, 4, 12, 8]], np.float32),
-        np.array([-1]),
-    )
-    batch = records.tracks_batch([frame], "m@1")
-    assert batch.schema.equals(records.TRACKS_SCHEMA)
-    row = batch.to_pylist()[0]
-    assert row["bbox"] == {"x0": 180.0, "y0": 120.0, "x1": 360.0, "y1": 240.0}
-    assert row["area"] == 24 * 30 * 30 and row["prompt_object_id"] is None
-    assert np.array_equal(rle.decode(row["mask_rle"], 16, 24), masks[0])
-
-
 @pytest.mark.parametrize(
     "damage, message",
     [
@@ -97,8 +71,13 @@ def test_semantic_checks():
     with pytest.raises(RecordError, match="consecutive"):
         records.decode("frames", records.encode(bad)[0], "cam-1")
     batch = pa.ipc.open_stream(pa.py_buffer(value)).read_next_batch()
-    short = batch.set_column(8, "rgb", pa.array([b"x"] * 3, pa.binary()))
+    rgb = batch.schema.get_field_index("rgb")
+    short = batch.set_column(rgb, "rgb", pa.array([b"x"] * 3, pa.binary()))
     with pytest.raises(RecordError, match="rgb has"):
         records.decode("frames", records.to_ipc(short), "cam-1")
+    top = batch.schema.get_field_index("content_top")
+    off = batch.set_column(top, "content_top", pa.array([1] * 3, pa.int32()))
+    with pytest.raises(RecordError, match=r"content box top=1 .* does not fit"):
+        records.decode("frames", records.to_ipc(off), "cam-1")
     with pytest.raises(RecordError, match="schema does not match"):
         records.decode("prompt", value, "cam-1")

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ausm_stream.pipeline import kafka, records
+from ausm_stream.pipeline import kafka
 from ausm_stream.pipeline.config import KafkaConfig
-from ausm_stream.pipeline.records import FrameTracks
 from ausm_stream.pipeline.sinks import KafkaTrackSink, ParquetSink
 from ausm_stream.pipeline.storage import FileStore
+from ausm_stream.pipeline.tracks import FrameTracks, decode_tracks, encode_tracks, track_message_id
 
 
 def frame_tracks(stream_id: str, frame_idx: int, tracks: int) -> FrameTracks:
@@ -43,7 +43,7 @@ def test_tracks_topic_gets_one_message_per_stream_and_window_with_tracks(broker)
 
     def add(stream_id: str, frame_idx: int, tracks: int = 1) -> None:
         frame = frame_tracks(stream_id, frame_idx, tracks)
-        sink.add(frame, records.tracks_batch([frame], "m@1"))
+        sink.add(frame, encode_tracks([frame], "m@1"))
 
     for i in range(4):  # a full window: sent when its last frame is written
         add("a", i, tracks=2 if i == 1 else 1)
@@ -62,11 +62,11 @@ def test_tracks_topic_gets_one_message_per_stream_and_window_with_tracks(broker)
     while sum(len(m) for m in sent) < 9 and time.monotonic() < deadline:
         for msgs in consumer.poll(timeout_ms=1000).values():
             for msg in msgs:
-                rows = records.from_ipc(msg.value, records.TRACKS_SCHEMA, "tracks")
+                rows = decode_tracks(msg.value)
                 ids = rows.column("stream_id").to_pylist()
                 assert set(ids) == {msg.key.decode()}
                 sent.append(list(zip(ids, rows.column("frame_idx").to_pylist(), strict=True)))
-                ids_seen.append(records.track_message_id(msg.headers))
+                ids_seen.append(track_message_id(msg.headers))
     consumer.close()
     a0 = [("a", 0), ("a", 1), ("a", 1), ("a", 2), ("a", 3)]
     assert sent[:2] == [a0, [("a", 8), ("a", 9)]]
@@ -80,7 +80,7 @@ def test_a_window_carried_across_a_restart_is_written_with_the_same_bytes(tmp_pa
     def run(sink: ParquetSink, frames: range) -> None:
         for i in frames:
             frame = frame_tracks("cam", i, tracks=i % 3)
-            sink.add(frame, records.tracks_batch([frame], "m@1"))
+            sink.add(frame, encode_tracks([frame], "m@1"))
 
     straight = ParquetSink(FileStore(tmp_path / "straight"), "m@1", parquet_frames=4)
     run(straight, range(10))
