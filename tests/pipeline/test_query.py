@@ -158,9 +158,9 @@ def test_the_same_on_s3(local, s3_endpoint):
     from minio import Minio
 
     cfg = s3_storage(s3_endpoint, f"query-{uuid.uuid4().hex[:8]}")
-    Minio(
-        s3_endpoint.removeprefix("http://"), "test", "test-secret", secure=False
-    ).make_bucket(cfg.url.split("/")[2])
+    Minio(s3_endpoint.removeprefix("http://"), "test", "test-secret", secure=False).make_bucket(
+        cfg.url.split("/")[2]
+    )
     s3 = open_store(cfg)
     write_tracks(s3, STREAMS)
     sql = "SELECT * FROM track_summary ORDER BY stream_id, track_id"
