@@ -38,6 +38,7 @@ bench: setup
 	$(PY) bench/model_step.py
 	$(PY) bench/train_speed.py
 	$(PY) bench/pipeline.py
+	$(PY) bench/query.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

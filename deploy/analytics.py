@@ -78,14 +78,20 @@ def _cell(value: Any) -> str:
 
 
 def format_table(table: pa.Table) -> str:
+    """The first :data:`TABLE_ROWS` rows, aligned: numbers to the right, the rest left."""
     rows = [[_cell(v) for v in r.values()] for r in table.slice(0, TABLE_ROWS).to_pylist()]
     names = table.column_names
     widths = [max([len(n)] + [len(r[i]) for r in rows]) for i, n in enumerate(names)]
-    lines = [
-        "  ".join(n.ljust(w) for n, w in zip(names, widths, strict=True)),
-        "  ".join("-" * w for w in widths),
-        *("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows),
-    ]
+    numeric = [pa.types.is_integer(t) or pa.types.is_floating(t) for t in table.schema.types]
+
+    def line(cells: list[str]) -> str:
+        padded = [
+            c.rjust(w) if num else c.ljust(w)
+            for c, w, num in zip(cells, widths, numeric, strict=True)
+        ]
+        return "  ".join(padded).rstrip()
+
+    lines = [line(names), "  ".join("-" * w for w in widths), *(line(r) for r in rows)]
     shown = f", {TABLE_ROWS} shown (--format csv for all)" if table.num_rows > TABLE_ROWS else ""
     lines.append(f"({table.num_rows} rows{shown})")
     return "\n".join(lines)
