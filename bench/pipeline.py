@@ -199,8 +199,8 @@ def main() -> None:
         bare, split, e2e, workers = [], [], [], []
         base = config(root, args.weights, "base")
         with start_runtime(base) as rt:
-            cpus = int(ray.cluster_resources()["CPU"])
-            ranges = split_partitions(base.kafka.partitions, worker_count(base, cpus))
+            count = worker_count(base, ray.cluster_resources())
+            ranges = split_partitions(base.kafka.partitions, count)
             # A worker whose partitions got no stream idles: no process for it.
             groups = [g for r in ranges if (g := owned_streams(set(videos), r, base))]
             for r in tqdm(range(args.rounds), desc="rounds", unit="round", leave=False):

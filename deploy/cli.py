@@ -49,7 +49,7 @@ def _train(args: argparse.Namespace) -> int:
     cfg = TrainConfig.from_yaml(args.config)
     if args.time_limit is not None:
         cfg = dataclasses.replace(cfg, time_limit_minutes=args.time_limit)
-    weights = train(cfg, resume=args.resume)
+    weights = train(cfg, resume=args.resume, device=args.device)
     print(f"weights: {weights}")
     return 0
 
@@ -190,6 +190,12 @@ def build_parser() -> argparse.ArgumentParser:
     tr = sub.add_parser("train", help="train a model (teacher-forced, parallel over frames)")
     tr.add_argument("--config", required=True, help="training YAML (see model/training/loop.py)")
     tr.add_argument("--resume", action="store_true", help="continue from out_dir's checkpoint")
+    tr.add_argument(
+        "--device",
+        default="cpu",
+        choices=["cpu", "cuda", "auto"],
+        help="where to train (cuda: an error when torch sees no GPU; default: %(default)s)",
+    )
     tr.add_argument(
         "--time-limit",
         type=float,

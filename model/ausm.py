@@ -13,6 +13,7 @@ and ``step`` batches any set of them::
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 from collections.abc import Iterable, Iterator
@@ -136,6 +137,12 @@ class AUSM(nn.Module):
         frames = torch.zeros(streams, h, w, 3, dtype=torch.uint8)
         self.step([self.init_state() for _ in range(streams)], frames)
 
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        """``cfg.autocast`` on CUDA (the tracker after it runs in float32 either way)."""
+        if self.cfg.autocast == "off" or self.device.type != "cuda":
+            return contextlib.nullcontext()
+        return torch.autocast("cuda", dtype=getattr(torch, self.cfg.autocast))
+
     def _micro_batches(self, n: int) -> list[slice]:
         """Split a batch so each group holds at most ``batch_cells`` grid cells, and so every
         lane gets a group.
@@ -155,12 +162,13 @@ class AUSM(nn.Module):
 
     @torch.no_grad()  # grad mode is per thread: lanes need it too
     def _step_group(self, states: list[StreamState], frames: Tensor) -> list[StepResult]:
-        outputs, recurrent = self.net.step(
-            frames,
-            torch.stack([s.slot_active for s in states]),
-            torch.stack([s.slot_masks for s in states]),
-            _stack_recurrent(states),
-        )
+        with self._autocast():
+            outputs, recurrent = self.net.step(
+                frames,
+                torch.stack([s.slot_active for s in states]),
+                torch.stack([s.slot_masks for s in states]),
+                _stack_recurrent(states),
+            )
         _unstack_recurrent(recurrent, states, self.cfg.state_torch_dtype)
         return [
             update_stream(self.cfg, s, outputs.class_logits[i], outputs.mask_logits[i])

@@ -22,6 +22,7 @@ from ausm_stream.errors import InvalidInputError
 
 ScanBackend = Literal["auto", "torch", "mamba_ssm"]
 StateDtype = Literal["float32", "float16", "bfloat16"]
+Autocast = Literal["off", "bfloat16", "float16"]
 
 RUNTIME_FIELDS = frozenset(
     {
@@ -40,6 +41,7 @@ RUNTIME_FIELDS = frozenset(
         "test_time_repetition",
         "backbone_weights",
         "state_dtype",
+        "autocast",
     }
 )
 
@@ -124,6 +126,11 @@ class AUSMConfig:
     checkpointed, so a stream's outputs do not depend on where its state was kept. float16
     halves a stream's state; the quality it costs is measured in the README (``worker.
     state_dtype``)."""
+    autocast: Autocast = "off"
+    """CUDA only: run the network's step under ``torch.autocast`` in this dtype (tensor cores,
+    half the activation memory). Masks and scores then differ slightly from float32's; they
+    are still the same for the same input on the same GPU and build, which replays need.
+    Ignored on the CPU."""
     test_time_repetition: bool = False
     """Offline clips only (:meth:`AUSM.segment_clip`; the paper's Sec. 3.4): run the clip
     forward, backward and forward again through one state and keep the last pass, so objects
@@ -188,6 +195,11 @@ class AUSMConfig:
             self.state_dtype in typing.get_args(StateDtype),
             "state_dtype",
             f"must be one of {list(typing.get_args(StateDtype))}, got {self.state_dtype!r}",
+        )
+        _require(
+            self.autocast in typing.get_args(Autocast),
+            "autocast",
+            f"must be one of {list(typing.get_args(Autocast))}, got {self.autocast!r}",
         )
         _require(
             self.scan_backend in ("auto", "torch", "mamba_ssm"),

@@ -20,6 +20,7 @@ from ausm_stream.model.scan import (
     selective_scan,
     selective_scan_cuda,
     selective_state_update,
+    selective_state_update_cuda,
 )
 
 
@@ -102,6 +103,7 @@ class Mamba(nn.Module):
         length = u.shape[1]
         xz = rearrange(self.in_proj(u), "b l d -> b d l")
         x, z = xz.chunk(2, dim=1)
+        from_zero = state is None  # what mamba_ssm's fused scan supports
         if state is None:
             state = self.init_state(u.shape[0], u.device, u.dtype)
         # The conv sees the previous d_conv - 1 inputs as left context.
@@ -110,9 +112,9 @@ class Mamba(nn.Module):
         x = F.silu(self._causal_conv(x_ctx, length))
         delta, B, C = self._ssm_inputs(x)
         A = -torch.exp(self.A_log.float())
-        if resolve_backend(self.scan_backend, u.device) == "mamba_ssm":
+        if resolve_backend(self.scan_backend, u.device, carried_state=not from_zero) == "mamba_ssm":
             y, ssm = selective_scan_cuda(
-                x, delta, A, B, C, self.D.float(), z, self.dt_proj.bias.float(), state.ssm
+                x, delta, A, B, C, self.D.float(), z, self.dt_proj.bias.float()
             )
         else:
             y, ssm = selective_scan(
@@ -141,12 +143,17 @@ class Mamba(nn.Module):
         """
         x, z = self.in_proj(u).chunk(2, dim=-1)
         A = -torch.exp(self.A_log.float())
+        update = (
+            selective_state_update_cuda
+            if resolve_backend(self.scan_backend, u.device) == "mamba_ssm"
+            else selective_state_update
+        )
         ys, convs, ssms = [], [], []
         for rows in _blocks(u.shape[0], STEP_BLOCK):
             conv = torch.cat([state.conv[rows, :, 1:], x[rows].unsqueeze(-1)], dim=-1)
             xb = F.silu(self._causal_conv(conv, 1).squeeze(-1))
             delta, B, C = self._ssm_inputs(xb.unsqueeze(-1))
-            y, ssm = selective_state_update(
+            y, ssm = update(
                 state.ssm[rows],
                 xb,
                 delta.squeeze(-1),

@@ -40,26 +40,36 @@ def mamba_ssm_available() -> bool:
     return importlib.util.find_spec("mamba_ssm") is not None
 
 
-def resolve_backend(choice: str, device: torch.device) -> str:
-    """Pick the scan implementation explicitly and log the choice once per process.
+def resolve_backend(choice: str, device: torch.device, carried_state: bool = False) -> str:
+    """Pick the scan implementation explicitly and log each choice once per process.
 
-    ``auto`` takes the mamba_ssm kernels only for CUDA tensors when the package imports;
-    ``mamba_ssm`` demands them and fails loudly (never a silent ``None`` fallback).
+    ``auto`` takes the mamba_ssm kernels for CUDA tensors when the package imports, else
+    ours; ``mamba_ssm`` demands them and fails loudly (never a silent fallback); ``torch``
+    is always ours (the reference). mamba_ssm's fused whole-sequence scan starts from a zero
+    state, so a sequence that continues a carried state (``carried_state``: chunked
+    inference) runs our scan, and says so.
     """
     if choice == "torch":
-        backend = "torch"
+        backend, why = "torch", "asked for"
     elif choice == "mamba_ssm":
         if device.type != "cuda" or not mamba_ssm_available():
             raise InvalidInputError(
                 "scan_backend='mamba_ssm' needs CUDA tensors and the mamba-ssm package "
                 "(pip install 'ausm-stream[cuda]'); use scan_backend='auto' or 'torch'"
             )
-        backend = "mamba_ssm"
+        backend, why = "mamba_ssm", "asked for"
+    elif device.type != "cuda":
+        backend, why = "torch", f"tensors on {device.type}"
+    elif not mamba_ssm_available():
+        backend, why = "torch", "mamba-ssm is not installed (pip install 'ausm-stream[cuda]')"
     else:
-        backend = "mamba_ssm" if device.type == "cuda" and mamba_ssm_available() else "torch"
-    if backend not in _logged_backends:
-        _logged_backends.add(backend)
-        log.info("selective scan backend: %s (requested %s, device %s)", backend, choice, device)
+        backend, why = "mamba_ssm", "CUDA tensors and mamba-ssm installed"
+    if backend == "mamba_ssm" and carried_state:
+        backend, why = "torch", "a carried state (the fused scan starts from zero)"
+    key = f"{backend}:{why}"
+    if key not in _logged_backends:
+        _logged_backends.add(key)
+        log.info("selective scan: %s (scan_backend=%s; %s)", backend, choice, why)
     return backend
 
 
@@ -309,17 +319,35 @@ def selective_scan_cuda(
     D: Tensor,
     z: Tensor,
     delta_bias: Tensor,
-    initial_state: Tensor | None,
 ) -> tuple[Tensor, Tensor]:
-    """mamba_ssm's fused kernel (CUDA only, never exercised on the CPU test machines).
-
-    The kernel starts from a zero state, so a carried state falls back to the PyTorch scan.
-    """
-    if initial_state is not None:
-        return selective_scan(u, delta, A, B, C, D, z, delta_bias, True, initial_state)
+    """mamba_ssm's fused whole-sequence scan from a zero state (CUDA only; compared with
+    :func:`selective_scan` by the CUDA-marked tests). Same arguments and results as
+    :func:`selective_scan` with ``delta_softplus=True``."""
     from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
 
     y, last = selective_scan_fn(
         u, delta, A, B, C, D, z, delta_bias, delta_softplus=True, return_last_state=True
     )
     return y, last
+
+
+def selective_state_update_cuda(
+    state: Tensor,
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None = None,
+    z: Tensor | None = None,
+    delta_bias: Tensor | None = None,
+    delta_softplus: bool = False,
+) -> tuple[Tensor, Tensor]:
+    """mamba_ssm's one-step kernel (Triton, CUDA only), with :func:`selective_state_update`'s
+    arguments and results. The kernel updates the state in place; ours is functional, so it
+    updates a copy (the caller's state stays as it was)."""
+    from mamba_ssm.ops.triton.selective_state_update import selective_state_update as kernel
+
+    h = state.float().clone()
+    y = kernel(h, u, delta, A, B, C, D=D, z=z, dt_bias=delta_bias, dt_softplus=delta_softplus)
+    return y, h

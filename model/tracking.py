@@ -38,6 +38,7 @@ from the buffer slot. Slots are drawn by :func:`sample_slot`, a pure function of
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -87,6 +88,25 @@ class StepResult:
         return int(self.track_ids.numel())
 
 
+HOST_FIELDS = ("track_ids", "labels", "scores", "masks", "boxes", "prompt_object_ids")
+"""The per-track tensors of a :class:`StepResult` (the raw logits stay where they are)."""
+
+
+def results_to_host(results: list[StepResult]) -> list[StepResult]:
+    """A batch's results with their track tensors on the CPU, each field of the whole batch
+    copied in one transfer (not one per stream and field: on a GPU every copy waits for the
+    device). The raw ``class_logits`` and ``mask_logits`` are not copied."""
+    lengths = [len(r) for r in results]
+    host = {
+        name: torch.cat([getattr(r, name) for r in results]).cpu().split(lengths)
+        for name in HOST_FIELDS
+    }
+    return [
+        dataclasses.replace(r, **{name: host[name][i] for name in HOST_FIELDS})
+        for i, r in enumerate(results)
+    ]
+
+
 def mask_iou(a: Tensor, b: Tensor) -> Tensor:
     """Pairwise IoU of bool masks a (m, H, W) and b (n, H, W) -> (m, n)."""
     af, bf = a.flatten(1).float(), b.flatten(1).float()
@@ -115,13 +135,15 @@ class _Frame:
         self.class_probs = probs[:, :-1]
         self.labels = self.class_probs.argmax(-1)
         self.mask_logits = mask_logits
+        self.device = mask_logits.device  # the state's and the network's: every tensor's here
         # slot -> (mask, score, query whose class probabilities count as this frame's evidence)
         self.emitted: dict[int, tuple[Tensor, float, int]] = {}
 
     def visible_masks(self) -> tuple[list[int], Tensor]:
         slots = sorted(self.emitted)
         if not slots:
-            return [], torch.zeros(0, *self.cfg.image_size, dtype=torch.bool)
+            empty = torch.zeros(0, *self.cfg.image_size, dtype=torch.bool, device=self.device)
+            return [], empty
         return slots, torch.stack([self.emitted[s][0] for s in slots])
 
     def free_slots(self) -> list[int]:
@@ -257,7 +279,7 @@ def _add_detections(f: _Frame, prompt_masks: list[Tensor]) -> None:
     does: a detection query sees an object back from an occlusion but, having learned not to
     claim objects in the history, scores it low."""
     cfg = f.cfg
-    det = torch.arange(cfg.n_id, cfg.num_queries)
+    det = torch.arange(cfg.n_id, cfg.num_queries, device=f.device)
     floor = min(cfg.fg_threshold, cfg.reid_threshold) if cfg.reid_distance > 0 else cfg.fg_threshold
     keep = (f.scores[det] > floor).nonzero().flatten()
     if keep.numel() == 0:
@@ -350,28 +372,30 @@ def update_stream(
     if slots:
         grid[slots] = masks_to_grid(masks).to(grid.dtype)
         state.slot_box[slots] = mask_boxes(masks)
-        queries = torch.tensor([f.emitted[i][2] for i in slots])
+        queries = torch.tensor([f.emitted[i][2] for i in slots], device=f.device)
         state.slot_label[slots] = f.labels[queries]
         state.slot_class_evidence[slots] += f.class_probs[queries]
     state.slot_masks = grid  # M_t: unseen tracks keep an empty mask
     frame_index = state.frames_seen
     state.frames_seen += 1
 
-    track_ids = state.slot_track_id[slots] if slots else torch.zeros(0, dtype=torch.int64)
-    order = torch.argsort(track_ids).tolist()
-    slots = [slots[i] for i in order]
-    labels = state.slot_class_evidence[slots].argmax(-1).tolist()
+    # Every tensor of the result stays on the state's device; the worker copies a whole
+    # batch's results to the host at once (results_to_host).
+    idx = torch.tensor(slots, dtype=torch.int64, device=f.device)
+    order = torch.argsort(state.slot_track_id[idx])
+    idx = idx[order]
+    labels = state.slot_class_evidence[idx].argmax(-1)
     return StepResult(
         frame_index=frame_index,
-        track_ids=track_ids[order].clone(),
-        labels=torch.tensor(labels, dtype=torch.int64),
-        label_names=[cfg.class_names[i] for i in labels],
-        scores=torch.tensor([f.emitted[s][1] for s in slots], dtype=torch.float32),
-        masks=masks[order] if slots else masks,
-        boxes=state.slot_box[slots].clone() if slots else torch.zeros(0, 4),
-        prompt_object_ids=state.slot_object_id[slots].clone()
-        if slots
-        else torch.zeros(0, dtype=torch.int64),
+        track_ids=state.slot_track_id[idx],
+        labels=labels,
+        label_names=[cfg.class_names[i] for i in labels.tolist()],
+        scores=torch.tensor(
+            [f.emitted[s][1] for s in idx.tolist()], dtype=torch.float32, device=f.device
+        ),
+        masks=masks[order],
+        boxes=state.slot_box[idx],
+        prompt_object_ids=state.slot_object_id[idx],
         class_logits=class_logits,
         mask_logits=mask_logits,
     )

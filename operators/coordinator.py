@@ -70,20 +70,29 @@ def rebalance(assignment: dict[str, list[int]], partitions: int) -> dict[str, li
     return kept
 
 
-def worker_count(cfg: PipelineConfig, cluster_cpus: int) -> int:
-    """``worker.count``, or as many workers as the cluster's CPUs hold (``count: 0``)."""
+def worker_count(cfg: PipelineConfig, cluster: dict[str, float]) -> int:
+    """``worker.count``, or as many workers as the cluster's CPUs hold (``count: 0``), or
+    its GPUs when workers reserve GPUs (``worker.gpus``).
+
+    An explicit count of GPU workers is not checked against the GPUs present: on an
+    autoscaled cluster (the Helm chart's GPU worker group) GPU nodes come up for the workers
+    that wait for them."""
     w, partitions = cfg.worker, cfg.kafka.partitions
+    cpus = int(cluster.get("CPU", 0))
     if w.count == 0:
-        return max(1, min(partitions, cluster_cpus // max(w.cpus, 1)))
+        fit = cpus // max(w.cpus, 1)
+        if w.gpus:
+            fit = min(fit, int(cluster.get("GPU", 0) // w.gpus))
+        return max(1, min(partitions, fit))
     if w.count > partitions:
         raise ConfigError(
             f"worker.count={w.count} is more than kafka.partitions={partitions}: "
             "a worker without partitions would have nothing to do"
         )
-    if w.count * w.cpus > cluster_cpus:
+    if not w.gpus and w.count * w.cpus > cpus:
         raise ConfigError(
             f"worker.count={w.count} x worker.cpus={w.cpus} needs {w.count * w.cpus} CPUs; "
-            f"the Ray cluster has {cluster_cpus}, so some workers would never start"
+            f"the Ray cluster has {cpus}, so some workers would never start"
         )
     return w.count
 
@@ -104,8 +113,7 @@ class Coordinator:
         self.cfg = cfg
         self.bootstrap = bootstrap
         self.name = coordinator_name(cfg)
-        cpus = int(ray.cluster_resources().get("CPU", 0))
-        count = workers or worker_count(cfg, cpus)
+        count = workers or worker_count(cfg, ray.cluster_resources())
         ranges = split_partitions(cfg.kafka.partitions, count)
         self.assignment = {f"worker-{i}": r for i, r in enumerate(ranges)}
         self.workers = {n: self._start(n, r) for n, r in self.assignment.items()}

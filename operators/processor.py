@@ -42,6 +42,7 @@ import torch
 
 from ausm_stream.errors import InvalidInputError, RecordError
 from ausm_stream.model import AUSM, StreamState
+from ausm_stream.model.tracking import results_to_host
 from ausm_stream.operators.residency import StateResidency
 from ausm_stream.operators.status import STEP_SECONDS_BUCKETS, Histogram, batch_buckets
 from ausm_stream.pipeline.geometry import Placement, mask_boxes
@@ -305,7 +306,7 @@ class StreamProcessor:
                 self._apply_prompt(state, queued.prompt, head.frame_idx)
         frames = torch.from_numpy(np.stack([h.rgb for h in heads]))
         started = time.perf_counter()
-        results = self.model.step(states, frames)
+        results = results_to_host(self.model.step(states, frames))  # one copy per field
         took = time.perf_counter() - started
         self.step_seconds += took
         self.step_latency.observe(took)

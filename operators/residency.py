@@ -137,7 +137,7 @@ class StateResidency:
         """A new or restored stream's state: resident, as the most recently used."""
         self.drop(stream_id)
         self._make_room(1, keep=())
-        self._resident[stream_id] = state
+        self._resident[stream_id] = state.to(self.device)  # restored ones come on the CPU
 
     def drop(self, stream_id: str) -> None:
         """Forget a stream's state, whichever tier holds it."""

@@ -40,6 +40,7 @@ from kafka.structs import OffsetAndMetadata
 
 from ausm_stream.errors import ConfigError, RecordError
 from ausm_stream.model import AUSM, DEFAULT_WEIGHTS, AUSMConfig
+from ausm_stream.model.device import resolve_device
 from ausm_stream.operators.checkpoint import Checkpoint, CheckpointStore, PartitionManifest
 from ausm_stream.operators.processor import StreamProcessor
 from ausm_stream.operators.recovery import CheckpointWriter, RecoveryPlan, recovery_plan
@@ -122,10 +123,11 @@ def _resolve(weights: str) -> tuple[Path, str]:
     return path, f"{path.stem}@{digest}"
 
 
-def load_model(weights: str, **runtime: object) -> tuple[AUSM, str]:
-    """The model and its version string; ``runtime`` overrides runtime config fields."""
+def load_model(weights: str, device: str = "cpu", **runtime: object) -> tuple[AUSM, str]:
+    """The model on ``device`` (``cpu``, ``cuda`` or ``auto``, :func:`resolve_device`) and
+    its version string; ``runtime`` overrides runtime config fields."""
     path, version = _resolve(weights)
-    return AUSM.from_weights(path, **runtime), version
+    return AUSM.from_weights(path, **runtime).to(resolve_device(device)), version
 
 
 def weights_info(weights: str) -> tuple[AUSMConfig, str]:
@@ -209,7 +211,11 @@ class SegmentationWorker:
         torch.set_num_threads(1)
         configure_allocator()
         self.model, self.model_version = load_model(
-            cfg.model.weights, step_lanes=cfg.worker.cpus, state_dtype=cfg.worker.state_dtype
+            cfg.model.weights,
+            cfg.worker.device,
+            step_lanes=cfg.worker.cpus,
+            state_dtype=cfg.worker.state_dtype,
+            autocast=cfg.worker.autocast,
         )
         self.store = open_store(cfg.storage)
         self.checkpoints = CheckpointStore(
@@ -834,7 +840,8 @@ def start_worker(
     coordinator: str | None = None,
     name: str | None = None,
 ) -> ray.actor.ActorHandle:
-    """A worker actor reserving ``worker.cpus`` cores, consuming ``partitions``.
+    """A worker actor reserving ``worker.cpus`` cores (and ``worker.gpus`` GPUs), consuming
+    ``partitions``.
 
     Ray restarts it after a crash (``worker.max_restarts``; unset = always) and retries its
     running ``run`` on the new process, which recovers from the checkpoints; so a pool's run
@@ -842,6 +849,7 @@ def start_worker(
     restarts = cfg.worker.max_restarts
     return SegmentationWorkerActor.options(
         num_cpus=cfg.worker.cpus,
+        num_gpus=cfg.worker.gpus,
         max_restarts=-1 if restarts is None else restarts,
         max_task_retries=-1 if restarts is None else restarts,
     ).remote(cfg, bootstrap, partitions, coordinator, name)

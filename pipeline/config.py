@@ -33,6 +33,8 @@ from ausm_stream.pipeline.geometry import Fit
 ENV_PREFIX = "AUSM_"
 LagPolicy = Literal["process_all", "skip_to_live"]
 StateDtype = Literal["float32", "float16", "bfloat16"]
+Device = Literal["auto", "cpu", "cuda"]
+Autocast = Literal["off", "bfloat16", "float16"]
 """``AUSMConfig.state_dtype``'s choices (this package does not import the model's)."""
 
 
@@ -113,9 +115,22 @@ class WorkerConfig:
     lanes, each on one torch thread (``AUSMConfig.step_lanes``). One core per worker is the
     default: lanes are threads that take turns on Python's GIL, so on a CPU a worker per core
     steps more frames than one worker with a lane per core (README, "Performance")."""
+    device: Device = "auto"
+    """Where each worker's model, stream states and tracker run. ``cuda`` needs a GPU the
+    worker can see (``gpus`` > 0: Ray hides GPUs from actors that reserve none) and is an
+    error without one; ``auto`` takes the GPU when one is visible, so with ``gpus: 0`` it is
+    the CPU. Replays reproduce a stream's bytes on the same device and build only."""
+    gpus: float = 0
+    """GPUs each worker's Ray actor reserves (Ray's ``num_gpus``): 1 in production, one
+    worker per GPU (the Helm chart sets it)."""
+    autocast: Autocast = "off"
+    """Run the network's step under ``torch.autocast`` in this dtype on CUDA (faster, less
+    memory; outputs then differ from float32's, but stay deterministic on one device and
+    build). Off by default; ignored on the CPU."""
     count: int = 0
     """Worker actors sharing the frames topic's partitions (contiguous ranges, one range
-    each). 0 = as many as fit: the Ray cluster's CPUs // ``cpus``, at most one per partition."""
+    each). 0 = as many as fit: the Ray cluster's CPUs // ``cpus`` (GPUs // ``gpus`` when
+    ``gpus`` is set), at most one per partition."""
     checkpoint_frames: int | None = None
     """Checkpoint a stream each time it completes this many frames; unset = the Parquet
     window (``parquet_frames``), when the sinks hold nothing. Fewer frames mean shorter
@@ -159,6 +174,15 @@ class WorkerConfig:
     """Streams whose latest segmented frame a worker keeps for ``GET /streams/{id}/preview.png``
     (the most recently stepped ones; a copy of one frame at the model's input size each, 48 KiB
     at 128x128). 0 keeps none."""
+
+    def __post_init__(self) -> None:
+        if self.gpus < 0:
+            raise ConfigError(f"worker.gpus must be >= 0, got {self.gpus}")
+        if self.device == "cuda" and self.gpus == 0:
+            raise ConfigError(
+                "worker.device is cuda but worker.gpus is 0: Ray shows no GPU to a worker that "
+                "reserves none; set worker.gpus (1 = one worker per GPU)"
+            )
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from ausm_stream.errors import InvalidInputError
 from ausm_stream.model.ausm import AUSM
 from ausm_stream.model.config import AUSMConfig
 from ausm_stream.model.data.sources import ClipSource, build_source
+from ausm_stream.model.device import resolve_device
 from ausm_stream.model.marker import masks_to_grid
 from ausm_stream.model.network import NetOutputs
 from ausm_stream.model.pixel_decoder import QueryPredictions
@@ -168,6 +169,7 @@ def train_step(
     videos = source.clips(it, cfg.batch_size, cfg.clip_frames)
     rng = np.random.default_rng([cfg.seed, it])
     batch = make_batch(videos, model.cfg, rng, cfg.history_noise, cfg.mask_stride)
+    batch = batch.to(model.device)
     # Drawn from its own stream so that the teacher's draws stay those of a run without it.
     if cfg.self_history and np.random.default_rng([cfg.seed, it, 1]).random() < cfg.self_history:
         batch = own_histories(model, batch, cfg.self_history_rounds)
@@ -205,10 +207,10 @@ def make_optimizer(model: AUSM, cfg: TrainConfig) -> torch.optim.AdamW:
 def save_checkpoint(
     path: Path, model: AUSM, opt: torch.optim.Optimizer, cfg: TrainConfig, iteration: int
 ) -> None:
-    tensors = {f"model/{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
+    tensors = {f"model/{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     for i, state in opt.state_dict()["state"].items():
         for key, value in state.items():
-            tensors[f"optim/{i}/{key}"] = torch.as_tensor(value).contiguous()
+            tensors[f"optim/{i}/{key}"] = torch.as_tensor(value).cpu().contiguous()
     metadata = {
         "format": CHECKPOINT_FORMAT,
         "iteration": str(iteration),
@@ -254,12 +256,16 @@ def load_initial_weights(model: AUSM, path: str) -> None:
     model.load_state_dict(load_file(path))
 
 
-def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path:
-    """Run (or continue) training; returns the path of the final weights."""
+def train(
+    cfg: TrainConfig, resume: bool = False, progress: bool = True, device: str = "cpu"
+) -> Path:
+    """Run (or continue) training on ``device`` (``cpu``, ``cuda`` or ``auto``); returns the
+    path of the final weights. A run is reproducible on one device and build; a checkpoint
+    resumes on any device."""
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
-    model = AUSM(cfg.model_config()).train()
+    model = AUSM(cfg.model_config()).train().to(resolve_device(device))
     opt = make_optimizer(model, cfg)
     source = build_source(cfg.data, model.cfg)
     ckpt = out / "checkpoint.safetensors"

@@ -66,7 +66,10 @@ def _stage_loss(
         for t, tgt in enumerate(per_frame):
             class_logits = all_class[b * len(per_frame) + t]
             mask_logits = all_masks[b * len(per_frame) + t]
-            class_targets = torch.full((class_logits.shape[0],), no_object, dtype=torch.int64)
+            device = class_logits.device
+            class_targets = torch.full(
+                (class_logits.shape[0],), no_object, dtype=torch.int64, device=device
+            )
             mask_targets = {}
             for slot, (c, m) in tgt.track.items():
                 if c >= 0:
@@ -82,7 +85,8 @@ def _stage_loss(
             for q, g in zip(rows.tolist(), cols.tolist(), strict=True):
                 class_targets[n_id + q] = tgt.det_classes[g]
                 mask_targets[n_id + q] = tgt.det_masks[g]
-            valid = torch.cat([batch.history_active[b, t], torch.ones(cfg.n_det, dtype=torch.bool)])
+            detections = torch.ones(cfg.n_det, dtype=torch.bool, device=device)
+            valid = torch.cat([batch.history_active[b, t], detections])
             cls, mask, count = frame_loss(
                 class_logits, mask_logits, valid, class_targets, mask_targets, w
             )

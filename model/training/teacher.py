@@ -17,6 +17,7 @@ is one the detection queries are trained to claim, which would teach them the op
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,6 +48,22 @@ class ClipBatch:
     mask_stride: int = 4
     """Target masks are the ground truth average-pooled by this; the loss compares them with
     mask logits upsampled to their size (see ``objective.clip_loss``)."""
+
+    def to(self, device: torch.device) -> ClipBatch:
+        """The batch on ``device``, targets included (training on a GPU; on the CPU the
+        same tensors)."""
+
+        def frame(f: FrameTargets) -> FrameTargets:
+            track = {s: (c, None if m is None else m.to(device)) for s, (c, m) in f.track.items()}
+            return FrameTargets(track, f.det_classes.to(device), f.det_masks.to(device))
+
+        return dataclasses.replace(
+            self,
+            frames=self.frames.to(device),
+            history_masks=self.history_masks.to(device),
+            history_active=self.history_active.to(device),
+            targets=[[frame(f) for f in clip] for clip in self.targets],
+        )
 
 
 MASK_STRIDES = (1, 2, 4)

@@ -8,7 +8,7 @@ from ausm_stream.operators.status import PoolStatus, StreamStatus, WorkerStatus
 from ausm_stream.pipeline.config import PipelineConfig
 
 
-def config(partitions: int = 4, **worker: int) -> PipelineConfig:
+def config(partitions: int = 4, **worker: object) -> PipelineConfig:
     return PipelineConfig.from_dict({"kafka": {"partitions": partitions}, "worker": worker})
 
 
@@ -32,18 +32,25 @@ def test_a_split_that_leaves_a_worker_idle_is_refused(workers):
 
 
 def test_worker_count_defaults_to_one_per_worker_cpus_cores_of_the_cluster():
-    assert worker_count(config(), cluster_cpus=2) == 2
-    assert worker_count(config(cpus=2), cluster_cpus=2) == 1
-    assert worker_count(config(cpus=4), cluster_cpus=2) == 1  # never none
-    assert worker_count(config(partitions=3), cluster_cpus=16) == 3  # never an idle one
-    assert worker_count(config(count=3), cluster_cpus=4) == 3
+    assert worker_count(config(), {"CPU": 2}) == 2
+    assert worker_count(config(cpus=2), {"CPU": 2}) == 1
+    assert worker_count(config(cpus=4), {"CPU": 2}) == 1  # never none
+    assert worker_count(config(partitions=3), {"CPU": 16}) == 3  # never an idle one
+    assert worker_count(config(count=3), {"CPU": 4}) == 3
+
+
+def test_gpu_workers_count_the_gpus_and_may_wait_for_autoscaled_ones():
+    gpu = {"gpus": 1.0, "device": "cuda"}
+    assert worker_count(config(**gpu), {"CPU": 32, "GPU": 3}) == 3
+    assert worker_count(config(**gpu), {"CPU": 32, "GPU": 0}) == 1  # never none
+    assert worker_count(config(count=4, **gpu), {"CPU": 2, "GPU": 1}) == 4  # nodes come up
 
 
 def test_worker_counts_that_cannot_work_are_config_errors_naming_the_key():
     with pytest.raises(ConfigError, match=r"worker\.count=5 is more than kafka\.partitions=4"):
-        worker_count(config(count=5), cluster_cpus=16)
+        worker_count(config(count=5), {"CPU": 16})
     with pytest.raises(ConfigError, match=r"worker\.count=2 x worker\.cpus=2 needs 4 CPUs"):
-        worker_count(config(count=2, cpus=2), cluster_cpus=2)
+        worker_count(config(count=2, cpus=2), {"CPU": 2})
 
 
 def test_every_stream_belongs_to_exactly_one_worker():

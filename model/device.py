@@ -1,0 +1,34 @@
+"""Which device a model runs on: ``cpu``, ``cuda`` or ``auto``, chosen explicitly.
+
+``cuda`` where none is visible is an error that says why, never a quiet fall back to the
+CPU: a worker that should hold a GPU and runs on the CPU instead would be 10-100x slower
+with nothing to show for it but lag.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from ausm_stream.errors import InvalidInputError
+
+log = logging.getLogger(__name__)
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(choice: str) -> torch.device:
+    """The device ``choice`` names (``auto``: CUDA when visible, else the CPU), logged."""
+    if choice not in DEVICES:
+        raise InvalidInputError(f"device must be one of {list(DEVICES)}, got {choice!r}")
+    visible = torch.cuda.is_available()
+    if choice == "cuda" and not visible:
+        build = "a CPU-only build of torch" if torch.version.cuda is None else "no GPU visible"
+        raise InvalidInputError(
+            f"device 'cuda' was asked for, but torch sees no CUDA device ({build}; under Ray, "
+            "a worker sees GPUs only when it reserves them: worker.gpus); use 'cpu' or 'auto'"
+        )
+    device = torch.device("cuda" if choice == "cuda" or (choice == "auto" and visible) else "cpu")
+    log.info("device: %s (asked for %s)", device, choice)
+    return device
