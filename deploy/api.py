@@ -21,7 +21,7 @@ from __future__ import annotations
 import hmac
 import io
 from importlib import resources
-from typing import Annotated
+from typing import Annotated, Literal
 
 import numpy as np
 import ray
@@ -130,8 +130,14 @@ def build_app(backend: Backend, token: str) -> FastAPI:
         return JSONResponse({"detail": str(exc)}, status_code=code)
 
     @app.get("/healthz", response_model=Health)
-    def healthz() -> JSONResponse:
-        """Whether the broker, the object store and the workers answer (no auth)."""
+    def healthz(
+        probe: Annotated[Literal["ready", "live"], Query()] = "ready",
+    ) -> JSONResponse:
+        """Whether the broker, the object store and the workers answer (no auth): 200, or
+        503 naming the part that does not. ``?probe=live`` asks only whether the API itself
+        answers (a liveness probe: a broker outage must not restart the API's pods)."""
+        if probe == "live":
+            return JSONResponse({"ok": True, "broker": "-", "store": "-", "workers": "-"})
         try:
             parts = result(backend.manager.health.remote(), timeout=10)
         except ray.exceptions.RayError as exc:

@@ -25,8 +25,8 @@ from ray import serve
 from ausm_stream.deploy.api import ControlPlaneApp
 from ausm_stream.deploy.runtime import interrupt_on_sigterm, start_runtime
 from ausm_stream.errors import ConfigError
+from ausm_stream.operators.launch import launch
 from ausm_stream.operators.pool import WorkerPool
-from ausm_stream.operators.streams import StreamManagerActor, manager_name
 from ausm_stream.pipeline.broker import free_port
 from ausm_stream.pipeline.config import PipelineConfig
 
@@ -58,21 +58,18 @@ def control_plane(cfg: PipelineConfig, log_dir: Path | None = None) -> Iterator[
     port = cfg.api.port or free_port()
     check_port_free(cfg.api.host, port)
     with start_runtime(cfg, log_dir) as rt:
-        pool = WorkerPool.start(cfg, rt.bootstrap)
-        run = pool.run()
-        manager = StreamManagerActor.options(name=manager_name(cfg)).remote(cfg, rt.bootstrap)
+        running = launch(cfg, rt.bootstrap)
         try:
-            restored = ray.get(manager.restored_streams.remote())
             serve.start(http_options={"host": cfg.api.host, "port": port})
             serve.run(ControlPlaneApp.bind(cfg, token), name=APP_NAME, route_prefix="/")
             url = f"http://{cfg.api.host}:{port}"
             log.info("control plane at %s", url)
-            yield ControlPlane(url, token, rt.bootstrap, pool, manager, restored)
+            yield ControlPlane(
+                url, token, rt.bootstrap, running.pool, running.manager, running.restored
+            )
         finally:
             serve.shutdown()
-            ray.get(manager.stop.remote())
-            pool.stop()
-            ray.get(run)
+            running.stop()
 
 
 def port_is_free(host: str, port: int) -> bool:
