@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import torch
 
@@ -17,6 +19,17 @@ def make_model(seed: int = 0, **overrides) -> AUSM:
 def make_frames(n: int, seed: int = 0, size: tuple[int, int] = (128, 128)) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.randint(0, 256, (n, *size, 3), dtype=torch.uint8, generator=g)
+
+
+def wait_for(what: str, check, timeout_s: float = 90.0):
+    """``check()``'s first truthy value, polled every 0.5 s; fails after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
 
 
 def disc_mask(size: tuple[int, int], cx: float, cy: float, r: float) -> torch.Tensor:

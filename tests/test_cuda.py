@@ -22,6 +22,7 @@ from ausm_stream.operators.processor import StreamProcessor
 from ausm_stream.operators.worker import load_model
 from ausm_stream.pipeline.records import FrameChunk
 from tests.conftest import make_frames, make_model
+from tests.model.test_scan import random_inputs
 
 pytestmark = [
     pytest.mark.cuda,
@@ -35,22 +36,10 @@ needs_kernels = pytest.mark.skipif(
 CUDA = torch.device("cuda")
 
 
-def scan_inputs(b=3, d=32, n=16, length=24, seed=0):
-    g = torch.Generator(device="cpu").manual_seed(seed)
-
-    def r(*shape):
-        return torch.randn(*shape, generator=g).to(CUDA)
-
-    return dict(
-        u=r(b, d, length),
-        delta=r(b, d, length),
-        A=-torch.exp(r(d, n)),
-        B=r(b, n, length),
-        C=r(b, n, length),
-        D=r(d),
-        z=r(b, d, length),
-        delta_bias=r(d) * 0.1,
-    )
+def scan_inputs(b=3, d=32, n=16, length=24, seed=0) -> dict[str, torch.Tensor]:
+    """The CPU scan tests' random inputs (float64 there), as float32 on the GPU."""
+    args, _ = random_inputs(b, d, n, length, seed)
+    return {k: v.float().to(CUDA) for k, v in args.items()}
 
 
 @needs_kernels

@@ -8,7 +8,6 @@ from __future__ import annotations
 import io
 import shutil
 import subprocess
-import time
 import uuid
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from ausm_stream.pipeline.config import PipelineConfig
 from ausm_stream.pipeline.dataset import read_dataset
 from ausm_stream.pipeline.storage import open_store
 from ausm_stream.pipeline.video_files import write_h264
+from tests.conftest import wait_for
 from tests.e2e import camera_chunk
 
 pytestmark = pytest.mark.slow
@@ -82,16 +82,6 @@ def get(api, path: str, **kw) -> requests.Response:
 
 def post(api, path: str, body) -> requests.Response:
     return requests.post(url(api, path), json=body, headers=AUTH, timeout=120)
-
-
-def wait_for(what: str, check, timeout_s: float = 90.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def segmented(api, sid: str) -> int:

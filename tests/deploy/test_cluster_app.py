@@ -4,7 +4,6 @@ and a restarted API replica finds the running pipeline."""
 
 from __future__ import annotations
 
-import time
 import uuid
 
 import pytest
@@ -20,19 +19,10 @@ from ausm_stream.model.data import ShapesSpec, generate_video
 from ausm_stream.pipeline.broker import free_port
 from ausm_stream.pipeline.config import PipelineConfig
 from ausm_stream.pipeline.video_files import write_h264
+from tests.conftest import wait_for
 
 TOKEN = "cluster-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-def wait_for(what: str, check, timeout_s: float = 120.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_a_cluster_needs_a_broker_shared_storage_and_a_token():
@@ -82,6 +72,7 @@ def test_the_cluster_app_runs_the_pipeline_and_outlives_its_replica(
         health = wait_for(
             "the pipeline's health",
             lambda: (r := requests.get(f"{base}/healthz", timeout=30)).ok and r,
+            timeout_s=120,
         )
         assert health.json()["ok"] and health.json()["store"] == "ok"
         live = requests.get(f"{base}/healthz?probe=live", timeout=30)
