@@ -243,3 +243,20 @@ class ControlPlaneApp:
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         return build_app(self.backend, self.token)
+
+    def check_health(self) -> None:
+        """Serve's periodic check: a replica whose stream manager or coordinator died (their
+        owner restarted, and new ones took the names) fails it, and Serve replaces it with
+        one that looks them up again. A slow answer is not a failure."""
+        try:
+            ray.get(
+                [
+                    self.backend.manager.restored_streams.remote(),
+                    self.backend.pool.coordinator.current_assignment.remote(),
+                ],
+                timeout=30,
+            )
+        except ray.exceptions.GetTimeoutError:
+            return
+        except ray.exceptions.RayActorError as exc:
+            raise RuntimeError(f"the pipeline's actors are gone: {exc}") from exc

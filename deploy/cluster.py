@@ -80,8 +80,14 @@ def start(cfg: PipelineConfig) -> ray.actor.ActorHandle:
 
 
 def app(args: dict[str, Any]) -> serve.Application:
-    """Serve's application builder: ``args`` holds ``config``, the pipeline YAML's path."""
+    """Serve's application builder. ``args``: ``config``, the pipeline YAML's path;
+    ``api_replicas``, how many API replicas (default 1); ``api_resource``, a custom Ray
+    resource each replica takes one of: the chart gives each API pod one, so that every
+    API pod holds a replica, and so a Serve proxy, and its probes find the API there."""
     cfg = PipelineConfig.load(args.get("config"))
     token = cluster_token(cfg)
     start(cfg)
-    return ControlPlaneApp.bind(cfg, token)
+    resource = args.get("api_resource")
+    actor: dict[str, Any] = {"num_cpus": 0, **({"resources": {resource: 1}} if resource else {})}
+    replicas = int(args.get("api_replicas", 1))
+    return ControlPlaneApp.options(num_replicas=replicas, ray_actor_options=actor).bind(cfg, token)

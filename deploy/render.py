@@ -85,11 +85,13 @@ def render(
     by_frame: dict[int, list[dict]] = {}
     for r in rows.to_pylist():
         by_frame.setdefault(r["frame_idx"], []).append(r)
-    matched = matched_frames(video, pts_ns)
     out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix.lower() == ".png":
-        return _sheet(list(matched), by_frame, out, sheet_frames, columns)
-    return _video(matched, by_frame, out, len(pts_ns), fps or _rate(video))
+    if out.suffix.lower() == ".png":  # only the frames the sheet shows are kept
+        every = sorted(pts_ns.items(), key=lambda kv: kv[1])
+        picks = np.linspace(0, len(every) - 1, sheet_frames).round().astype(int)
+        shown = dict(every[i] for i in sorted(set(picks.tolist())))
+        return _sheet(list(matched_frames(video, shown)), by_frame, out, columns)
+    return _video(matched_frames(video, pts_ns), by_frame, out, len(pts_ns), fps or _rate(video))
 
 
 def _rate(video: Path) -> float:
@@ -131,15 +133,12 @@ def _sheet(
     matched: list[tuple[int, np.ndarray]],
     by_frame: dict[int, list[dict]],
     out: Path,
-    count: int,
     columns: int,
 ) -> RenderReport:
     if not matched:
         raise NotFoundError(f"no frame of {out.stem!r} matched the source video's times")
-    picks = sorted(set(np.linspace(0, len(matched) - 1, count).round().astype(int).tolist()))
     tiles = []
-    for i in picks:
-        idx, rgb = matched[i]
+    for idx, rgb in matched:
         tile = paint(rgb, by_frame.get(idx, []))
         ImageDraw.Draw(tile).text((3, 3), f"frame {idx}", fill=(255, 255, 255))
         tiles.append(tile)

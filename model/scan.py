@@ -44,10 +44,10 @@ def resolve_backend(choice: str, device: torch.device, carried_state: bool = Fal
     """Pick the scan implementation explicitly and log each choice once per process.
 
     ``auto`` takes the mamba_ssm kernels for CUDA tensors when the package imports, else
-    ours; ``mamba_ssm`` demands them and fails loudly (never a silent fallback); ``torch``
-    is always ours (the reference). mamba_ssm's fused whole-sequence scan starts from a zero
-    state, so a sequence that continues a carried state (``carried_state``: chunked
-    inference) runs our scan, and says so.
+    ours; ``mamba_ssm`` demands them, and without them fails loudly; ``torch`` is always
+    ours (the reference). mamba_ssm's fused whole-sequence scan starts from a zero state, so
+    a sequence that continues a carried state (``carried_state``: chunked inference) runs our
+    scan under either choice, and the log says so.
     """
     if choice == "torch":
         backend, why = "torch", "asked for"

@@ -134,7 +134,7 @@ class _Frame:
         self.scores = 1.0 - probs[:, -1]
         self.class_probs = probs[:, :-1]
         self.labels = self.class_probs.argmax(-1)
-        self.mask_logits = mask_logits
+        self.mask_logits = mask_logits.float()  # autocast leaves them in half precision
         self.device = mask_logits.device  # the state's and the network's: every tensor's here
         # slot -> (mask, score, query whose class probabilities count as this frame's evidence)
         self.emitted: dict[int, tuple[Tensor, float, int]] = {}

@@ -33,9 +33,10 @@ from ausm_stream.pipeline.geometry import Fit
 ENV_PREFIX = "AUSM_"
 LagPolicy = Literal["process_all", "skip_to_live"]
 StateDtype = Literal["float32", "float16", "bfloat16"]
+"""``AUSMConfig.state_dtype``'s choices (this package does not import the model's)."""
 Device = Literal["auto", "cpu", "cuda"]
 Autocast = Literal["off", "bfloat16", "float16"]
-"""``AUSMConfig.state_dtype``'s choices (this package does not import the model's)."""
+"""``AUSMConfig.autocast``'s choices."""
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,15 @@
 """The mask tracks in the formats other tools read.
 
 - **YouTube-VIS results** (``results.json``): one entry per track, ``video_id``,
-  ``category_id``, ``score`` (the track's mean), ``segmentations`` (one COCO RLE per frame of
+  ``category_id`` (its class as in ``track_summary``), ``score`` (the track's mean),
+  ``segmentations`` (one COCO RLE per frame of
   the video at the source size, ``null`` where the track is not seen), plus ``track_id``
   and ``stream_id``, which evaluators ignore. ``videos.json`` beside it names the videos
   (one per stream: id, stream, first frame, length, height, width) and the categories.
 - **MOTS** text (MOTSChallenge, one file per stream): ``frame id class_id height width rle``
   per line, frames numbered from 1 (``frame_idx + 1``), masks at the source size. MOTS
-  forbids overlapping masks, so a pixel two tracks claim goes to the higher-scoring one.
+  forbids overlapping masks, so a pixel two tracks claim goes to the higher-scoring one (a
+  mask left empty by that is not written).
 - **MOT challenge** boxes (one file per stream): ``frame,id,x,y,w,h,score,-1,-1,-1``,
   frames from 1, boxes in source pixels; ground truth (``ground_truth=True``) writes
   ``frame,id,x,y,w,h,1,class_id,1`` as MOT's ``gt.txt`` does.
@@ -90,7 +92,9 @@ def mots_lines(rows: pa.Table, ids: dict[str, int]) -> Iterator[str]:
             np.array([r["score"] for r in frame], np.float32),
         )
         counts = rle.encode(masks)
-        for r, c in zip(frame, counts, strict=True):
+        for r, mask, c in zip(frame, masks, counts, strict=True):
+            if not mask.any():  # wholly under a higher-scoring mask: nothing of it is seen
+                continue
             h, w = r["source_height"], r["source_width"]
             yield f"{r['frame_idx'] + 1} {r['track_id']} {ids[r['label']]} {h} {w} {c.decode()}"
 
@@ -132,8 +136,7 @@ def youtube_vis(rows: pa.Table, video: VideoInfo, ids: dict[str, int]) -> list[d
                 "size": [video.height, video.width],
                 "counts": counts.decode(),
             }
-        labels = [r["label"] for r in track]
-        label = min(set(labels), key=lambda lab: (-labels.count(lab), lab))
+        label = max(track, key=lambda r: r["frame_idx"])["label"]  # as track_summary has it
         results.append(
             {
                 "video_id": video.id,

@@ -9,8 +9,10 @@ Views (every timestamp is UTC; the connection's time zone is UTC):
   and capture time, ``duration_s`` (last capture time less the first), the frames it was
   seen in, mean score, mean area (source pixels), whether it was prompted, and
   ``box_path``, its boxes in frame order (``frame_idx``, ``x0``, ``y0``, ``x1``, ``y1``).
-  ``label`` is the class it was most often given (ties: the first in name order).
-- ``tracks_by_class(bucket)``: a table macro, tracks by class per time bucket and stream:
+  ``label`` is the class of its last row: the tracker sums a track's class evidence over
+  its frames, so the latest label is its verdict on all of them.
+- ``tracks_by_class(bucket)``: a table macro, tracks per stream, time bucket and class (the
+  track's class, as in ``track_summary``, so each track counts once per bucket):
   ``SELECT * FROM tracks_by_class(INTERVAL 1 HOUR)``.
 
 DuckDB reads the pyarrow datasets of :func:`~.dataset.open_dataset`, registered in the
@@ -30,6 +32,7 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ausm_stream.errors import InvalidInputError, NotFoundError
 from ausm_stream.pipeline.dataset import open_dataset
@@ -41,16 +44,10 @@ VIEWS = ("tracks", "frames", "track_summary", "tracks_by_class")
 
 _SUMMARY = """
 CREATE VIEW track_summary AS
-WITH labels AS (
-    SELECT stream_id, track_id, label, count(*) AS n FROM tracks GROUP BY ALL
-), majority AS (
-    SELECT stream_id, track_id, first(label ORDER BY n DESC, label) AS label
-    FROM labels GROUP BY ALL
-)
 SELECT
     stream_id,
     track_id,
-    any_value(majority.label) AS label,
+    arg_max(label, frame_idx) AS label,
     min(frame_idx) AS first_frame,
     max(frame_idx) AS last_frame,
     min(capture_ts) AS first_seen,
@@ -62,21 +59,21 @@ SELECT
     bool_or(prompted) AS prompted,
     list({'frame_idx': frame_idx, 'x0': bbox.x0, 'y0': bbox.y0,
           'x1': bbox.x1, 'y1': bbox.y1} ORDER BY frame_idx) AS box_path
-FROM tracks JOIN majority USING (stream_id, track_id)
+FROM tracks
 GROUP BY stream_id, track_id
 """
 
 _BY_CLASS = """
 CREATE MACRO tracks_by_class(bucket) AS TABLE
 SELECT
-    stream_id,
-    time_bucket(bucket, capture_ts) AS bucket_start,
-    label,
-    count(DISTINCT track_id) AS tracks,
+    t.stream_id,
+    time_bucket(bucket, t.capture_ts) AS bucket_start,
+    s.label,
+    count(DISTINCT t.track_id) AS tracks,
     count(*) AS detections
-FROM tracks
+FROM tracks t JOIN track_summary s USING (stream_id, track_id)
 GROUP BY ALL
-ORDER BY stream_id, bucket_start, label
+ORDER BY t.stream_id, bucket_start, s.label
 """
 
 
@@ -137,13 +134,14 @@ class TrackDataset:
         class_pairs: Sequence[str] = (),
         ground_truth: bool = False,
     ) -> ExportReport:
-        """Write the tracks of ``streams`` (default: all), optionally filtered by a SQL
-        condition on the ``tracks`` view (``where``, e.g. ``date = '2026-12-04'``), in
-        ``fmt`` (:mod:`.exports`) under ``out``. A stream's video spans the frames its
-        ``frames`` rows cover under the same condition."""
+        """Write the tracks of ``streams`` (default: every stream with tracks), optionally
+        filtered by a SQL condition on the ``tracks`` view (``where``, e.g. ``date =
+        '2026-12-04' AND label = 'circle'``), in ``fmt`` (:mod:`.exports`) under ``out``. A
+        stream's video (YouTube-VIS) spans the frames from its first selected row to its
+        last."""
         cond = f" AND ({where})" if where else ""
         if streams is None:
-            found = self.query(f"SELECT DISTINCT stream_id FROM frames WHERE true{cond}")
+            found = self.query(f"SELECT DISTINCT stream_id FROM tracks WHERE true{cond}")
             streams = sorted(found.column("stream_id").to_pylist())
         labels = self.query(
             f"SELECT DISTINCT label FROM tracks WHERE list_contains(?, stream_id){cond}",
@@ -154,19 +152,12 @@ class TrackDataset:
         def videos() -> Iterator[tuple[VideoInfo, pa.Table]]:
             for number, sid in enumerate(streams, start=1):
                 rows = self.query(f"SELECT * FROM tracks WHERE stream_id = ?{cond}", [sid])
-                span = self.query(
-                    f"SELECT min(frame_idx) AS a, max(frame_idx) AS b FROM frames "
-                    f"WHERE stream_id = ?{cond}",
-                    [sid],
-                ).to_pylist()[0]
-                if span["a"] is None:
-                    raise NotFoundError(f"stream {sid!r} has no frames in the dataset{cond}")
-                h, w = (
-                    (rows["source_height"][0].as_py(), rows["source_width"][0].as_py())
-                    if rows.num_rows
-                    else (0, 0)
-                )
-                yield VideoInfo(number, sid, span["a"], span["b"] - span["a"] + 1, h, w), rows
+                if rows.num_rows == 0:
+                    raise NotFoundError(f"stream {sid!r} has no track rows in the dataset{cond}")
+                frames = pc.min_max(rows["frame_idx"]).as_py()
+                first, length = frames["min"], frames["max"] - frames["min"] + 1
+                h, w = rows["source_height"][0].as_py(), rows["source_width"][0].as_py()
+                yield VideoInfo(number, sid, first, length, h, w), rows
 
         return write_export(videos(), fmt, out, ids, ground_truth)
 

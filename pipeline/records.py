@@ -58,6 +58,12 @@ FRAMES_SCHEMA = pa.schema(
     ]
 )
 
+FRAMES_SCHEMA_NO_CONTENT = pa.schema(
+    [f for f in FRAMES_SCHEMA if not f.name.startswith("content_")]
+)
+"""Frame chunks of producers from before letterboxing (no content box): read as frames
+that fill the input, so records still in the topic after an upgrade are not lost."""
+
 PROMPT_SCHEMA = pa.schema(
     [
         ("stream_id", pa.utf8()),
@@ -201,10 +207,15 @@ def encode(record: Record) -> tuple[bytes, str]:
 
 # -- decoding ------------------------------------------------------------------------------
 def from_ipc(
-    value: bytes, schema: pa.Schema, kind: str, nullable: Collection[str] | None = None
+    value: bytes,
+    schema: pa.Schema | tuple[pa.Schema, ...],
+    kind: str,
+    nullable: Collection[str] | None = None,
 ) -> pa.RecordBatch:
-    """The one record batch of an Arrow IPC message, checked against ``schema``; only the
-    ``nullable`` columns (default: the kind's, :data:`NULLABLE`) may hold nulls."""
+    """The one record batch of an Arrow IPC message, checked against ``schema`` (or one of
+    several); only the ``nullable`` columns (default: the kind's, :data:`NULLABLE`) may
+    hold nulls."""
+    schemas = schema if isinstance(schema, tuple) else (schema,)
     nullable = NULLABLE.get(kind, set()) if nullable is None else nullable
     try:
         reader = pa.ipc.open_stream(pa.py_buffer(value))
@@ -214,7 +225,7 @@ def from_ipc(
     if len(batches) != 1:
         raise RecordError(f"{kind} record must hold one record batch, found {len(batches)}")
     batch = batches[0]
-    if not batch.schema.equals(schema):
+    if not any(batch.schema.equals(s) for s in schemas):
         raise RecordError(f"{kind} record schema does not match: got {batch.schema}")
     if batch.num_rows == 0:
         raise RecordError(f"{kind} record is empty")
@@ -239,7 +250,7 @@ def _single_stream(batch: pa.RecordBatch, kind: str, key: str | None) -> str:
 def decode_frames(
     value: bytes, key: str | None = None, expect_size: tuple[int, int] | None = None
 ) -> FrameChunk:
-    batch = from_ipc(value, FRAMES_SCHEMA, "frames")
+    batch = from_ipc(value, (FRAMES_SCHEMA, FRAMES_SCHEMA_NO_CONTENT), "frames")
     stream_id = _single_stream(batch, "frames", key)
     idx = batch.column("frame_idx").to_numpy()
     if idx.size and (idx[0] < 0 or np.any(np.diff(idx) != 1)):
@@ -269,12 +280,14 @@ def decode_frames(
     src_w = int(batch.column("source_width")[0].as_py())
     if src_h <= 0 or src_w <= 0:
         raise RecordError(f"frames of {stream_id!r}: bad source size {src_h}x{src_w}")
-    content = []
-    for name in ("content_top", "content_left", "content_height", "content_width"):
+    content = [0, 0, h, w]  # a chunk without a content box fills the input
+    for i, name in enumerate(("content_top", "content_left", "content_height", "content_width")):
+        if name not in batch.schema.names:
+            continue
         values = set(batch.column(name).to_pylist())
         if len(values) != 1:
             raise RecordError(f"frames of {stream_id!r}: one chunk must have one {name}")
-        content.append(int(values.pop()))
+        content[i] = int(values.pop())
     try:
         placement = Placement((src_h, src_w), (h, w), *content)
     except InvalidInputError as exc:

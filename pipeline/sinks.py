@@ -140,7 +140,7 @@ class KafkaTrackSink(WindowedSink):
     the last checkpoint again, with the same bytes. Every message carries headers that
     identify it (``ausm-stream``, ``ausm-first-frame``, ``ausm-last-frame``,
     ``ausm-model-version``), by which a consumer drops the repeats
-    (:func:`~ausm_stream.pipeline.records.track_message_id`).
+    (:func:`~ausm_stream.pipeline.tracks.track_message_id`).
 
     Why windows: kafka-python spends 0.2-0.3 ms of Python per send (measured), holding the
     GIL the model's lanes need; one message per input chunk cuts that per frame to 85 us,

@@ -36,9 +36,25 @@ def test_a_cluster_needs_a_broker_shared_storage_and_a_token():
         cluster_token(PipelineConfig.from_dict({"kafka": kafka, "storage": s3}))
 
 
+@pytest.fixture(scope="module")
+def ray_with_api_pods():
+    """A local Ray whose node offers what the chart's API pods do: the "ausm_api" resource
+    that each API replica takes one of (two pods' worth)."""
+    ray.init(
+        num_cpus=2,
+        resources={"ausm_api": 2},
+        _node_ip_address="127.0.0.1",
+        include_dashboard=False,
+        log_to_driver=False,
+        configure_logging=False,
+    )
+    yield
+    ray.shutdown()
+
+
 @pytest.mark.slow
 def test_the_cluster_app_runs_the_pipeline_and_outlives_its_replica(
-    tmp_path, broker, s3_endpoint, ray_session, monkeypatch
+    tmp_path, broker, s3_endpoint, ray_with_api_pods, monkeypatch
 ):
     bucket = f"cluster-{uuid.uuid4().hex[:8]}"
     Minio(s3_endpoint.removeprefix("http://"), "test", "test-secret", secure=False).make_bucket(
@@ -68,7 +84,8 @@ def test_the_cluster_app_runs_the_pipeline_and_outlives_its_replica(
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     base = f"http://127.0.0.1:{port}"
     try:
-        serve.run(app({"config": str(config)}), name="ausm-stream", route_prefix="/")
+        args = {"config": str(config), "api_replicas": 2, "api_resource": "ausm_api"}
+        serve.run(app(args), name="ausm-stream", route_prefix="/")
         health = wait_for(
             "the pipeline's health",
             lambda: (r := requests.get(f"{base}/healthz", timeout=30)).ok and r,
@@ -91,11 +108,13 @@ def test_the_cluster_app_runs_the_pipeline_and_outlives_its_replica(
         pipeline = ray.get_actor(pipeline_name(PipelineConfig.load(config)))
 
         # An API replica that dies is replaced; the pipeline it found is the same one.
-        replica = next(
+        replicas = [
             a
             for a in ray.util.list_named_actors(all_namespaces=True)
             if "ControlPlaneApp" in a["name"]
-        )
+        ]
+        assert len(replicas) == 2  # one per API pod's resource
+        replica = replicas[0]
         ray.kill(ray.get_actor(replica["name"], namespace=replica["namespace"]))
         wait_for(
             "a new replica",
@@ -103,7 +122,7 @@ def test_the_cluster_app_runs_the_pipeline_and_outlives_its_replica(
         )
         listed = requests.get(f"{base}/streams", headers=AUTH, timeout=30).json()
         assert [s["id"] for s in listed] == ["cam-1"]
-        serve.run(app({"config": str(config)}), name="ausm-stream", route_prefix="/")
+        serve.run(app(args), name="ausm-stream", route_prefix="/")
         again = ray.get_actor(pipeline_name(PipelineConfig.load(config)))
         assert again._actor_id == pipeline._actor_id  # redeployed: not a second pipeline
     finally:

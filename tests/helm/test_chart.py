@@ -7,6 +7,7 @@ refused with a message naming them."""
 from __future__ import annotations
 
 import importlib
+import json
 from pathlib import Path
 
 import helm_python
@@ -52,12 +53,26 @@ def test_every_rendered_resource_is_valid_kubernetes(values):
         pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}}
         pod["spec"] = group["template"]["spec"]
         kubernetes_validate.validate(pod, KUBERNETES, strict=True)
-    # the API Service selects the pods that serve it: the GPU workers, with their probes
-    worker = cluster["workerGroupSpecs"][0]["template"]
-    assert docs["Service"]["spec"]["selector"].items() <= worker["metadata"]["labels"].items()
-    container = worker["spec"]["containers"][0]
+    # the API Service selects the pods that serve it, the API group, which carry the probes;
+    # the head keeps KubeRay's probes (the API is deployed only once the head is ready)
+    groups = {g["groupName"]: g for g in cluster["workerGroupSpecs"]}
+    selector = docs["Service"]["spec"]["selector"].items()
+    api = groups["api"]["template"]
+    assert selector <= api["metadata"]["labels"].items()
+    for other in (groups["gpu"]["template"], cluster["headGroupSpec"]["template"]):
+        assert not selector <= other["metadata"]["labels"].items()
+        assert "readinessProbe" not in other["spec"]["containers"][0]
+    container = api["spec"]["containers"][0]
     assert container["readinessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz?probe=live"
+    assert container["startupProbe"]["httpGet"]["path"] == "/healthz?probe=live"
+    # one API replica per API pod: each pod offers one unit of the resource a replica takes
+    offered = json.loads(json.loads(groups["api"]["rayStartParams"]["resources"]))
+    args = yaml.safe_load(docs["RayService"]["spec"]["serveConfigV2"])["applications"][0]["args"]
+    assert offered == {args["api_resource"]: 1}
+    assert args["api_replicas"] == groups["api"]["replicas"] == groups["api"]["maxReplicas"]
+    # one cluster at a time: a second one would run a second pipeline on the same topic
+    assert docs["RayService"]["spec"]["upgradeStrategy"] == {"type": "None"}
 
 
 def test_the_pipeline_and_serve_configs_load_as_the_code_loads_them():
@@ -82,7 +97,11 @@ def test_the_pipeline_and_serve_configs_load_as_the_code_loads_them():
 
 def test_gpus_replicas_and_monitoring_follow_the_values():
     docs = render(GPU_EXAMPLE)
-    group = docs["RayService"]["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]
+    (group,) = [
+        g
+        for g in docs["RayService"]["spec"]["rayClusterConfig"]["workerGroupSpecs"]
+        if g["groupName"] == "gpu"
+    ]
     assert (group["replicas"], group["minReplicas"], group["maxReplicas"]) == (4, 4, 16)
     limits = group["template"]["spec"]["containers"][0]["resources"]["limits"]
     assert limits["nvidia.com/gpu"] == 1 and group["rayStartParams"]["num-gpus"] == "1"
@@ -110,6 +129,10 @@ def test_gpus_replicas_and_monitoring_follow_the_values():
         (
             {"gpuWorkers": {"minReplicas": 5, "maxReplicas": 2}},
             "gpuWorkers.minReplicas=5 is more than gpuWorkers.maxReplicas=2",
+        ),
+        (
+            {"pipeline": {"workers": 6}, "gpuWorkers": {"maxReplicas": 4}},
+            "needs 6 GPUs, more than gpuWorkers.maxReplicas=4",
         ),
     ],
 )

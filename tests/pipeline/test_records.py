@@ -79,5 +79,9 @@ def test_semantic_checks():
     off = batch.set_column(top, "content_top", pa.array([1] * 3, pa.int32()))
     with pytest.raises(RecordError, match=r"content box top=1 .* does not fit"):
         records.decode("frames", records.to_ipc(off), "cam-1")
+    # a chunk from a producer that predates the content box fills the input
+    legacy = batch.drop_columns(["content_top", "content_left", "content_height", "content_width"])
+    old = records.decode("frames", records.to_ipc(legacy), "cam-1")
+    assert old.content == (0, 0, 16, 24) and np.array_equal(old.frames, chunk().frames)
     with pytest.raises(RecordError, match="schema does not match"):
         records.decode("prompt", value, "cam-1")
