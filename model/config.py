@@ -34,6 +34,8 @@ RUNTIME_FIELDS = frozenset(
         "prompted_max_missing",
         "reid_distance",
         "reid_threshold",
+        "prompted_handover",
+        "prompted_jump_gate",
         "scan_backend",
         "scan_chunk",
         "batch_cells",
@@ -108,6 +110,14 @@ class AUSMConfig:
     reid_threshold: float = 0.1
     """A detection scoring above this, though not above ``fg_threshold``, may continue a lost
     track (as above) but never starts one (ByteTrack's low-score association)."""
+    prompted_handover: bool = True
+    """A prompted object whose track lost it, found again by a new unprompted track of its
+    class, takes that track over: the track continues under the prompted object's track id
+    and object id (``tracking._hand_over_prompted``). The taken track's own id ends there."""
+    prompted_jump_gate: float = 0.5
+    """A prompted track whose mask centre moves more than this many of its last box sizes
+    (the longer side) in one frame has jumped onto a neighbour: it is unseen at that frame
+    instead (``tracking._jumped``). 0 turns this off."""
     scan_backend: ScanBackend = "auto"
     """``auto``: mamba_ssm kernels on CUDA when importable, else pure PyTorch."""
     scan_chunk: int = 64
@@ -191,6 +201,7 @@ class AUSMConfig:
         _require(self.prompted_max_missing >= 0, "prompted_max_missing", "must be >= 0")
         _require(self.reid_distance >= 0, "reid_distance", "must be >= 0")
         _require(0.0 < self.reid_threshold < 1.0, "reid_threshold", "must lie in (0, 1)")
+        _require(self.prompted_jump_gate >= 0, "prompted_jump_gate", "must be >= 0")
         _require(
             self.state_dtype in typing.get_args(StateDtype),
             "state_dtype",

@@ -178,6 +178,7 @@ def _update_tracks(f: _Frame) -> None:
     masks = upsample_masks(f.mask_logits[slots], cfg.image_size)
     seen = (f.scores[slots] > cfg.track_threshold) & masks.flatten(1).any(1)
     seen &= ~_duplicates(s, masks, seen, cfg.dedup_iou)
+    seen &= ~_jumped(cfg, s, slots, masks)
     for slot, mask, visible in zip(slots, masks, seen.tolist(), strict=True):
         score = float(f.scores[slot])
         if visible:
@@ -191,6 +192,37 @@ def _update_tracks(f: _Frame) -> None:
             limit = cfg.prompted_max_missing if prompted else cfg.max_missing
             if int(s.slot_missing[slot]) > limit:
                 f.retire(slot)
+
+
+def _centres(boxes: Tensor) -> Tensor:
+    return (boxes[:, :2] + boxes[:, 2:]) / 2
+
+
+def _jumped(cfg: AUSMConfig, s: StreamState, slots: list[int], masks: Tensor) -> Tensor:
+    """Prompted tracks seen at the frame before whose mask centre moved more than
+    ``prompted_jump_gate`` of their last box size since: no object here moves that fast
+    (a few pixels a frame), so the ID query has jumped onto a neighbour at a crossing. Such a
+    track is unseen at this frame rather than shown on the wrong object, which would also
+    feed the neighbour's mask back as its history and keep it there; the object is found
+    again by its own query or by a detection (``prompted_handover``). Unprompted tracks are
+    not gated: there a hidden track costs a duplicate (measured: AP fell) and nobody asked
+    for that identity. (k,) bool over ``slots``."""
+    jumped = torch.zeros(len(slots), dtype=torch.bool, device=masks.device)
+    if cfg.prompted_jump_gate <= 0 or not slots:
+        return jumped
+    idx = torch.tensor(slots, device=masks.device)
+    last = s.slot_box[idx]
+    gated = (
+        (s.slot_object_id[idx] >= 0)
+        & (s.slot_missing[idx] == 0)
+        & (last[:, 2:] > last[:, :2]).all(1)
+        & masks.flatten(1).any(1)
+    )
+    if not bool(gated.any()):
+        return jumped
+    shift = (_centres(mask_boxes(masks)) - _centres(last)).norm(dim=1)
+    size = (last[:, 2:] - last[:, :2]).amax(1)
+    return gated & (shift > cfg.prompted_jump_gate * size)
 
 
 def _duplicates(s: StreamState, masks: Tensor, seen: Tensor, max_iou: float) -> Tensor:
@@ -340,10 +372,8 @@ def _lost_track(f: _Frame, mask: Tensor, label: int, confident: bool) -> int | N
     ]
     if not lost:
         return None
-    box = mask_boxes(mask[None])[0]
-    centre = (box[:2] + box[2:]) / 2
     last = s.slot_box[lost]
-    dist = ((last[:, :2] + last[:, 2:]) / 2 - centre).norm(dim=1)
+    dist = (_centres(last) - _centres(mask_boxes(mask[None]))).norm(dim=1)
     reach = cfg.reid_distance * (last[:, 2:] - last[:, :2]).amax(dim=1)
     best = int(torch.argmin(dist))
     if float(dist[best]) <= float(reach[best]):
@@ -358,6 +388,50 @@ def _lost_track(f: _Frame, mask: Tensor, label: int, confident: bool) -> int | N
     return lost[min(gone, key=lambda i: (float(dist[i]), lost[i]))] if gone else None
 
 
+def _hand_over_prompted(f: _Frame) -> None:
+    """A prompted object whose track lost it is often found again by a detection that starts
+    an unprompted track, one frame or many later (its own ID query stays lost, or is held on a
+    bad mask until it is retired from view). Such a young unprompted track of the prompted
+    track's class, near where it was last seen (``reid_distance``), or anywhere once it has
+    been away longer than ``max_missing``, is taken over: it carries the prompted object's
+    track id and object id from this frame on, and the prompted track's old slot returns to
+    the pool. Young: seen for no more frames than the prompted track has been unseen (its
+    summed class evidence, at most one per visible frame, measures that without a counter),
+    so an unprompted track that was there before the object was lost is never taken. The
+    nearest such track to where the object was last seen wins, wherever it is: in a stream
+    whose objects the user prompted, a new track of a lost object's class is most often that
+    object (measured on 240-frame videos: the model card, "Long streams")."""
+    cfg, s = f.cfg, f.state
+    lost = [
+        i
+        for i in s.slot_active.nonzero().flatten().tolist()
+        if i not in f.emitted and int(s.slot_object_id[i]) >= 0
+    ]
+    if not lost:
+        return
+    # The longest-lost first: it has the least chance of its own query finding it again.
+    for p in sorted(lost, key=lambda i: (-int(s.slot_missing[i]), i)):
+        label = int(s.slot_class_evidence[p].argmax())
+        missing = int(s.slot_missing[p])
+        young = [
+            c
+            for c in sorted(f.emitted)
+            if int(s.slot_object_id[c]) < 0
+            and float(s.slot_class_evidence[c].sum()) <= missing
+            and int(f.labels[f.emitted[c][2]]) == label
+        ]
+        if not young:
+            continue
+        boxes = mask_boxes(torch.stack([f.emitted[c][0] for c in young]))
+        last = s.slot_box[p]
+        dist = (_centres(boxes) - _centres(last[None])).norm(dim=1)
+        c = young[int(torch.argmin(dist))]
+        s.slot_track_id[c] = s.slot_track_id[p]
+        s.slot_object_id[c] = s.slot_object_id[p]
+        s.slot_class_evidence[c] += s.slot_class_evidence[p]
+        f.retire(p)
+
+
 def update_stream(
     cfg: AUSMConfig, state: StreamState, class_logits: Tensor, mask_logits: Tensor
 ) -> StepResult:
@@ -366,6 +440,8 @@ def update_stream(
     _update_tracks(f)
     prompt_masks = _apply_prompts(f)
     _add_detections(f, prompt_masks)
+    if cfg.prompted_handover:
+        _hand_over_prompted(f)
 
     slots, masks = f.visible_masks()
     grid = torch.zeros_like(state.slot_masks)

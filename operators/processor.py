@@ -45,7 +45,7 @@ from ausm_stream.model import AUSM, StreamState
 from ausm_stream.model.tracking import results_to_host
 from ausm_stream.operators.residency import StateResidency
 from ausm_stream.operators.status import STEP_SECONDS_BUCKETS, Histogram, batch_buckets
-from ausm_stream.pipeline.geometry import Placement, mask_boxes
+from ausm_stream.pipeline.geometry import Placement
 from ausm_stream.pipeline.records import ControlRecord, FrameChunk, PromptRecord, Record
 from ausm_stream.pipeline.tracks import FrameTracks
 
@@ -328,7 +328,6 @@ class StreamProcessor:
                     labels=[names[i] for i in r.labels.numpy()[seen].tolist()],
                     scores=r.scores.numpy()[seen],
                     masks=masks[seen],
-                    boxes=mask_boxes(masks[seen]),
                     prompt_object_ids=r.prompt_object_ids.numpy()[seen],
                     image=place.crop(head.rgb[None])[0],
                 )

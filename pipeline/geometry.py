@@ -148,12 +148,3 @@ class Placement:
                 f"the {self.model[0]}x{self.model[1]} model input"
             )
         return planes[:, self.top : self.top + self.height, self.left : self.left + self.width]
-
-
-def mask_boxes(masks: np.ndarray) -> np.ndarray:
-    """x0, y0, x1, y1 (pixel edges) of non-empty bool masks (k, h, w) -> (k, 4) float32."""
-    rows, cols = masks.any(2), masks.any(1)
-    y0, x0 = rows.argmax(1), cols.argmax(1)
-    y1 = rows.shape[1] - rows[:, ::-1].argmax(1)
-    x1 = cols.shape[1] - cols[:, ::-1].argmax(1)
-    return np.stack([x0, y0, x1, y1], axis=1).astype(np.float32)

@@ -122,7 +122,6 @@ class FrameTracks:
     masks: np.ndarray
     """(K, h, w) bool: the model's masks cut to the frame's content box (the letterbox bands
     dropped, :meth:`~.geometry.Placement.crop`), so ``(h, w)`` maps onto the source frame."""
-    boxes: np.ndarray  # (K, 4) float32: x0, y0, x1, y1 of the masks, in mask pixels
     prompt_object_ids: np.ndarray  # (K,) int64, -1 = not prompted
     skipped: bool = False
     """The frame was skipped to catch up (``worker.lag_policy: skip_to_live``): no tracks."""
@@ -153,24 +152,22 @@ class FrameTracks:
             labels=[],
             scores=np.zeros(0, np.float32),
             masks=np.zeros((0, *mask_size), bool),
-            boxes=np.zeros((0, 4), np.float32),
             prompt_object_ids=np.zeros(0, np.int64),
             skipped=True,
         )
 
 
 def encode_tracks(frames: list[FrameTracks], model_version: str) -> pa.RecordBatch:
-    """One row per (frame, track); boxes and areas are scaled to source pixels."""
+    """One row per (frame, track); boxes and areas in source pixels, those of the mask that
+    :func:`source_masks` decodes (exact at any scale, whole or not)."""
     cols: dict[str, list] = {name: [] for name in TRACKS_SCHEMA.names}
     for f in frames:
         k = len(f.track_ids)
         if k == 0:
             continue
         mh, mw = f.masks.shape[1:]
-        sy, sx = f.source_height / mh, f.source_width / mw
         counts = rle.encode(f.masks)
-        areas = f.masks.reshape(k, -1).sum(1)
-        scaled = f.boxes * np.array([sx, sy, sx, sy])
+        areas, scaled = source_extent(f.masks, f.source_height, f.source_width)
         for i in range(k):
             box = dict(zip(("x0", "y0", "x1", "y1"), scaled[i].tolist(), strict=True))
             obj = int(f.prompt_object_ids[i])
@@ -183,7 +180,7 @@ def encode_tracks(frames: list[FrameTracks], model_version: str) -> pa.RecordBat
                 "label": f.labels[i],
                 "score": float(f.scores[i]),
                 "bbox": box,
-                "area": round(float(areas[i]) * sx * sy),
+                "area": int(areas[i]),
                 "mask_rle": counts[i],
                 "mask_height": mh,
                 "mask_width": mw,
@@ -238,14 +235,39 @@ MASK_COLUMNS = [
 """The columns :func:`source_masks` reads."""
 
 
+def _cells(pixels: int, cells: int) -> np.ndarray:
+    """The mask cell under each of ``pixels`` source pixels along one axis: the cell under the
+    pixel's centre, ``floor((i + 0.5) * cells / pixels)``."""
+    return np.minimum(((np.arange(pixels) + 0.5) * cells / pixels).astype(np.int64), cells - 1)
+
+
 def scale_mask(mask: np.ndarray, height: int, width: int) -> np.ndarray:
     """A (h, w) mask at (height, width), nearest cell: pixel (y, x) takes the cell under its
-    centre, ``floor((y + 0.5) * h / height)``, and likewise for x. Every output pixel is
-    covered by exactly one mask cell, so masks of different tracks never gain overlap."""
+    centre (:func:`_cells`). Every output pixel is covered by exactly one mask cell, so masks
+    of different tracks never gain overlap."""
     h, w = mask.shape
-    ys = np.minimum(((np.arange(height) + 0.5) * h / height).astype(np.int64), h - 1)
-    xs = np.minimum(((np.arange(width) + 0.5) * w / width).astype(np.int64), w - 1)
-    return mask[ys[:, None], xs[None, :]]
+    return mask[_cells(height, h)[:, None], _cells(width, w)[None, :]]
+
+
+def source_extent(masks: np.ndarray, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Areas (k,) int64 and boxes (k, 4) float32 (x0, y0, x1, y1 pixel edges) of masks
+    (k, h, w) once scaled to (height, width) by :func:`scale_mask`, without scaling them: a
+    cell counts as many source pixels as map to it, on each axis. An empty mask gets area 0
+    and a zero box."""
+    k, h, w = masks.shape
+    ys, xs = _cells(height, h), _cells(width, w)
+    per_row, per_col = np.bincount(ys, minlength=h), np.bincount(xs, minlength=w)
+    areas = np.einsum("khw,h,w->k", masks.astype(np.int64), per_row, per_col)
+    rows, cols = masks.any(2)[:, ys], masks.any(1)[:, xs]  # (k, height), (k, width)
+
+    def first_last(hits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        n = hits.shape[1]
+        return hits.argmax(1), n - hits[:, ::-1].argmax(1)
+
+    (y0, y1), (x0, x1) = first_last(rows), first_last(cols)
+    boxes = np.stack([x0, y0, x1, y1], axis=1).astype(np.float32)
+    boxes[areas == 0] = 0
+    return areas, boxes
 
 
 def source_masks(rows: pa.Table | pa.RecordBatch | list[dict]) -> tuple[np.ndarray, np.ndarray]:

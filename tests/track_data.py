@@ -14,7 +14,6 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from ausm_stream.pipeline.geometry import mask_boxes
 from ausm_stream.pipeline.sinks import ParquetSink, TrackSinks
 from ausm_stream.pipeline.storage import ObjectStore
 from ausm_stream.pipeline.tracks import FrameTracks
@@ -57,7 +56,6 @@ def frame_tracks(
         labels,
         rng.uniform(0.5, 1.0, tracks).astype(np.float32),
         m,
-        mask_boxes(m),
         np.where(np.array(ids) == 1, 0, -1),  # track 1 was prompted (object 0)
     )
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from ausm_stream.model import AUSMConfig
@@ -232,3 +234,45 @@ def test_prompted_tracks_can_be_retired_like_others():
     assert not bool(s.slot_active.any())
     r = update_stream(cfg, s, *outputs({det(1): (24, 24)}))
     assert r.prompt_object_ids.tolist() == [-1] and r.track_ids.tolist() == [2]
+
+
+def test_a_prompted_track_that_jumps_onto_a_neighbour_is_unseen_there():
+    """An ID query that leaps a box size in one frame has jumped onto another object."""
+    for gate, shown in [(0.5, []), (0.0, [42])]:
+        cfg = dataclasses.replace(CFG, prompted_jump_gate=gate)
+        s = fresh_state()
+        prompt(s, 42, 2, 2)
+        update_stream(cfg, s, *outputs({det(0): (2, 2)}))
+        slot = int(s.slot_active.nonzero()[0])
+        assert update_stream(cfg, s, *outputs({slot: (3, 3)})).prompt_object_ids.tolist() == [42]
+        jumped = update_stream(cfg, s, *outputs({slot: (20, 20)}))
+        assert jumped.prompt_object_ids.tolist() == shown, gate
+
+
+def test_a_lost_prompted_object_takes_over_the_young_track_that_found_it():
+    for handover, ids, objects in [(True, [1], [42]), (False, [2], [-1])]:
+        cfg = dataclasses.replace(CFG, prompted_handover=handover)
+        s = fresh_state()
+        prompt(s, 42, 2, 2)
+        update_stream(cfg, s, *outputs({det(0): (2, 2)}))
+        # Lost; a frame later a detection far from where it was seen (out of re-id reach)
+        # starts a track, which the prompted object takes over while its own query is lost.
+        update_stream(cfg, s, *outputs({}))
+        r = update_stream(cfg, s, *outputs({det(1): (20, 20)}))
+        assert r.track_ids.tolist() == ids and r.prompt_object_ids.tolist() == objects
+        young = int(s.slot_track_id.tolist().index(ids[0]))
+        r = update_stream(cfg, s, *outputs({young: (21, 21)}))
+        assert r.track_ids.tolist() == ids and r.prompt_object_ids.tolist() == objects
+        # without the hand-over both tracks go on; with it the prompted one's old slot is free
+        assert s.active_track_ids == ([1] if handover else [1, 2])
+
+
+def test_a_track_older_than_the_loss_is_never_taken_over():
+    s = fresh_state()
+    prompt(s, 42, 2, 2)
+    update_stream(CFG, s, *outputs({det(0): (2, 2), det(1): (20, 20)}))
+    mine, other = (int((s.slot_track_id == t).nonzero()[0]) for t in (1, 2))
+    for _ in range(3):  # both seen for a while
+        update_stream(CFG, s, *outputs({mine: (2, 2), other: (20, 20)}))
+    r = update_stream(CFG, s, *outputs({other: (20, 20)}))  # the prompted object is lost
+    assert r.track_ids.tolist() == [2] and r.prompt_object_ids.tolist() == [-1]

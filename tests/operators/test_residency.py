@@ -48,7 +48,6 @@ def run(model, **residency) -> tuple[list[tuple], dict[str, bytes], StreamProces
                 f.track_ids.tobytes(),
                 f.scores.tobytes(),
                 f.masks.tobytes(),
-                f.boxes.tobytes(),
             )
         )
 

@@ -15,7 +15,7 @@ from ausm_stream.model.data.synthetic import ShapesSpec, generate_video
 from ausm_stream.operators.processor import StreamProcessor
 from ausm_stream.operators.worker import load_model
 from ausm_stream.pipeline.exports import class_ids, exclusive, read_youtube_vis
-from ausm_stream.pipeline.geometry import Placement, mask_boxes
+from ausm_stream.pipeline.geometry import Placement
 from ausm_stream.pipeline.query import TrackDataset
 from ausm_stream.pipeline.records import FrameChunk
 from ausm_stream.pipeline.sinks import ParquetSink, TrackSinks
@@ -60,7 +60,6 @@ def stores(tmp_path_factory) -> tuple[FileStore, FileStore, dict[str, int]]:
                     [video.class_names[c] for c in video.classes[seen]],
                     np.ones(len(masks), np.float32),
                     masks,
-                    mask_boxes(masks),
                     np.full(len(masks), -1),
                 )
             )

@@ -158,8 +158,10 @@ def test_bad_sql_says_why(local):
         data.query("SELECT no_such_column FROM tracks")
 
 
-def test_the_same_on_s3(local, s3_endpoint):
+def test_the_same_on_s3(local, s3_endpoint, monkeypatch, capsys):
     from minio import Minio
+
+    from ausm_stream.deploy.cli import main
 
     cfg = s3_storage(s3_endpoint, f"query-{uuid.uuid4().hex[:8]}")
     Minio(s3_endpoint.removeprefix("http://"), "test", "test-secret", secure=False).make_bucket(
@@ -173,6 +175,28 @@ def test_the_same_on_s3(local, s3_endpoint):
         assert b.query(
             "SELECT count(*) AS n FROM tracks WHERE stream_id = 'cam-1' AND date = '2026-12-03'"
         ).column("n").to_pylist() == [48 * 3]
+        local_masks, s3_masks = a.track_masks("cam-2", 3), b.track_masks("cam-2", 3)
+    assert np.array_equal(s3_masks.masks, local_masks.masks) and s3_masks.masks.any()
+    assert s3_masks.masks.shape[1:] == SOURCE
+
+    # The command line on S3 (credentials from the environment, as in a deployment).
+    for key, value in [("endpoint", s3_endpoint), ("access_key", "test")]:
+        monkeypatch.setenv(f"AUSM_STORAGE__{key.upper()}", value)
+    monkeypatch.setenv("AUSM_STORAGE__SECRET_KEY", "test-secret")
+    count = "SELECT count(*) AS n FROM tracks WHERE stream_id = 'cam-7' AND date = '2026-12-04'"
+    assert main(["query", count, "--store", cfg.url, "--format", "csv"]) == 0
+    assert capsys.readouterr().out.split() == ['"n"', str(48 * 3)]
+
+    # Pruning on S3, shown as on a folder: with every object of the other folders damaged,
+    # the pruned query still answers and a full scan fails.
+    for key in s3.list("tracks/"):
+        if "stream_id=cam-7/date=2026-12-04" not in key:
+            s3.put(key, b"not parquet")
+    with TrackDataset(s3) as b:
+        assert b.query(count).column("n").to_pylist() == [48 * 3]
+        with pytest.raises(InvalidInputError, match="query failed"):
+            b.query("SELECT count(*) FROM tracks")
+    write_tracks(s3, STREAMS)  # undamaged again, for Polars below
     bucket_path = cfg.url.removeprefix("s3://")
     lazy = pl.scan_parquet(
         f"s3://{bucket_path}/tracks/**/*.parquet",

@@ -28,7 +28,6 @@ def frame_tracks(stream_id: str, frame_idx: int, tracks: int) -> FrameTracks:
         ["circle"] * tracks,
         np.ones(tracks, np.float32),
         masks,
-        np.tile(np.array([[2, 2, 5, 5]], np.float32), (tracks, 1)),
         np.full(tracks, -1),
     )
 

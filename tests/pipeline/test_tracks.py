@@ -30,7 +30,6 @@ def test_rows_scale_boxes_and_areas_to_source_pixels():
         ["circle"],
         np.array([0.9], np.float32),
         masks,
-        np.array([[6, 4, 12, 8]], np.float32),
         np.array([-1]),
     )
     batch = encode_tracks([frame], "m@1")
@@ -39,6 +38,39 @@ def test_rows_scale_boxes_and_areas_to_source_pixels():
     assert row["bbox"] == {"x0": 180.0, "y0": 120.0, "x1": 360.0, "y1": 240.0}
     assert row["area"] == 24 * 30 * 30 and row["prompt_object_id"] is None
     assert np.array_equal(rle.decode(row["mask_rle"], 16, 24), masks[0])
+
+
+def test_boxes_and_areas_are_those_of_the_mask_read_back_at_any_scale():
+    """1.5x, 2.37x, 0.8x...: the row's area and box equal the pixels of the mask that
+    source_masks decodes, whole scale or not."""
+    rng = np.random.default_rng(7)
+    masks = rng.random((6, 72, 128)) < 0.02
+    masks[:, 30:40, 50:70] = True
+    masks[5] = False
+    for height, width in [(108, 192), (171, 303), (58, 102), (720, 1280)]:
+        frame = FrameTracks(
+            "cam-1",
+            0,
+            0,
+            0,
+            height,
+            width,
+            np.arange(1, 7),
+            ["circle"] * 6,
+            np.ones(6, np.float32),
+            masks,
+            np.full(6, -1),
+        )
+        rows = encode_tracks([frame], "m@1")
+        _, big = source_masks(rows)
+        for row, mask in zip(rows.to_pylist(), big, strict=True):
+            assert row["area"] == mask.sum()
+            if mask.any():
+                ys, xs = np.nonzero(mask)
+                box = [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
+            else:
+                box = [0, 0, 0, 0]
+            assert list(row["bbox"].values()) == box, (height, width)
 
 
 def test_masks_read_back_at_the_source_size_cell_by_cell():
