@@ -401,7 +401,7 @@ def _hand_over_prompted(f: _Frame) -> None:
     nearest such track to where the object was last seen wins, wherever it is: in a stream
     whose objects the user prompted, a new track of a lost object's class is most often that
     object (measured on 240-frame videos: the model card, "Long streams")."""
-    cfg, s = f.cfg, f.state
+    s = f.state
     lost = [
         i
         for i in s.slot_active.nonzero().flatten().tolist()

@@ -254,7 +254,7 @@ def source_extent(masks: np.ndarray, height: int, width: int) -> tuple[np.ndarra
     (k, h, w) once scaled to (height, width) by :func:`scale_mask`, without scaling them: a
     cell counts as many source pixels as map to it, on each axis. An empty mask gets area 0
     and a zero box."""
-    k, h, w = masks.shape
+    h, w = masks.shape[1:]
     ys, xs = _cells(height, h), _cells(width, w)
     per_row, per_col = np.bincount(ys, minlength=h), np.bincount(xs, minlength=w)
     areas = np.einsum("khw,h,w->k", masks.astype(np.int64), per_row, per_col)
