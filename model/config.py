@@ -138,9 +138,9 @@ class AUSMConfig:
     state_dtype``)."""
     autocast: Autocast = "off"
     """CUDA only: run the network's step under ``torch.autocast`` in this dtype (tensor cores,
-    half the activation memory). Masks and scores then differ slightly from float32's; they
-    are still the same for the same input on the same GPU and build, which replays need.
-    Ignored on the CPU."""
+    half the activation memory). Masks and scores then differ slightly from float32's. On a
+    GPU, with or without it, kernels chosen by a batch's shape may change the last bits of a
+    stream's outputs when it is replayed beside other streams. Ignored on the CPU."""
     test_time_repetition: bool = False
     """Offline clips only (:meth:`AUSM.segment_clip`; the paper's Sec. 3.4): run the clip
     forward, backward and forward again through one state and keep the last pass, so objects

@@ -52,7 +52,7 @@ from ausm_stream.operators.status import (
     rss_bytes,
 )
 from ausm_stream.pipeline import kafka, records
-from ausm_stream.pipeline.config import PipelineConfig
+from ausm_stream.pipeline.config import PipelineConfig, WorkerConfig
 from ausm_stream.pipeline.sinks import KafkaTrackSink, ParquetSink, TrackSinks
 from ausm_stream.pipeline.storage import open_store
 from ausm_stream.pipeline.tracks import FrameTracks
@@ -128,6 +128,20 @@ def load_model(weights: str, device: str = "cpu", **runtime: object) -> tuple[AU
     its version string; ``runtime`` overrides runtime config fields."""
     path, version = _resolve(weights)
     return AUSM.from_weights(path, **runtime).to(resolve_device(device)), version
+
+
+def model_settings(worker: WorkerConfig) -> dict[str, object]:
+    """The model's runtime settings that a worker's configuration sets (the rest stay as the
+    weights file stores them)."""
+    settings: dict[str, object] = {
+        "step_lanes": worker.cpus,
+        "state_dtype": worker.state_dtype,
+        "autocast": worker.autocast,
+        "scan_backend": worker.scan_backend,
+    }
+    if worker.batch_cells is not None:
+        settings["batch_cells"] = worker.batch_cells
+    return settings
 
 
 def weights_info(weights: str) -> tuple[AUSMConfig, str]:
@@ -211,11 +225,7 @@ class SegmentationWorker:
         torch.set_num_threads(1)
         configure_allocator()
         self.model, self.model_version = load_model(
-            cfg.model.weights,
-            cfg.worker.device,
-            step_lanes=cfg.worker.cpus,
-            state_dtype=cfg.worker.state_dtype,
-            autocast=cfg.worker.autocast,
+            cfg.model.weights, cfg.worker.device, **model_settings(cfg.worker)
         )
         self.store = open_store(cfg.storage)
         self.checkpoints = CheckpointStore(

@@ -37,6 +37,8 @@ StateDtype = Literal["float32", "float16", "bfloat16"]
 Device = Literal["auto", "cpu", "cuda"]
 Autocast = Literal["off", "bfloat16", "float16"]
 """``AUSMConfig.autocast``'s choices."""
+ScanBackend = Literal["auto", "torch", "mamba_ssm"]
+"""``AUSMConfig.scan_backend``'s choices."""
 
 
 @dataclass(frozen=True)
@@ -120,14 +122,23 @@ class WorkerConfig:
     """Where each worker's model, stream states and tracker run. ``cuda`` needs a GPU the
     worker can see (``gpus`` > 0: Ray hides GPUs from actors that reserve none) and is an
     error without one; ``auto`` takes the GPU when one is visible, so with ``gpus: 0`` it is
-    the CPU. Replays reproduce a stream's bytes on the same device and build only."""
+    the CPU. On the CPU a replay reproduces a stream's bytes; on a GPU, kernels chosen by a
+    batch's shape may change the last bits of a replayed window (README, "GPU workers")."""
     gpus: float = 0
     """GPUs each worker's Ray actor reserves (Ray's ``num_gpus``): 1 in production, one
     worker per GPU (the Helm chart sets it)."""
     autocast: Autocast = "off"
     """Run the network's step under ``torch.autocast`` in this dtype on CUDA (faster, less
-    memory; outputs then differ from float32's, but stay deterministic on one device and
-    build). Off by default; ignored on the CPU."""
+    memory; outputs then differ from float32's, and replays are no more bit-identical than
+    on a GPU without it). Off by default; ignored on the CPU."""
+    scan_backend: ScanBackend = "auto"
+    """The Mamba layers' scan (``AUSMConfig.scan_backend``): ``auto`` takes mamba-ssm's
+    kernels on CUDA when the package is installed, ``torch`` always our scan, ``mamba_ssm``
+    the kernels or an error. The choice is logged once with its reason."""
+    batch_cells: int | None = None
+    """Most 1/8-grid cells (streams x cells per stream) one network call steps; larger batches
+    are split (``AUSMConfig.batch_cells``). Unset = the model's (four 128-pixel streams, the
+    CPU's best); raise it on a GPU, where larger batches are cheaper per stream."""
     count: int = 0
     """Worker actors sharing the frames topic's partitions (contiguous ranges, one range
     each). 0 = as many as fit: the Ray cluster's CPUs // ``cpus`` (GPUs // ``gpus`` when
@@ -283,6 +294,7 @@ POSITIVE = {
         "resident_streams",
         "host_state_bytes",
         "max_queued_bytes",
+        "batch_cells",
     ),
 }
 """Integer keys for which 0 means nothing sensible (a division by zero, or a worker that

@@ -13,7 +13,7 @@ from ausm_stream.errors import ConfigError, InvalidInputError
 from ausm_stream.model.device import resolve_device
 from ausm_stream.model.scan import _logged_backends, resolve_backend
 from ausm_stream.model.tracking import HOST_FIELDS, results_to_host
-from ausm_stream.operators.worker import load_model
+from ausm_stream.operators.worker import load_model, model_settings
 from ausm_stream.pipeline.config import PipelineConfig
 from tests.conftest import make_frames, make_model
 
@@ -39,6 +39,22 @@ def test_worker_device_settings_are_checked_with_the_config():
         PipelineConfig.from_dict({"worker": {"device": "gpu"}})
     with pytest.raises(ConfigError, match=r"worker\.autocast must be one of"):
         PipelineConfig.from_dict({"worker": {"autocast": "int8"}})
+    with pytest.raises(ConfigError, match=r"worker\.scan_backend must be one of"):
+        PipelineConfig.from_dict({"worker": {"scan_backend": "cuda"}})
+    with pytest.raises(ConfigError, match=r"worker\.batch_cells"):
+        PipelineConfig.from_dict({"worker": {"batch_cells": 0}})
+
+
+def test_a_workers_model_takes_the_scan_and_batch_settings_of_its_config():
+    """The pipeline configuration (and so the Helm chart's ``pipeline.extra``) reaches the
+    model's scan backend and batch size, not only the weights file."""
+    default = PipelineConfig.from_dict({})
+    model, _ = load_model("default", "cpu", **model_settings(default.worker))
+    assert (model.cfg.scan_backend, model.cfg.batch_cells) == ("auto", 1024)
+    tuned = PipelineConfig.from_dict({"worker": {"scan_backend": "torch", "batch_cells": 4096}})
+    model, _ = load_model("default", "cpu", **model_settings(tuned.worker))
+    assert (model.cfg.scan_backend, model.cfg.batch_cells) == ("torch", 4096)
+    assert model.cfg.state_dtype == "float16" and model.cfg.step_lanes == 1
 
 
 class CountCopies(TorchFunctionMode):
