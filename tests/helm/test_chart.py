@@ -102,7 +102,7 @@ def test_gpus_replicas_and_monitoring_follow_the_values():
         for g in docs["RayService"]["spec"]["rayClusterConfig"]["workerGroupSpecs"]
         if g["groupName"] == "gpu"
     ]
-    assert (group["replicas"], group["minReplicas"], group["maxReplicas"]) == (4, 4, 16)
+    assert (group["replicas"], group["minReplicas"], group["maxReplicas"]) == (8, 8, 8)
     limits = group["template"]["spec"]["containers"][0]["resources"]["limits"]
     assert limits["nvidia.com/gpu"] == 1 and group["rayStartParams"]["num-gpus"] == "1"
     env = {
