@@ -88,18 +88,23 @@ class StepResult:
         return int(self.track_ids.numel())
 
 
-HOST_FIELDS = ("track_ids", "labels", "scores", "masks", "boxes", "prompt_object_ids")
-"""The per-track tensors of a :class:`StepResult` (the raw logits stay where they are)."""
+HOST_FIELDS = ("track_ids", "labels", "prompt_object_ids", "scores", "boxes", "masks")
+"""The per-track tensors of a :class:`StepResult` (the raw logits stay where they are), the
+widest types first: packed in this order, every field's bytes start aligned for its type."""
 
 
 def results_to_host(results: list[StepResult]) -> list[StepResult]:
-    """A batch's results with their track tensors on the CPU, each field of the whole batch
-    copied in one transfer (not one per stream and field: on a GPU every copy waits for the
-    device). The raw ``class_logits`` and ``mask_logits`` are not copied."""
+    """A batch's results with their track tensors on the CPU, in one transfer for the whole
+    batch (on a GPU every copy waits for the device): each field of every stream is
+    concatenated, all fields are packed as bytes into one buffer, copied once, and cut and
+    viewed back as their types. The raw ``class_logits`` and ``mask_logits`` are not copied."""
     lengths = [len(r) for r in results]
+    fields = [torch.cat([getattr(r, name) for r in results]) for name in HOST_FIELDS]
+    packed = torch.cat([f.contiguous().flatten().view(torch.uint8) for f in fields]).cpu()
+    sizes = [f.numel() * f.element_size() for f in fields]
     host = {
-        name: torch.cat([getattr(r, name) for r in results]).cpu().split(lengths)
-        for name in HOST_FIELDS
+        name: raw.view(f.dtype).reshape(f.shape).split(lengths)
+        for name, f, raw in zip(HOST_FIELDS, fields, packed.split(sizes), strict=True)
     }
     return [
         dataclasses.replace(r, **{name: host[name][i] for name in HOST_FIELDS})

@@ -306,7 +306,7 @@ class StreamProcessor:
                 self._apply_prompt(state, queued.prompt, head.frame_idx)
         frames = torch.from_numpy(np.stack([h.rgb for h in heads]))
         started = time.perf_counter()
-        results = results_to_host(self.model.step(states, frames))  # one copy per field
+        results = results_to_host(self.model.step(states, frames))  # one copy
         took = time.perf_counter() - started
         self.step_seconds += took
         self.step_latency.observe(took)

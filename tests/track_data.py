@@ -4,7 +4,7 @@ tests and ``bench/query.py``.
 Each stream has ``days`` separate days of frames (one every ``interval_s`` from 02:00 UTC),
 so every day is a ``date`` partition of its own. Tracks come and go: a track lives for
 ``life`` frames and ``tracks`` of them overlap at any time; its class is fixed except for a
-few frames given another one (so the summary's majority class is tested). Masks are small
+few frames given another one (so the summary's class, the last frame's, is tested). Masks are small
 discs on a ``MASK`` grid of a ``SOURCE`` frame (not square, so scaling is tested per axis).
 """
 

@@ -70,17 +70,19 @@ class CountCopies(TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
 
-def test_a_batch_of_results_leaves_the_device_in_one_copy_per_field():
+def test_a_batch_of_results_leaves_the_device_in_one_copy():
     model = make_model(image_size=(64, 64), fg_threshold=0.5)
     states = [model.init_state(seed=i) for i in range(5)]
     results = model.step(states, make_frames(5, size=(64, 64)))
     assert sum(len(r) for r in results) > 0  # tracks to copy
     with CountCopies() as counter:
         host = results_to_host(results)
-    assert counter.copies == len(HOST_FIELDS)  # however many streams and tracks
+    assert counter.copies == 1  # however many streams, tracks and fields
     for r, h in zip(results, host, strict=True):
         for name in HOST_FIELDS:
-            assert torch.equal(getattr(r, name), getattr(h, name)) and getattr(h, name).is_cpu
+            got = getattr(h, name)
+            assert torch.equal(getattr(r, name), got) and got.is_cpu
+            assert got.dtype == getattr(r, name).dtype
 
 
 def test_the_scan_backend_choice_is_logged_with_its_reason(caplog, monkeypatch):
