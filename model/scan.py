@@ -22,6 +22,7 @@ Tensor layout follows mamba_ssm so the kernels drop in: ``u, delta, z: (b, d, l)
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import logging
 
@@ -36,8 +37,23 @@ log = logging.getLogger(__name__)
 _logged_backends: set[str] = set()
 
 
+@functools.cache
+def mamba_ssm_problem() -> str | None:
+    """Why mamba-ssm's kernels cannot be used here, or None when both import. Importing them
+    (not only finding the package) catches a build made for another torch or CUDA, which
+    would otherwise be chosen by ``auto`` and fail at its first call."""
+    if importlib.util.find_spec("mamba_ssm") is None:
+        return "mamba-ssm is not installed (pip install 'ausm-stream[cuda]')"
+    try:
+        importlib.import_module("mamba_ssm.ops.selective_scan_interface")
+        importlib.import_module("mamba_ssm.ops.triton.selective_state_update")
+    except Exception as exc:  # a broken build raises ImportError, OSError or worse
+        return f"mamba-ssm is installed but its kernels do not import ({exc})"
+    return None
+
+
 def mamba_ssm_available() -> bool:
-    return importlib.util.find_spec("mamba_ssm") is not None
+    return mamba_ssm_problem() is None
 
 
 def resolve_backend(choice: str, device: torch.device, carried_state: bool = False) -> str:
@@ -55,13 +71,14 @@ def resolve_backend(choice: str, device: torch.device, carried_state: bool = Fal
         if device.type != "cuda" or not mamba_ssm_available():
             raise InvalidInputError(
                 "scan_backend='mamba_ssm' needs CUDA tensors and the mamba-ssm package "
-                "(pip install 'ausm-stream[cuda]'); use scan_backend='auto' or 'torch'"
+                f"(pip install 'ausm-stream[cuda]'; here: {mamba_ssm_problem() or 'no CUDA'}); "
+                "use scan_backend='auto' or 'torch'"
             )
         backend, why = "mamba_ssm", "asked for"
     elif device.type != "cuda":
         backend, why = "torch", f"tensors on {device.type}"
     elif not mamba_ssm_available():
-        backend, why = "torch", "mamba-ssm is not installed (pip install 'ausm-stream[cuda]')"
+        backend, why = "torch", str(mamba_ssm_problem())
     else:
         backend, why = "mamba_ssm", "CUDA tensors and mamba-ssm installed"
     if backend == "mamba_ssm" and carried_state:

@@ -4,6 +4,7 @@ is stated in the log. (The CUDA paths themselves: tests/test_cuda.py, run where 
 from __future__ import annotations
 
 import logging
+import sys
 
 import pytest
 import torch
@@ -11,7 +12,7 @@ from torch.overrides import TorchFunctionMode
 
 from ausm_stream.errors import ConfigError, InvalidInputError
 from ausm_stream.model.device import resolve_device
-from ausm_stream.model.scan import _logged_backends, resolve_backend
+from ausm_stream.model.scan import _logged_backends, mamba_ssm_problem, resolve_backend
 from ausm_stream.model.tracking import HOST_FIELDS, results_to_host
 from ausm_stream.operators.worker import load_model, model_settings
 from ausm_stream.pipeline.config import PipelineConfig
@@ -99,3 +100,27 @@ def test_the_scan_backend_choice_is_logged_with_its_reason(caplog, monkeypatch):
     assert any("selective scan: mamba_ssm" in line for line in said)
     assert any("a carried state (the fused scan starts from zero)" in line for line in said)
     assert any("tensors on cpu" in line for line in said)
+
+
+def test_a_broken_mamba_ssm_build_is_refused_with_its_reason(tmp_path, monkeypatch, caplog):
+    """A mamba-ssm built for another torch imports its package but not its kernels: ``auto``
+    keeps our scan and says why, instead of choosing kernels that fail at their first call."""
+    package = tmp_path / "mamba_ssm"
+    (package / "ops").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "ops" / "__init__.py").write_text(
+        "raise ImportError('selective_scan_cuda.so: undefined symbol: _ZN3c10')\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    mamba_ssm_problem.cache_clear()
+    _logged_backends.clear()
+    try:
+        with caplog.at_level(logging.INFO, logger="ausm_stream.model.scan"):
+            assert resolve_backend("auto", torch.device("cuda")) == "torch"
+        with pytest.raises(InvalidInputError, match="kernels do not import"):
+            resolve_backend("mamba_ssm", torch.device("cuda"))
+    finally:
+        mamba_ssm_problem.cache_clear()
+        for name in [m for m in sys.modules if m.startswith("mamba_ssm")]:
+            del sys.modules[name]
+    assert any("undefined symbol" in r.getMessage() for r in caplog.records)
