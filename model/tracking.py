@@ -398,12 +398,13 @@ def _hand_over_prompted(f: _Frame) -> None:
     an unprompted track, one frame or many later, while the prompted track's own ID query
     stays lost. Such a young unprompted track of the prompted track's class is taken over:
     it carries the prompted object's track id and object id from this frame on, and the
-    prompted track's old slot returns to the pool. Young: seen for no more frames than the prompted track has been unseen (its
-    summed class evidence, at most one per visible frame, measures that without a counter),
-    so an unprompted track that was there before the object was lost is never taken. The
-    nearest such track to where the object was last seen wins, wherever it is: in a stream
-    whose objects the user prompted, a new track of a lost object's class is most often that
-    object (measured on 240-frame videos: the model card, "Long streams")."""
+    prompted track's old slot returns to the pool. Young: seen for no more frames than the
+    prompted track has been unseen (its summed class evidence, at most one per visible
+    frame, measures that without a counter), so an unprompted track that was there before
+    the object was lost is never taken. The nearest such track to where the object was last
+    seen wins, wherever it is: in a stream whose objects the user prompted, a new track of
+    a lost object's class is most often that object (measured on 240-frame videos: the
+    model card, "Long streams")."""
     s = f.state
     lost = [
         i
