@@ -69,6 +69,11 @@ class TrainConfig:
     """Chance that a tracked instance's history mask is degraded like a prediction (see
     training/teacher.py), so the model learns to recover from its own mistakes."""
 
+    history_drop: float = 0.0
+    """Chance that a tracked instance loses its history for a few frames and is then a
+    detection target too (training/teacher.py), so detection queries learn to claim an
+    object whose track lost it."""
+
     self_history: float = 0.0
     """Chance that an iteration's clips get their tracked histories from the model's own
     predictions instead of the ground truth (training/self_history.py)."""
@@ -94,6 +99,8 @@ class TrainConfig:
             raise InvalidInputError(f"train config: mask_stride must be one of {MASK_STRIDES}")
         if not 0.0 <= self.history_noise <= 1.0:
             raise InvalidInputError("train config: history_noise must lie in [0, 1]")
+        if not 0.0 <= self.history_drop <= 1.0:
+            raise InvalidInputError("train config: history_drop must lie in [0, 1]")
         if not 0.0 <= self.self_history <= 1.0:
             raise InvalidInputError("train config: self_history must lie in [0, 1]")
         if self.self_history_rounds < 1:
@@ -168,7 +175,7 @@ def train_step(
 ) -> dict[str, float]:
     videos = source.clips(it, cfg.batch_size, cfg.clip_frames)
     rng = np.random.default_rng([cfg.seed, it])
-    batch = make_batch(videos, model.cfg, rng, cfg.history_noise, cfg.mask_stride)
+    batch = make_batch(videos, model.cfg, rng, cfg.history_noise, cfg.mask_stride, cfg.history_drop)
     batch = batch.to(model.device)
     # Drawn from its own stream so that the teacher's draws stay those of a run without it.
     if cfg.self_history and np.random.default_rng([cfg.seed, it, 1]).random() < cfg.self_history:

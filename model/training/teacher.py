@@ -13,6 +13,14 @@ trained only on perfect histories drifts once its masks are a little off (exposu
 degraded the way predictions are: shifted by up to ``MAX_SHIFT`` pixels and grown or shrunk
 by up to ``MAX_MORPH`` pixels. (It is never emptied: a tracked object missing from the history
 is one the detection queries are trained to claim, which would teach them the opposite.)
+
+``history_drop`` teaches exactly that, on purpose: the chance that a tracked instance loses
+its history for a span of up to ``MAX_DROP`` frames, as an inference track does when its
+query misses the object or jumps off it (its slot stays active, its history mask empty).
+Over the span the instance is a target of its own slot *and* of the detection queries: the
+ID query should find it again from memory, and failing that a detection query should claim
+it, which a model trained only on perfect histories learns never to do for an object that
+was once tracked (the tracker then continues the lost track from the detection).
 """
 
 from __future__ import annotations
@@ -81,6 +89,7 @@ def target_masks(masks: np.ndarray, stride: int) -> Tensor:
 
 MAX_SHIFT = 4
 MAX_MORPH = 3
+MAX_DROP = 8
 
 
 def perturb_mask(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -105,6 +114,7 @@ def make_batch(
     rng: np.random.Generator,
     history_noise: float = 0.0,
     mask_stride: int = 4,
+    history_drop: float = 0.0,
 ) -> ClipBatch:
     if mask_stride not in MASK_STRIDES:
         raise InvalidInputError(f"mask_stride must be one of {MASK_STRIDES}, got {mask_stride}")
@@ -121,6 +131,7 @@ def make_batch(
     targets: list[list[FrameTargets]] = []
     # Its own stream, so that noise never changes the slots and switch times of a clip.
     noise_rng = rng.spawn(1)[0] if history_noise else None
+    drop_rng = rng.spawn(1)[0] if history_drop else None
     for b, video in enumerate(videos):
         k_len = min(video.num_instances, n_id)
         visible = video.masks[:, :k_len].any(axis=(2, 3))  # (T, K)
@@ -128,6 +139,11 @@ def make_batch(
         first = visible.argmax(axis=0)
         switch = np.array([rng.integers(f, t_len) for f in first], dtype=np.int64)
         small = target_masks(video.masks[:, :k_len], mask_stride)
+        dropped = np.zeros((t_len, k_len), dtype=bool)  # frames whose history is lost
+        for i in range(k_len):
+            if drop_rng is not None and switch[i] + 1 < t_len and drop_rng.random() < history_drop:
+                start = int(drop_rng.integers(switch[i] + 1, t_len))
+                dropped[start : start + int(drop_rng.integers(1, MAX_DROP + 1)), i] = True
         per_frame = []
         for t in range(t_len):
             track, det_c, det_m = {}, [], []
@@ -137,10 +153,14 @@ def make_batch(
                     previous = video.masks[t - 1, i]
                     if noise_rng is not None and noise_rng.random() < history_noise:
                         previous = perturb_mask(previous, noise_rng)
-                    hist_masks[b, t, slots[i]] = torch.from_numpy(previous)
+                    if not dropped[t, i]:
+                        hist_masks[b, t, slots[i]] = torch.from_numpy(previous)
                     track[int(slots[i])] = (
                         (int(video.classes[i]), small[t, i]) if visible[t, i] else (-1, None)
                     )
+                    if dropped[t, i] and visible[t, i]:
+                        det_c.append(int(video.classes[i]))
+                        det_m.append(small[t, i])
                 elif t >= first[i] and visible[t, i]:
                     det_c.append(int(video.classes[i]))
                     det_m.append(small[t, i])

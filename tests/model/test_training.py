@@ -62,6 +62,27 @@ def test_history_noise_degrades_history_masks_like_predictions():
     assert not (noisy.history_masks[active] & (near == 0)).any()
 
 
+def test_history_drop_loses_a_tracked_history_and_makes_it_a_detection_target():
+    cfg = AUSMConfig.preset("tiny", image_size=(64, 64), n_id=8, n_det=8)
+    videos = small_videos(cfg, frames=12)
+    clean = make_batch(videos, cfg, np.random.default_rng(0))
+    drop = make_batch(videos, cfg, np.random.default_rng(0), history_drop=1.0)
+    assert torch.equal(clean.history_active, drop.history_active)  # same tracks, same times
+    lost = clean.history_active & ~drop.history_masks.any(dim=(-2, -1))
+    lost &= clean.history_masks.any(dim=(-2, -1))  # histories emptied by the drop
+    assert lost.any()
+    assert torch.equal(drop.history_masks[~lost], clean.history_masks[~lost])  # nothing else
+    extras = 0
+    for b, per_frame in enumerate(drop.targets):
+        for t, tgt in enumerate(per_frame):
+            extra = len(tgt.det_classes) - len(clean.targets[b][t].det_classes)
+            # a lost instance visible at t is a detection target too; its slot still tracks it
+            assert 0 <= extra <= int(lost[b, t].sum()), (b, t)
+            assert tgt.track.keys() == clean.targets[b][t].track.keys()
+            extras += extra
+    assert extras > 0
+
+
 def test_own_histories_are_the_models_rollout_after_enough_rounds():
     torch.manual_seed(0)
     cfg = AUSMConfig.preset("tiny", image_size=(64, 64), n_id=8, n_det=8)
