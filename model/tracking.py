@@ -23,6 +23,10 @@ Kept apart from the ``nn.Module``s so the network stays pure tensors. Per stream
    track but never start one (ByteTrack's low-score association). A prompted object away
    for longer than ``max_missing`` is continued by a confident detection of its class
    anywhere in the frame: it may come back through another edge.
+4. **Prompted objects on long streams**: a prompted track whose mask leaps more than
+   ``prompted_jump_gate`` of its box size in one frame has jumped onto a neighbour and is
+   unseen there; a lost prompted object takes over a young unprompted track of its class
+   that found it (``prompted_handover``).
 
 A track has one class, not one per frame: the class with the most probability summed over
 the frames the track was visible (as video-instance evaluations score a track by its mean
