@@ -269,10 +269,11 @@ def train(
     """Run (or continue) training on ``device`` (``cpu``, ``cuda`` or ``auto``); returns the
     path of the final weights. A run is reproducible on one device and build; a checkpoint
     resumes on any device."""
+    where = resolve_device(device)  # before anything is written: a missing GPU is an error
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
-    model = AUSM(cfg.model_config()).train().to(resolve_device(device))
+    model = AUSM(cfg.model_config()).train().to(where)
     opt = make_optimizer(model, cfg)
     source = build_source(cfg.data, model.cfg)
     ckpt = out / "checkpoint.safetensors"

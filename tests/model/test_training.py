@@ -226,3 +226,19 @@ def test_bad_train_configs(tmp_path):
         TrainConfig(mask_stride=8)
     with pytest.raises(ValueError, match="no checkpoint"):
         train(TrainConfig(model=SMALL, out_dir=str(tmp_path / "x")), resume=True)
+    with pytest.raises(ValueError, match="history_drop"):
+        TrainConfig(history_drop=1.5)
+
+
+def test_training_on_cuda_without_a_gpu_says_so(tmp_path, capsys):
+    """``ausm-stream train --device cuda`` where torch sees no GPU: the error names the
+    device and exits before any work (the GPU run itself is for a machine with one)."""
+    from ausm_stream.deploy.cli import main
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: the error case cannot happen here")
+    config = tmp_path / "train.yaml"
+    config.write_text(f"model: {SMALL}\nclip_frames: 2\niterations: 1\nout_dir: {tmp_path}/r\n")
+    assert main(["train", "--config", str(config), "--device", "cuda"]) != 0
+    assert "cuda" in capsys.readouterr().err.lower()
+    assert not (tmp_path / "r").exists()
