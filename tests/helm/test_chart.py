@@ -134,6 +134,10 @@ def test_gpus_replicas_and_monitoring_follow_the_values():
             {"pipeline": {"workers": 6}, "gpuWorkers": {"maxReplicas": 4}},
             "needs 6 GPUs, more than gpuWorkers.maxReplicas=4",
         ),
+        (
+            {"gpuWorkers": {"replicas": 9, "minReplicas": 1, "maxReplicas": 8}},
+            "gpuWorkers.replicas=9 lies outside gpuWorkers.minReplicas=1 to maxReplicas=8",
+        ),
     ],
 )
 def test_bad_values_are_refused_naming_the_value(values, words):
