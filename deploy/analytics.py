@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
@@ -72,6 +73,18 @@ def _flat(table: pa.Table) -> pa.Table:
     return pa.table(columns, names=table.column_names)
 
 
+def _iso_times(table: pa.Table) -> pa.Table:
+    """Timestamp columns as ISO 8601 text, written by Arrow: a capture time has nanoseconds,
+    which Python's datetime cannot hold (``to_pylist`` refuses them)."""
+    columns = []
+    for col in table.columns:
+        if pa.types.is_timestamp(col.type):
+            zone = "%z" if col.type.tz is not None else ""
+            col = pc.strftime(col, format=f"%Y-%m-%dT%H:%M:%S{zone}")
+        columns.append(col)
+    return pa.table(columns, names=table.column_names)
+
+
 def _cell(value: Any) -> str:
     text = "NULL" if value is None else str(_plain(value))
     return text if len(text) <= CELL_WIDTH else text[: CELL_WIDTH - 1] + "…"
@@ -79,7 +92,8 @@ def _cell(value: Any) -> str:
 
 def format_table(table: pa.Table) -> str:
     """The first :data:`TABLE_ROWS` rows, aligned: numbers to the right, the rest left."""
-    rows = [[_cell(v) for v in r.values()] for r in table.slice(0, TABLE_ROWS).to_pylist()]
+    shown = _iso_times(table.slice(0, TABLE_ROWS))
+    rows = [[_cell(v) for v in r.values()] for r in shown.to_pylist()]
     names = table.column_names
     widths = [max([len(n)] + [len(r[i]) for r in rows]) for i, n in enumerate(names)]
     numeric = [pa.types.is_integer(t) or pa.types.is_floating(t) for t in table.schema.types]
@@ -108,7 +122,7 @@ def write_result(table: pa.Table, fmt: str, output: Path | None) -> None:
         pacsv.write_csv(_flat(table), buf)
         text = buf.getvalue().decode()
     elif fmt == "json":  # JSON Lines: one object per row, any size streams
-        text = "".join(json.dumps(_plain(r)) + "\n" for r in table.to_pylist())
+        text = "".join(json.dumps(_plain(r)) + "\n" for r in _iso_times(table).to_pylist())
     else:
         text = format_table(table) + "\n"
     if output is None:

@@ -80,6 +80,21 @@ def test_query_prints_and_writes_every_format(dataset, capsys, tmp_path):
     assert f"({rows} rows, 40 shown" in out and len(out.splitlines()) == 40 + 3
 
 
+def test_capture_times_print_to_the_nanosecond(tmp_path, capsys):
+    """Capture times have nanoseconds (a camera's clock, ingest's time.time_ns), which
+    Python's datetime cannot hold: table and JSON output print them whole."""
+    write_tracks(FileStore(tmp_path), ["cam-9"], days=1, frames_per_day=3, interval_s=0.125000001)
+    sql = "SELECT frame_idx, capture_ts FROM frames ORDER BY frame_idx"
+    code, out, _ = run(capsys, "query", sql, "--store", str(tmp_path))
+    assert code == 0 and "T02:00:00.250000002+0000" in out
+    code, out, _ = run(capsys, "query", sql, "--store", str(tmp_path), "--format", "json")
+    times = [json.loads(line)["capture_ts"] for line in out.splitlines()]
+    assert code == 0 and times[1:] == [
+        "2026-12-03T02:00:00.125000001+0000",
+        "2026-12-03T02:00:00.250000002+0000",
+    ]
+
+
 def test_query_errors_say_what_is_wrong(dataset, capsys):
     root, _ = dataset
     code, _, err = run(capsys, "query", "SELECT nope FROM tracks", "--store", str(root))
