@@ -187,7 +187,7 @@ def _update_tracks(f: _Frame) -> None:
     masks = upsample_masks(f.mask_logits[slots], cfg.image_size)
     seen = (f.scores[slots] > cfg.track_threshold) & masks.flatten(1).any(1)
     seen &= ~_duplicates(s, masks, seen, cfg.dedup_iou)
-    seen &= ~_jumped(cfg, s, slots, masks)
+    seen &= ~_jumped(cfg, s, slots, masks, seen)
     for slot, mask, visible in zip(slots, masks, seen.tolist(), strict=True):
         score = float(f.scores[slot])
         if visible:
@@ -207,8 +207,10 @@ def _centres(boxes: Tensor) -> Tensor:
     return (boxes[:, :2] + boxes[:, 2:]) / 2
 
 
-def _jumped(cfg: AUSMConfig, s: StreamState, slots: list[int], masks: Tensor) -> Tensor:
-    """Prompted tracks seen at the frame before whose mask centre moved more than
+def _jumped(
+    cfg: AUSMConfig, s: StreamState, slots: list[int], masks: Tensor, seen: Tensor
+) -> Tensor:
+    """Prompted tracks seen at the frame before (and ``seen`` now) whose mask centre moved more than
     ``prompted_jump_gate`` of their last box size since: no object here moves that fast
     (a few pixels a frame), so the ID query has jumped onto a neighbour at a crossing. Such a
     track is unseen at this frame rather than shown on the wrong object, which would also
@@ -225,7 +227,7 @@ def _jumped(cfg: AUSMConfig, s: StreamState, slots: list[int], masks: Tensor) ->
         (s.slot_object_id[idx] >= 0)
         & (s.slot_missing[idx] == 0)
         & (last[:, 2:] > last[:, :2]).all(1)
-        & masks.flatten(1).any(1)
+        & seen
     )
     if not bool(gated.any()):
         return jumped
