@@ -5,7 +5,8 @@
   ``segmentations`` (one COCO RLE per frame of
   the video at the source size, ``null`` where the track is not seen), plus ``track_id``
   and ``stream_id``, which evaluators ignore. ``videos.json`` beside it names the videos
-  (one per stream: id, stream, first frame, length, height, width) and the categories.
+  (one per stream: id, stream, first frame, length, height, width) and the categories (one
+  per class id; labels that share an id are named together, ``circle/square``).
 - **MOTS** text (MOTSChallenge, one file per stream): ``frame id class_id height width rle``
   per line, frames numbered from 1 (``frame_idx + 1``), masks at the source size. MOTS
   forbids overlapping masks, so a pixel two tracks claim goes to the higher-scoring one (a
@@ -51,6 +52,15 @@ def class_ids(labels: Iterable[str], pairs: Sequence[str] = ()) -> dict[str, int
     if "*" in named:
         ids = dict.fromkeys(ids, named.pop("*"))
     return {**ids, **named}
+
+
+def categories(ids: dict[str, int]) -> list[dict]:
+    """YouTube-VIS categories, one per class id (ids are unique there): labels that share an
+    id (``*=ID``) are named together, ``circle/square``."""
+    names: dict[int, list[str]] = {}
+    for label, i in ids.items():
+        names.setdefault(i, []).append(label)
+    return [{"id": i, "name": "/".join(sorted(n))} for i, n in sorted(names.items())]
 
 
 def exclusive(masks: np.ndarray, scores: np.ndarray) -> np.ndarray:
@@ -205,7 +215,7 @@ def write_export(
         (out / "results.json").write_text(json.dumps(results))
         meta = {
             "videos": [v.__dict__ for v in videos],
-            "categories": [{"id": i, "name": n} for n, i in sorted(ids.items())],
+            "categories": categories(ids),
         }
         (out / "videos.json").write_text(json.dumps(meta, indent=1))
         report.files += [out / "results.json", out / "videos.json"]

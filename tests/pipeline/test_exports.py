@@ -14,7 +14,7 @@ from ausm_stream.errors import InvalidInputError
 from ausm_stream.model.data.synthetic import ShapesSpec, generate_video
 from ausm_stream.operators.processor import StreamProcessor
 from ausm_stream.operators.worker import load_model
-from ausm_stream.pipeline.exports import class_ids, exclusive, read_youtube_vis
+from ausm_stream.pipeline.exports import categories, class_ids, exclusive, read_youtube_vis
 from ausm_stream.pipeline.geometry import Placement
 from ausm_stream.pipeline.query import TrackDataset
 from ausm_stream.pipeline.records import FrameChunk
@@ -167,6 +167,13 @@ def test_youtube_vis_results_read_back_give_the_same_masks(stores, tmp_path):
 def test_class_ids_and_overlaps():
     assert class_ids(["square", "circle", "square"]) == {"circle": 1, "square": 2}
     assert class_ids(["square", "circle"], ["*=2", "circle=7"]) == {"circle": 7, "square": 2}
+    # YouTube-VIS wants one category per id: labels sharing one are named together
+    shared = class_ids(["square", "circle", "ring"], ["*=1"])
+    assert categories(shared) == [{"id": 1, "name": "circle/ring/square"}]
+    assert categories(class_ids(["square", "circle"])) == [
+        {"id": 1, "name": "circle"},
+        {"id": 2, "name": "square"},
+    ]
     with pytest.raises(InvalidInputError, match="LABEL=ID"):
         class_ids(["circle"], ["circle"])
     masks = np.zeros((2, 4, 4), bool)
