@@ -36,6 +36,7 @@ RUNTIME_FIELDS = frozenset(
         "reid_threshold",
         "prompted_handover",
         "prompted_jump_gate",
+        "connected_tracks",
         "scan_backend",
         "scan_chunk",
         "batch_cells",
@@ -118,6 +119,11 @@ class AUSMConfig:
     """A prompted track whose mask centre moves more than this many of its last box sizes
     (the longer side) in one frame has jumped onto a neighbour: it is unseen at that frame
     instead (``tracking._jumped``). 0 turns this off."""
+    connected_tracks: bool = True
+    """A track's mask keeps only the parts connected to where its object was at the frame
+    before (``tracking._connected_parts``): an ID query that also lights up a second,
+    separate object elsewhere would otherwise carry that object into its history and may
+    follow it from then on."""
     scan_backend: ScanBackend = "auto"
     """``auto``: mamba_ssm kernels on CUDA when importable, else pure PyTorch."""
     scan_chunk: int = 64

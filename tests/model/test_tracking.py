@@ -8,7 +8,7 @@ import torch
 
 from ausm_stream.model import AUSMConfig
 from ausm_stream.model.state import StreamState, empty_state_tensors
-from ausm_stream.model.tracking import mask_boxes, sample_slot, update_stream
+from ausm_stream.model.tracking import mask_boxes, sample_slot, update_stream, upsample_masks
 
 CFG = AUSMConfig.preset("tiny", n_id=4, n_det=4, max_missing=2)
 H4, W4 = CFG.mask_size
@@ -276,3 +276,35 @@ def test_a_track_older_than_the_loss_is_never_taken_over():
         update_stream(CFG, s, *outputs({mine: (2, 2), other: (20, 20)}))
     r = update_stream(CFG, s, *outputs({other: (20, 20)}))  # the prompted object is lost
     assert r.track_ids.tolist() == [2] and r.prompt_object_ids.tolist() == [-1]
+
+
+def test_a_track_keeps_only_the_part_of_its_mask_where_its_object_was():
+    """An ID query that also lights up a second object away from its own keeps only the part
+    connected to where its object was at the frame before; the other object is left to a
+    detection, which starts its own track."""
+    for connected in (True, False):
+        cfg = dataclasses.replace(CFG, connected_tracks=connected)
+        s = fresh_state()
+        update_stream(cfg, s, *outputs({det(0): (2, 2)}))
+        slot = int(s.slot_active.nonzero()[0])
+        cls, masks = outputs({slot: (3, 3), det(1): (20, 20)})
+        masks[slot, 20:26, 20:26] = 10.0  # the track's query also shows the far object
+        r = update_stream(cfg, s, cls, masks)
+        assert r.track_ids.tolist() == [1, 2], connected
+        near = outputs({slot: (3, 3)})[1]
+        expected = upsample_masks(near[slot : slot + 1], CFG.image_size)[0]
+        if not connected:
+            expected = upsample_masks(masks[slot : slot + 1], CFG.image_size)[0]
+        assert torch.equal(r.masks[r.track_ids.tolist().index(1)], expected)
+
+
+def test_a_track_split_by_an_occluder_keeps_both_parts():
+    """Parts of one object on either side of a thin occluder both touch where it was."""
+    s = fresh_state()
+    update_stream(CFG, s, *outputs({det(0): (2, 2)}))
+    slot = int(s.slot_active.nonzero()[0])
+    cls, masks = outputs({slot: (2, 2)})
+    masks[slot, :, 4] = -10.0  # a one-cell gap splits the mask in two
+    r = update_stream(CFG, s, cls, masks)
+    expected = upsample_masks(masks[slot : slot + 1], CFG.image_size)[0]
+    assert torch.equal(r.masks[0], expected)
