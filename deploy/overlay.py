@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import colorsys
+
 import numpy as np
 from PIL import Image, ImageDraw
 
@@ -38,6 +40,19 @@ PALETTE = np.array(
     ],
     dtype=np.float32,
 )
+"""Colours of track ids 0-11: twelve that tell apart well."""
+
+_GOLDEN = (5**0.5 - 1) / 2
+
+
+def track_colour(track_id: int) -> np.ndarray:
+    """A track's colour, RGB float32: :data:`PALETTE` for ids below 12, then hues a golden
+    ratio of the circle apart, so that ids never share a colour (a busy stream reaches ids
+    in the hundreds, and a palette that cycled would paint tracks 1 and 13 alike)."""
+    if 0 <= track_id < len(PALETTE):
+        return PALETTE[track_id]
+    rgb = colorsys.hsv_to_rgb((track_id * _GOLDEN) % 1.0, 0.8, 0.95)
+    return np.array(rgb, dtype=np.float32) * 255
 
 
 def paint(image: np.ndarray, rows: list[dict]) -> Image.Image:
@@ -51,7 +66,7 @@ def paint(image: np.ndarray, rows: list[dict]) -> Image.Image:
     for row in rows:
         mask = rle.decode(row["mask_rle"], row["mask_height"], row["mask_width"])
         big = scale_mask(mask, h, w)
-        colour = PALETTE[int(row["track_id"]) % len(PALETTE)]
+        colour = track_colour(int(row["track_id"]))
         img[big] = 0.45 * img[big] + 0.55 * colour
         sx, sy = w / row["source_width"], h / row["source_height"]
         labels.append(

@@ -1,7 +1,7 @@
 """``ausm-stream render``: a stream's tracks drawn over its source video, as an MP4 or as a
 PNG contact sheet.
 
-Every track keeps one colour in every frame (:data:`~.overlay.PALETTE`, by track id), with
+Every track keeps one colour in every frame (:func:`~.overlay.track_colour`, by track id), with
 its id and class written at its box. The source video is matched to the stream's frames by
 presentation time, as ingest stamped them (time since the source's first frame): a file the
 stream was ingested from, or a recording that starts where the stream starts. Frames the

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from ausm_stream.deploy.cli import main
-from ausm_stream.deploy.overlay import PALETTE
+from ausm_stream.deploy.overlay import PALETTE, track_colour
 from ausm_stream.model.data.synthetic import ShapesSpec, generate_video
 from ausm_stream.operators.processor import StreamProcessor
 from ausm_stream.operators.worker import load_model
@@ -168,7 +168,7 @@ def test_render_draws_each_track_in_its_colour(segmented, capsys):
             track = data.track_masks("cam", track_id)
             mask = track.masks[0].copy()
             mask[:16] = False  # leave out the rows where labels are written
-            want = 0.45 * source + 0.55 * PALETTE[track_id % len(PALETTE)]
+            want = 0.45 * source + 0.55 * track_colour(track_id)
             close = np.abs(sheet[mask] - want[mask]).max(axis=1) <= 1.0
             assert close.mean() > 0.9, (track_id, close.mean())
 
@@ -195,3 +195,10 @@ def test_render_refuses_what_it_cannot_draw(segmented, capsys):
         str(root / "x.gif"), "--store", store,
     )  # fmt: skip
     assert code == 2 and ".mp4 or a .png" in err
+
+
+def test_track_ids_never_share_a_colour():
+    colours = [tuple(track_colour(i).round(3).tolist()) for i in range(1000)]
+    assert len(set(colours)) == len(colours)
+    assert colours[:12] == [tuple(c) for c in PALETTE.round(3).tolist()]
+    assert all(0 <= v <= 255 for c in colours for v in c)
