@@ -228,6 +228,8 @@ def _connected_parts(history: Tensor, logits: Tensor) -> Tensor:
     near = F.interpolate((history > 0).float()[:, None], size=fg.shape[-2:], mode="nearest")
     region = fg & (near[:, 0] > 0)
     anchored = region.flatten(1).any(1)
+    if not bool((fg & ~region & anchored[:, None, None]).any()):
+        return logits  # every mask lies within its cells: nothing to drop, no growth to run
     for _ in range(fg.shape[-2] * fg.shape[-1]):  # geodesic growth inside the mask
         grown = (F.max_pool2d(region.float()[:, None], 3, stride=1, padding=1)[:, 0] > 0) & fg
         if torch.equal(grown, region):

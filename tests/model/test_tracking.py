@@ -291,10 +291,8 @@ def test_a_track_keeps_only_the_part_of_its_mask_where_its_object_was():
         masks[slot, 20:26, 20:26] = 10.0  # the track's query also shows the far object
         r = update_stream(cfg, s, cls, masks)
         assert r.track_ids.tolist() == [1, 2], connected
-        near = outputs({slot: (3, 3)})[1]
-        expected = upsample_masks(near[slot : slot + 1], CFG.image_size)[0]
-        if not connected:
-            expected = upsample_masks(masks[slot : slot + 1], CFG.image_size)[0]
+        shown = outputs({slot: (3, 3)})[1] if connected else masks  # near part / both
+        expected = upsample_masks(shown[slot : slot + 1], CFG.image_size)[0]
         assert torch.equal(r.masks[r.track_ids.tolist().index(1)], expected)
 
 
