@@ -36,6 +36,7 @@ RUNTIME_FIELDS = frozenset(
         "reid_threshold",
         "prompted_handover",
         "prompted_jump_gate",
+        "unprompted_jump_gate",
         "connected_tracks",
         "scan_backend",
         "scan_chunk",
@@ -119,6 +120,12 @@ class AUSMConfig:
     """A prompted track whose mask centre moves more than this many of its last box sizes
     (the longer side) in one frame has jumped onto a neighbour: it is unseen at that frame
     instead (``tracking._jumped``). 0 turns this off."""
+    unprompted_jump_gate: float = 0.5
+    """The same gate for unprompted tracks. A track that leapt onto a neighbour at a crossing
+    and stayed shown there would carry the neighbour as its history and follow it, while its
+    own object restarts under a new id (on 240-frame ``val`` videos, the most common cause of
+    a second track on one object). Hidden instead, it is unseen for a frame and a detection
+    of its object continues it (``reid_distance``). 0 turns this off."""
     connected_tracks: bool = True
     """A track's mask keeps only the parts connected to where its object was at the frame
     before (``tracking._connected_parts``): an ID query that also lights up a second,
@@ -208,6 +215,7 @@ class AUSMConfig:
         _require(self.reid_distance >= 0, "reid_distance", "must be >= 0")
         _require(0.0 < self.reid_threshold < 1.0, "reid_threshold", "must lie in (0, 1)")
         _require(self.prompted_jump_gate >= 0, "prompted_jump_gate", "must be >= 0")
+        _require(self.unprompted_jump_gate >= 0, "unprompted_jump_gate", "must be >= 0")
         _require(
             self.state_dtype in typing.get_args(StateDtype),
             "state_dtype",

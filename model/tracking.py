@@ -25,10 +25,10 @@ Kept apart from the ``nn.Module``s so the network stays pure tensors. Per stream
    track but never start one (ByteTrack's low-score association). A prompted object away
    for longer than ``max_missing`` is continued by a confident detection of its class
    anywhere in the frame: it may come back through another edge.
-4. **Prompted objects on long streams**: a prompted track whose mask leaps more than
-   ``prompted_jump_gate`` of its box size in one frame has jumped onto a neighbour and is
-   unseen there; a lost prompted object takes over a young unprompted track of its class
-   that found it (``prompted_handover``).
+4. **Long streams**: a track whose mask leaps more than ``prompted_jump_gate`` (prompted
+   tracks) or ``unprompted_jump_gate`` (the rest) of its box size in one frame has jumped
+   onto a neighbour and is unseen there; a lost prompted object takes over a young
+   unprompted track of its class that found it (``prompted_handover``).
 
 A track has one class, not one per frame: the class with the most probability summed over
 the frames the track was visible (as video-instance evaluations score a track by its mean
@@ -246,30 +246,28 @@ def _centres(boxes: Tensor) -> Tensor:
 def _jumped(
     cfg: AUSMConfig, s: StreamState, slots: list[int], masks: Tensor, seen: Tensor
 ) -> Tensor:
-    """Prompted tracks seen at the frame before (and ``seen`` now) whose mask centre moved more than
-    ``prompted_jump_gate`` of their last box size since: no object here moves that fast
-    (a few pixels a frame), so the ID query has jumped onto a neighbour at a crossing. Such a
-    track is unseen at this frame rather than shown on the wrong object, which would also
-    feed the neighbour's mask back as its history and keep it there; the object is found
-    again by its own query or by a detection (``prompted_handover``). Unprompted tracks are
-    not gated: there a hidden track costs a duplicate (measured: AP fell) and nobody asked
-    for that identity. (k,) bool over ``slots``."""
+    """Tracks seen at the frame before (and ``seen`` now) whose mask centre moved more than
+    their gate (``prompted_jump_gate`` for prompted tracks, ``unprompted_jump_gate`` for the
+    rest) times their last box size since: no object here moves that fast (a few pixels a
+    frame), so the ID query has jumped onto a neighbour at a crossing. Such a track is unseen
+    at this frame rather than shown on the wrong object, which would also feed the
+    neighbour's mask back as its history and keep it there; the object is found again by its
+    own query or by a detection (``reid_distance``, ``prompted_handover``). (k,) bool over
+    ``slots``."""
     jumped = torch.zeros(len(slots), dtype=torch.bool, device=masks.device)
-    if cfg.prompted_jump_gate <= 0 or not slots:
+    if max(cfg.prompted_jump_gate, cfg.unprompted_jump_gate) <= 0 or not slots:
         return jumped
     idx = torch.tensor(slots, device=masks.device)
     last = s.slot_box[idx]
-    gated = (
-        (s.slot_object_id[idx] >= 0)
-        & (s.slot_missing[idx] == 0)
-        & (last[:, 2:] > last[:, :2]).all(1)
-        & seen
-    )
+    gate = torch.where(
+        s.slot_object_id[idx] >= 0, cfg.prompted_jump_gate, cfg.unprompted_jump_gate
+    ).to(last.dtype)
+    gated = (gate > 0) & (s.slot_missing[idx] == 0) & (last[:, 2:] > last[:, :2]).all(1) & seen
     if not bool(gated.any()):
         return jumped
     shift = (_centres(mask_boxes(masks)) - _centres(last)).norm(dim=1)
     size = (last[:, 2:] - last[:, :2]).amax(1)
-    return gated & (shift > cfg.prompted_jump_gate * size)
+    return gated & (shift > gate * size)
 
 
 def _duplicates(s: StreamState, masks: Tensor, seen: Tensor, max_iou: float) -> Tensor:

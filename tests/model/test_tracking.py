@@ -249,6 +249,20 @@ def test_a_prompted_track_that_jumps_onto_a_neighbour_is_unseen_there():
         assert jumped.prompt_object_ids.tolist() == shown, gate
 
 
+def test_an_unprompted_track_that_jumps_is_unseen_there_under_its_own_gate():
+    """Each kind of track has its own gate: the prompted one never hides an unprompted track."""
+    for prompted_gate, unprompted_gate, shown in [(0.5, 0.0, [1]), (0.0, 0.5, [])]:
+        cfg = dataclasses.replace(
+            CFG, prompted_jump_gate=prompted_gate, unprompted_jump_gate=unprompted_gate
+        )
+        s = fresh_state()
+        update_stream(cfg, s, *outputs({det(0): (2, 2)}))
+        slot = int(s.slot_active.nonzero()[0])
+        assert update_stream(cfg, s, *outputs({slot: (3, 3)})).track_ids.tolist() == [1]
+        jumped = update_stream(cfg, s, *outputs({slot: (20, 20)}))
+        assert jumped.track_ids.tolist() == shown, (prompted_gate, unprompted_gate)
+
+
 def test_a_lost_prompted_object_takes_over_the_young_track_that_found_it():
     for handover, ids, objects in [(True, [1], [42]), (False, [2], [-1])]:
         cfg = dataclasses.replace(CFG, prompted_handover=handover)
