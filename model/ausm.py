@@ -171,7 +171,7 @@ class AUSM(nn.Module):
             )
         _unstack_recurrent(recurrent, states, self.cfg.state_torch_dtype)
         return [
-            update_stream(self.cfg, s, outputs.class_logits[i], outputs.mask_logits[i])
+            update_stream(self.cfg, s, outputs.class_logits[i], outputs.mask_logits[i], frames[i])
             for i, s in enumerate(states)
         ]
 

@@ -31,7 +31,7 @@ from ausm_stream.errors import StateError
 from ausm_stream.model.config import AUSMConfig, StateDtype
 
 STATE_FORMAT = "ausm-stream-state"
-STATE_VERSION = "3"
+STATE_VERSION = "4"
 _COUNTERS = ("seed", "frames_seen", "alloc_count", "next_track_id")
 RECURRENT = ("x_prev", "conv", "ssm")
 """The recurrent memory, stored in ``AUSMConfig.state_dtype``; the rest keeps its own type."""
@@ -55,6 +55,7 @@ class StreamState:
     slot_box: Tensor  # (N_id, 4) float32: x0, y0, x1, y1 of the mask when last visible
     slot_label: Tensor  # (N_id,) int64: class shown when last visible (gates re-identification)
     slot_class_evidence: Tensor  # (N_id, C) float32: class probabilities summed while visible
+    slot_appearance: Tensor  # (N_id, 3) float32: mean colour under the mask while visible
     pending_object_id: Tensor  # (N_id,) int64: prompts for the next frame, -1 = none
     pending_masks: Tensor  # (N_id, H, W) bool
     seed: int
@@ -185,6 +186,7 @@ def empty_state_tensors(cfg: AUSMConfig) -> dict[str, Tensor]:
         "slot_box": torch.zeros(n, 4),
         "slot_label": torch.full((n,), -1, dtype=torch.int64),
         "slot_class_evidence": torch.zeros(n, cfg.num_classes),
+        "slot_appearance": torch.zeros(n, 3),
         "pending_object_id": torch.full((n,), -1, dtype=torch.int64),
         "pending_masks": torch.zeros(n, *cfg.image_size, dtype=torch.bool),
     }

@@ -149,6 +149,8 @@ class _Frame:
         self.device = mask_logits.device  # the state's and the network's: every tensor's here
         # slot -> (mask, score, query whose class probabilities count as this frame's evidence)
         self.emitted: dict[int, tuple[Tensor, float, int]] = {}
+        # slots whose identity starts its look this frame (new tracks, prompts)
+        self.fresh_look: set[int] = set()
 
     def visible_masks(self) -> tuple[list[int], Tensor]:
         slots = sorted(self.emitted)
@@ -170,6 +172,7 @@ class _Frame:
         s.slot_object_id[slot] = object_id
         s.slot_missing[slot] = 0
         s.slot_class_evidence[slot] = 0.0
+        self.fresh_look.add(slot)
         return slot
 
     def retire(self, slot: int) -> None:
@@ -180,6 +183,7 @@ class _Frame:
         s.slot_missing[slot] = 0
         s.slot_label[slot] = -1
         s.slot_class_evidence[slot] = 0.0
+        s.slot_appearance[slot] = 0.0
         self.emitted.pop(slot, None)
 
 
@@ -318,6 +322,7 @@ def _apply_prompts(f: _Frame) -> list[Tensor]:
                 slot = f.allocate(object_id)
             s.slot_object_id[slot] = object_id
         s.slot_missing[slot] = 0
+        f.fresh_look.add(slot)  # a prompt says what the object looks like now
         small = F.avg_pool2d(mask[None, None].float(), 4)[0] > 0.5
         best = int(mask_iou(small, query_masks).argmax())
         f.emitted[slot] = (mask, 1.0, best)
@@ -473,21 +478,108 @@ def _hand_over_prompted(f: _Frame) -> None:
         s.slot_track_id[c] = s.slot_track_id[p]
         s.slot_object_id[c] = s.slot_object_id[p]
         s.slot_class_evidence[c] += s.slot_class_evidence[p]
+        s.slot_appearance[c] = s.slot_appearance[p]
+        f.fresh_look.discard(c)
         f.retire(p)
 
 
+_LOOK_RATE = 0.1
+"""How fast a track's remembered colour follows what it shows: about the last ten visible
+frames count, so lighting may drift while one frame on the wrong object barely moves it."""
+
+
+def _colours(masks: Tensor, frame: Tensor) -> Tensor:
+    """Mean RGB in [0, 1] of ``frame`` (H, W, 3) uint8 under each non-empty mask (k, H, W)."""
+    weights = masks.flatten(1).float()
+    sums = weights @ frame.to(weights.device).flatten(0, 1).float()
+    return sums / (255.0 * weights.sum(1, keepdim=True).clamp(min=1.0))
+
+
+def _trade_prompted_identities(f: _Frame, slots: list[int], colours: Tensor) -> None:
+    """Prompted identities follow the look of their objects. ``slots`` are the visible
+    tracks, ``colours`` their mean colours this frame. Where two prompted objects cross,
+    their ID queries often end on each other's object, and each then follows the wrong one
+    for the rest of the stream; the masks are right, the names are swapped. A visible
+    prompted track whose colour fits another prompted identity (visible or lost) better
+    than its own, the pair's summed colour distance falling by more than
+    ``prompted_appearance``, trades identities with it: track id, object id, class evidence
+    and remembered colour move; each slot keeps its mask and query. The largest gain first,
+    until no trade gains; each trade lowers the summed distance, so it ends. Identities
+    whose look starts this frame (new tracks, prompts) are left as they are."""
+    s = f.state
+    known = [
+        i
+        for i in s.slot_active.nonzero().flatten().tolist()
+        if int(s.slot_object_id[i]) >= 0 and i not in f.fresh_look
+    ]
+    seen = [slots.index(i) for i in known if i in f.emitted]
+    if not seen or len(known) < 2:
+        return
+    # dist[a][b]: how far visible track a's colour is from identity b's (one host copy).
+    dist = torch.cdist(colours[seen], s.slot_appearance[known]).tolist()
+    row = {known.index(slots[k]): r for k, r in zip(seen, dist, strict=True)}
+
+    def cost(a: int, b: int) -> float:  # track a showing identity b; lost tracks cost nothing
+        return row[a][b] if a in row else 0.0
+
+    held = list(range(len(known)))  # held[a]: the identity slot known[a] now carries
+    for _ in range(len(known) ** 2):
+        best, pair = f.cfg.prompted_appearance, None
+        for a in row:
+            for b in range(len(known)):
+                if b == a:
+                    continue
+                keep = cost(a, held[a]) + cost(b, held[b])
+                gain = keep - cost(a, held[b]) - cost(b, held[a])
+                if gain > best:
+                    best, pair = gain, (a, b)
+        if pair is None:
+            break
+        a, b = pair
+        held[a], held[b] = held[b], held[a]
+    moved = [i for i, h in enumerate(held) if h != i]
+    if not moved:
+        return
+    src = torch.tensor([known[held[i]] for i in moved], device=f.device)
+    dst = torch.tensor([known[i] for i in moved], device=f.device)
+    for name in ("slot_track_id", "slot_object_id", "slot_class_evidence", "slot_appearance"):
+        table = getattr(s, name)
+        table[dst] = table[src].clone()
+
+
+def _remember_looks(f: _Frame, slots: list[int], colours: Tensor) -> None:
+    """Each visible track's remembered colour moves ``_LOOK_RATE`` towards this frame's;
+    a track whose look starts now takes this frame's colour as it is."""
+    idx = torch.tensor(slots, device=f.device)
+    rate = torch.tensor([1.0 if i in f.fresh_look else _LOOK_RATE for i in slots], device=f.device)[
+        :, None
+    ]
+    s = f.state
+    s.slot_appearance[idx] = (1 - rate) * s.slot_appearance[idx] + rate * colours
+
+
 def update_stream(
-    cfg: AUSMConfig, state: StreamState, class_logits: Tensor, mask_logits: Tensor
+    cfg: AUSMConfig,
+    state: StreamState,
+    class_logits: Tensor,
+    mask_logits: Tensor,
+    frame: Tensor | None = None,
 ) -> StepResult:
-    """Advance one stream's track table after its network step; mutates ``state``."""
+    """Advance one stream's track table after its network step; mutates ``state``.
+    ``frame`` (H, W, 3) uint8, the frame the network saw, gives tracks their look
+    (``prompted_appearance``); without it identities follow the ID queries alone."""
     f = _Frame(cfg, state, class_logits, mask_logits)
     _update_tracks(f)
     prompt_masks = _apply_prompts(f)
     _add_detections(f, prompt_masks)
     if cfg.prompted_handover:
         _hand_over_prompted(f)
-
     slots, masks = f.visible_masks()
+    if frame is not None and cfg.prompted_appearance > 0 and slots:
+        colours = _colours(masks, frame)
+        _trade_prompted_identities(f, slots, colours)
+        _remember_looks(f, slots, colours)
+
     grid = torch.zeros_like(state.slot_masks)
     if slots:
         grid[slots] = masks_to_grid(masks).to(grid.dtype)
