@@ -37,7 +37,7 @@ RUNTIME_FIELDS = frozenset(
         "prompted_handover",
         "prompted_jump_gate",
         "unprompted_jump_gate",
-        "prompted_appearance",
+        "appearance_margin",
         "connected_tracks",
         "scan_backend",
         "scan_chunk",
@@ -127,15 +127,15 @@ class AUSMConfig:
     own object restarts under a new id (on 240-frame ``val`` videos, the most common cause of
     a second track on one object). Hidden instead, it is unseen for a frame and a detection
     of its object continues it (``reid_distance``). 0 turns this off."""
-    prompted_appearance: float = 0.1
-    """Prompted objects keep their identity by their look. Each keeps its mean colour (the
+    appearance_margin: float = 0.1
+    """Tracks keep their identity by their look. Each identity remembers its mean colour (the
     frame's pixels under its mask, RGB in [0, 1], updated slowly while it is seen); when a
-    seen prompted track looks more like another prompted object than like its own, by more
-    than this margin (colour distances summed over the pair), the two trade identities
-    (``tracking._trade_prompted_identities``). Where two prompted objects cross, their ID
-    queries often follow each other's object from then on: the commonest late failure of
-    prompted objects on 240-frame ``val`` videos (model card, "Long streams"). 0 turns this
-    off."""
+    seen track looks more like another identity than like its own, by more than this margin
+    (colour distances summed over the pair), the two trade identities
+    (``tracking._trade_identities``). Where two objects cross, their ID queries often end on
+    each other's object and follow it from then on: the commonest late failure on 240-frame
+    ``val`` videos, for prompted objects and for unprompted tracks alike (model card, "Long
+    streams"). 0 turns this off."""
     connected_tracks: bool = True
     """A track's mask keeps only the parts connected to where its object was at the frame
     before (``tracking._connected_parts``): an ID query that also lights up a second,
@@ -226,7 +226,7 @@ class AUSMConfig:
         _require(0.0 < self.reid_threshold < 1.0, "reid_threshold", "must lie in (0, 1)")
         _require(self.prompted_jump_gate >= 0, "prompted_jump_gate", "must be >= 0")
         _require(self.unprompted_jump_gate >= 0, "unprompted_jump_gate", "must be >= 0")
-        _require(self.prompted_appearance >= 0, "prompted_appearance", "must be >= 0")
+        _require(self.appearance_margin >= 0, "appearance_margin", "must be >= 0")
         _require(
             self.state_dtype in typing.get_args(StateDtype),
             "state_dtype",

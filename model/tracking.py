@@ -29,6 +29,9 @@ Kept apart from the ``nn.Module``s so the network stays pure tensors. Per stream
    tracks) or ``unprompted_jump_gate`` (the rest) of its box size in one frame has jumped
    onto a neighbour and is unseen there; a lost prompted object takes over a young
    unprompted track of its class that found it (``prompted_handover``).
+5. **Identities follow their look**: two tracks trade identities when each looks like the
+   other's object (``appearance_margin``: the mean colour under the mask, remembered per
+   identity), as after a crossing where the ID queries swapped objects.
 
 A track has one class, not one per frame: the class with the most probability summed over
 the frames the track was visible (as video-instance evaluations score a track by its mean
@@ -495,23 +498,19 @@ def _colours(masks: Tensor, frame: Tensor) -> Tensor:
     return sums / (255.0 * weights.sum(1, keepdim=True).clamp(min=1.0))
 
 
-def _trade_prompted_identities(f: _Frame, slots: list[int], colours: Tensor) -> None:
-    """Prompted identities follow the look of their objects. ``slots`` are the visible
-    tracks, ``colours`` their mean colours this frame. Where two prompted objects cross,
-    their ID queries often end on each other's object, and each then follows the wrong one
-    for the rest of the stream; the masks are right, the names are swapped. A visible
-    prompted track whose colour fits another prompted identity (visible or lost) better
-    than its own, the pair's summed colour distance falling by more than
-    ``prompted_appearance``, trades identities with it: track id, object id, class evidence
-    and remembered colour move; each slot keeps its mask and query. The largest gain first,
-    until no trade gains; each trade lowers the summed distance, so it ends. Identities
-    whose look starts this frame (new tracks, prompts) are left as they are."""
+def _trade_identities(f: _Frame, slots: list[int], colours: Tensor) -> None:
+    """Identities follow the look of their objects. ``slots`` are the visible tracks,
+    ``colours`` their mean colours this frame. Where two objects cross, their ID queries
+    often end on each other's object, and each then follows the wrong one for the rest of
+    the stream: the masks are right, the names swapped (for a prompted object, the user's
+    object id). A visible track whose colour fits another identity (of a visible or a lost
+    track) better than its own, the pair's summed colour distance falling by more than
+    ``appearance_margin``, trades identities with it: track id, object id, class evidence
+    and remembered colour move; each slot keeps its mask, query and history. The largest
+    gain first, until none is left; each trade lowers the summed distance, so it ends.
+    Identities whose look starts this frame (new tracks, prompts) are left as they are."""
     s = f.state
-    known = [
-        i
-        for i in s.slot_active.nonzero().flatten().tolist()
-        if int(s.slot_object_id[i]) >= 0 and i not in f.fresh_look
-    ]
+    known = [i for i in s.slot_active.nonzero().flatten().tolist() if i not in f.fresh_look]
     seen = [slots.index(i) for i in known if i in f.emitted]
     if not seen or len(known) < 2:
         return
@@ -524,7 +523,7 @@ def _trade_prompted_identities(f: _Frame, slots: list[int], colours: Tensor) -> 
 
     held = list(range(len(known)))  # held[a]: the identity slot known[a] now carries
     for _ in range(len(known) ** 2):
-        best, pair = f.cfg.prompted_appearance, None
+        best, pair = f.cfg.appearance_margin, None
         for a in row:
             for b in range(len(known)):
                 if b == a:
@@ -567,7 +566,7 @@ def update_stream(
 ) -> StepResult:
     """Advance one stream's track table after its network step; mutates ``state``.
     ``frame`` (H, W, 3) uint8, the frame the network saw, gives tracks their look
-    (``prompted_appearance``); without it identities follow the ID queries alone."""
+    (``appearance_margin``); without it identities follow the ID queries alone."""
     f = _Frame(cfg, state, class_logits, mask_logits)
     _update_tracks(f)
     prompt_masks = _apply_prompts(f)
@@ -575,9 +574,9 @@ def update_stream(
     if cfg.prompted_handover:
         _hand_over_prompted(f)
     slots, masks = f.visible_masks()
-    if frame is not None and cfg.prompted_appearance > 0 and slots:
+    if frame is not None and cfg.appearance_margin > 0 and slots:
         colours = _colours(masks, frame)
-        _trade_prompted_identities(f, slots, colours)
+        _trade_identities(f, slots, colours)
         _remember_looks(f, slots, colours)
 
     grid = torch.zeros_like(state.slot_masks)

@@ -352,7 +352,7 @@ def test_prompted_identities_that_swap_at_a_crossing_follow_their_look():
     """The two ID queries end on each other's object: with the look on, the names follow
     the colours; without it, the queries."""
     for margin, red_object in [(0.1, 7), (0.0, 8)]:
-        cfg = dataclasses.replace(CFG, prompted_jump_gate=0.0, prompted_appearance=margin)
+        cfg = dataclasses.replace(CFG, prompted_jump_gate=0.0, appearance_margin=margin)
         s, red, blue = two_prompted_objects(cfg)
         frame = painted({(3, 3): RED, (19, 19): BLUE})
         r = update_stream(cfg, s, *outputs({red: (19, 19), blue: (3, 3)}), frame)
@@ -366,9 +366,22 @@ def test_a_track_on_a_lost_prompted_objects_look_takes_its_identity():
     """Object 7's query lost it and object 8's query moved onto it: the visible track is 7,
     and 8 is the one lost (its query may find it again)."""
     for margin, shown in [(0.1, 7), (0.0, 8)]:
-        cfg = dataclasses.replace(CFG, prompted_jump_gate=0.0, prompted_appearance=margin)
-        s, red, blue = two_prompted_objects(cfg)
+        cfg = dataclasses.replace(CFG, prompted_jump_gate=0.0, appearance_margin=margin)
+        s, _, blue = two_prompted_objects(cfg)
         frame = painted({(3, 3): RED})
         r = update_stream(cfg, s, *outputs({blue: (3, 3)}), frame)
         assert r.prompt_object_ids.tolist() == [shown], margin
         assert sorted(s.slot_object_id[s.slot_active].tolist()) == [7, 8]
+
+
+def test_unprompted_tracks_that_swap_at_a_crossing_follow_their_look_too():
+    for margin, on_red_object in [(0.1, 1), (0.0, 2)]:
+        cfg = dataclasses.replace(CFG, unprompted_jump_gate=0.0, appearance_margin=margin)
+        s = fresh_state()
+        frame = painted({(2, 2): RED, (20, 20): BLUE})
+        update_stream(cfg, s, *outputs({det(0): (2, 2), det(1): (20, 20)}), frame)
+        red, blue = (int((s.slot_track_id == t).nonzero()[0]) for t in (1, 2))
+        update_stream(cfg, s, *outputs({red: (2, 2), blue: (20, 20)}), frame)
+        frame = painted({(3, 3): RED, (19, 19): BLUE})
+        r = update_stream(cfg, s, *outputs({red: (19, 19), blue: (3, 3)}), frame)
+        assert r.track_ids[int(r.boxes[:, 0].argmin())] == on_red_object, margin
