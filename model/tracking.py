@@ -550,9 +550,8 @@ def _remember_looks(f: _Frame, slots: list[int], colours: Tensor) -> None:
     """Each visible track's remembered colour moves ``_LOOK_RATE`` towards this frame's;
     a track whose look starts now takes this frame's colour as it is."""
     idx = torch.tensor(slots, device=f.device)
-    rate = torch.tensor([1.0 if i in f.fresh_look else _LOOK_RATE for i in slots], device=f.device)[
-        :, None
-    ]
+    rates = [1.0 if i in f.fresh_look else _LOOK_RATE for i in slots]
+    rate = torch.tensor(rates, device=f.device)[:, None]
     s = f.state
     s.slot_appearance[idx] = (1 - rate) * s.slot_appearance[idx] + rate * colours
 
