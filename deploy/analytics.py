@@ -153,6 +153,11 @@ def _export(args: argparse.Namespace) -> int:
         f"wrote {report.rows} track rows as {args.format} to {args.out} in {took:.1f} s "
         f"({report.rows / max(took, 1e-9):.0f} rows/s): {', '.join(p.name for p in report.files)}"
     )
+    if report.hidden:
+        print(
+            f"left out {report.hidden} rows whose masks lie wholly under higher-scoring ones "
+            "(MOTS allows no overlapping masks)"
+        )
     return 0
 
 

@@ -182,6 +182,10 @@ def read_youtube_vis(results: Path) -> dict[tuple[str, int], tuple[np.ndarray, n
 @dataclass
 class ExportReport:
     rows: int = 0
+    """Track rows written (YouTube-VIS: every row, within its track's entry)."""
+    hidden: int = 0
+    """MOTS only: rows left out because their mask lies wholly under higher-scoring ones
+    (MOTS forbids overlapping masks, so none of it would be seen)."""
     files: list[Path] = field(default_factory=list)
 
 
@@ -202,12 +206,14 @@ def write_export(
     results: list[dict] = []
     videos: list[VideoInfo] = []
     for video, rows in streams:
-        report.rows += rows.num_rows
         if fmt == "ytvis":
             results.extend(youtube_vis(rows, video, ids))
             videos.append(video)
+            report.rows += rows.num_rows
             continue
-        lines = mots_lines(rows, ids) if fmt == "mots" else mot_lines(rows, ids, ground_truth)
+        lines = list(mots_lines(rows, ids) if fmt == "mots" else mot_lines(rows, ids, ground_truth))
+        report.rows += len(lines)
+        report.hidden += rows.num_rows - len(lines)
         path = out / f"{video.stream_id}.txt"
         path.write_text("".join(line + "\n" for line in lines))
         report.files.append(path)

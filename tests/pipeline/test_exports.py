@@ -138,7 +138,10 @@ def test_trackeval_scores_the_exports(stores, tmp_path, kind, class_id):
         data.export(kind, tmp_path / "trackers" / "truth", class_pairs=pedestrian)
     with TrackDataset(tracked) as data:
         report = data.export(kind, tmp_path / "trackers" / "ausm", class_pairs=pedestrian)
+        stored = data.query("SELECT count(*) AS n FROM tracks").to_pylist()[0]["n"]
     assert [p.name for p in report.files] == [f"{s}.txt" for s in STREAMS]
+    # every row is written or, in MOTS, counted as hidden under a higher-scoring mask
+    assert report.rows + report.hidden == stored and (kind == "mots" or report.hidden == 0)
     seqs = dict.fromkeys(STREAMS, FRAMES)
     # the truth scored against itself: the format is read whole and matched exactly
     perfect = trackeval_scores(kind, tmp_path / "gt", tmp_path / "trackers" / "truth", seqs)
