@@ -19,19 +19,21 @@ Kept apart from the ``nn.Module``s so the network stays pure tensors. Per stream
 3. **Detections** (``filter_fg``): detection queries with score above ``fg_threshold`` and at
    least ``min_mask_area`` pixels, greedily de-duplicated (highest score first) against each
    other, visible tracks and prompts by mask IoU, each continue a track unseen this frame
-   when one of their class was last seen close by (``reid_distance``: an object back from
-   behind another keeps its id), else get a fresh slot from the unused part of the ID buffer
-   while there is room. Weaker detections (above ``reid_threshold``) may continue a lost
-   track but never start one (ByteTrack's low-score association). A prompted object away
-   for longer than ``max_missing`` is continued by a confident detection of its class
-   anywhere in the frame: it may come back through another edge.
+   when one was last seen close by (``reid_distance``: an object back from behind another
+   keeps its id) or, if confident, when one looks like it (``reid_look``), else get a fresh
+   slot from the unused part of the ID buffer while there is room. Weaker detections (above
+   ``reid_threshold``) may continue a lost track but never start one (ByteTrack's low-score
+   association). A prompted object away for longer than ``max_missing`` is continued by a
+   confident detection of its class anywhere in the frame: it may come back through
+   another edge.
 4. **Long streams**: a track whose mask leaps more than ``prompted_jump_gate`` (prompted
    tracks) or ``unprompted_jump_gate`` (the rest) of its box size in one frame has jumped
    onto a neighbour and is unseen there; a lost prompted object takes over a young
    unprompted track of its class that found it (``prompted_handover``).
-5. **Identities follow their look**: two tracks trade identities when each looks like the
-   other's object (``appearance_margin``: the mean colour under the mask, remembered per
-   identity), as after a crossing where the ID queries swapped objects.
+5. **Identities follow their look** (the mean colour under the mask, remembered per
+   identity): two tracks trade identities when each looks like the other's object
+   (``appearance_margin``), as after a crossing where the ID queries swapped objects; two
+   tracks on one object that look alike merge into one identity (``reid_look``).
 
 A track has one class, not one per frame: the class with the most probability summed over
 the frames the track was visible (as video-instance evaluations score a track by its mean
@@ -141,9 +143,14 @@ class _Frame:
     """Working set for one stream's update: the emitted tracks are collected per slot."""
 
     def __init__(
-        self, cfg: AUSMConfig, state: StreamState, class_logits: Tensor, mask_logits: Tensor
+        self,
+        cfg: AUSMConfig,
+        state: StreamState,
+        class_logits: Tensor,
+        mask_logits: Tensor,
+        frame: Tensor | None,
     ) -> None:
-        self.cfg, self.state = cfg, state
+        self.cfg, self.state, self.frame = cfg, state, frame
         probs = class_logits.float().softmax(-1)
         self.scores = 1.0 - probs[:, -1]
         self.class_probs = probs[:, :-1]
@@ -154,6 +161,8 @@ class _Frame:
         self.emitted: dict[int, tuple[Tensor, float, int]] = {}
         # slots whose identity starts its look this frame (new tracks, prompts)
         self.fresh_look: set[int] = set()
+        # looks are remembered (and compared) only where the frame comes with the outputs
+        self.by_look = frame is not None and cfg.reid_look > 0
 
     def visible_masks(self) -> tuple[list[int], Tensor]:
         slots = sorted(self.emitted)
@@ -198,9 +207,13 @@ def _update_tracks(f: _Frame) -> None:
         logits = _connected_parts(s.slot_masks[slots], logits)
     masks = upsample_masks(logits, cfg.image_size)
     seen = (f.scores[slots] > cfg.track_threshold) & masks.flatten(1).any(1)
-    seen &= ~_duplicates(s, masks, seen, cfg.dedup_iou)
+    twin = _duplicates(s, masks, seen, cfg.dedup_iou)
+    merged = _merge_twins(f, slots, twin) if f.by_look else set()
+    seen &= twin < 0
     seen &= ~_jumped(cfg, s, slots, masks, seen)
     for slot, mask, visible in zip(slots, masks, seen.tolist(), strict=True):
+        if slot in merged:
+            continue  # its identity lives on in its twin's slot
         score = float(f.scores[slot])
         if visible:
             s.slot_missing[slot] = 0
@@ -281,11 +294,13 @@ def _duplicates(s: StreamState, masks: Tensor, seen: Tensor, max_iou: float) -> 
     """Tracks whose mask repeats another track's (IoU > ``max_iou``): all but the one whose
     mask best continues its own history mask. When an object hides behind another, its query
     tends to jump onto the occluder; this keeps the occluder's track and leaves the hidden
-    one unseen (kept, empty history) until it comes back. (k,) bool over the active slots."""
-    dup = torch.zeros_like(seen)
+    one unseen (kept, empty history) until it comes back. (k,) int64 over the active slots:
+    for each repeat, the index of the kept track it repeats (the most overlapping); -1 for
+    the rest."""
+    twin = torch.full(seen.shape, -1, dtype=torch.int64, device=seen.device)
     idx = seen.nonzero().flatten().tolist()
     if len(idx) < 2:
-        return dup
+        return twin
     slots = s.slot_active.nonzero().flatten()[idx]
     now, before = masks_to_grid(masks[idx]), s.slot_masks[slots]
     continuity = torch.minimum(now, before).sum((1, 2)) / torch.maximum(now, before).sum(
@@ -295,11 +310,37 @@ def _duplicates(s: StreamState, masks: Tensor, seen: Tensor, max_iou: float) -> 
     ious = mask_iou(masks[idx], masks[idx])
     kept: list[int] = []
     for i in order:
-        if any(float(ious[i, j]) > max_iou for j in kept):
-            dup[idx[i]] = True
+        j = max(kept, key=lambda j: float(ious[i, j]), default=None)
+        if j is not None and float(ious[i, j]) > max_iou:
+            twin[idx[i]] = idx[j]
         else:
             kept.append(i)
-    return dup
+    return twin
+
+
+def _merge_twins(f: _Frame, slots: list[int], twin: Tensor) -> set[int]:
+    """Repeats (``_duplicates``) whose remembered look lies within ``reid_look`` of their
+    twin's are one object tracked twice, not an occluded object whose query jumped onto its
+    occluder: the two become one identity in the kept slot (the one whose mask continues its
+    history best). The identity that lives on is the prompted one, else the one seen longer
+    (more class evidence; the older track id on a tie), with the class evidence of both.
+    Two prompted objects are never merged. Returns the slots freed."""
+    s, merged = f.state, set()
+    for d in (twin >= 0).nonzero().flatten().tolist():
+        a, b = slots[d], slots[int(twin[d])]  # a repeats b; b's slot stays
+        prompted_a, prompted_b = int(s.slot_object_id[a]) >= 0, int(s.slot_object_id[b]) >= 0
+        alike = float((s.slot_appearance[a] - s.slot_appearance[b]).norm()) <= f.cfg.reid_look
+        if not alike or (prompted_a and prompted_b):
+            continue
+        seen_a, seen_b = (float(s.slot_class_evidence[i].sum()) for i in (a, b))
+        older_a = (seen_a, -int(s.slot_track_id[a])) > (seen_b, -int(s.slot_track_id[b]))
+        if prompted_a or (not prompted_b and older_a):
+            for name in ("slot_track_id", "slot_object_id", "slot_appearance"):
+                getattr(s, name)[b] = getattr(s, name)[a].clone()
+        s.slot_class_evidence[b] += s.slot_class_evidence[a]
+        f.retire(a)
+        merged.add(a)
+    return merged
 
 
 def _apply_prompts(f: _Frame) -> list[Tensor]:
@@ -411,18 +452,15 @@ def mask_boxes(masks: Tensor) -> Tensor:
 
 
 def _lost_track(f: _Frame, mask: Tensor, label: int, confident: bool) -> int | None:
-    """The track unseen this frame that a new detection continues (``reid_distance``): same
-    class, box centre near where the track was last seen; the nearest one wins. Failing
-    that, a prompted object away for longer than ``max_missing`` may come back anywhere: a
-    ``confident`` detection of its class continues it wherever it is (nearest first)."""
+    """The track unseen this frame that a new detection continues: one whose box centre was
+    last seen near this one's (``reid_distance``; the nearest wins). Failing that, a
+    ``confident`` detection continues the lost track it looks like, wherever it is
+    (``reid_look``); and a prompted object away for longer than ``max_missing`` may come
+    back anywhere: a confident detection of its class continues it (nearest first)."""
     cfg, s = f.cfg, f.state
     if cfg.reid_distance <= 0:
         return None
-    lost = [
-        i
-        for i in s.slot_active.nonzero().flatten().tolist()
-        if i not in f.emitted and int(s.slot_label[i]) == label
-    ]
+    lost = [i for i in s.slot_active.nonzero().flatten().tolist() if i not in f.emitted]
     if not lost:
         return None
     last = s.slot_box[lost]
@@ -433,10 +471,17 @@ def _lost_track(f: _Frame, mask: Tensor, label: int, confident: bool) -> int | N
         return lost[best]
     if not confident:
         return None
+    if f.by_look:
+        look = torch.cdist(_colours(mask[None], f.frame), s.slot_appearance[lost])[0]
+        nearest = int(torch.argmin(look))
+        if float(look[nearest]) <= cfg.reid_look:
+            return lost[nearest]
     gone = [
         i
         for i in range(len(lost))
-        if int(s.slot_object_id[lost[i]]) >= 0 and int(s.slot_missing[lost[i]]) > cfg.max_missing
+        if int(s.slot_object_id[lost[i]]) >= 0
+        and int(s.slot_missing[lost[i]]) > cfg.max_missing
+        and int(s.slot_label[lost[i]]) == label
     ]
     return lost[min(gone, key=lambda i: (float(dist[i]), lost[i]))] if gone else None
 
@@ -547,13 +592,17 @@ def _trade_identities(f: _Frame, slots: list[int], colours: Tensor) -> None:
 
 
 def _remember_looks(f: _Frame, slots: list[int], colours: Tensor) -> None:
-    """Each visible track's remembered colour moves ``_LOOK_RATE`` towards this frame's;
-    a track whose look starts now takes this frame's colour as it is."""
-    idx = torch.tensor(slots, device=f.device)
-    rates = [1.0 if i in f.fresh_look else _LOOK_RATE for i in slots]
-    rate = torch.tensor(rates, device=f.device)[:, None]
+    """Each visible track's remembered colour moves ``_LOOK_RATE`` towards this frame's,
+    unless this frame's lies further than ``reid_look`` from it (the mask shows something
+    else); a track whose look starts now takes this frame's colour as it is."""
     s = f.state
-    s.slot_appearance[idx] = (1 - rate) * s.slot_appearance[idx] + rate * colours
+    idx = torch.tensor(slots, device=f.device)
+    fresh = torch.tensor([i in f.fresh_look for i in slots], device=f.device)
+    rate = torch.where(fresh, 1.0, _LOOK_RATE)
+    if f.by_look:
+        off = (colours - s.slot_appearance[idx]).norm(dim=1) > f.cfg.reid_look
+        rate = torch.where(off & ~fresh, 0.0, rate)
+    s.slot_appearance[idx] = (1 - rate[:, None]) * s.slot_appearance[idx] + rate[:, None] * colours
 
 
 def update_stream(
@@ -566,7 +615,7 @@ def update_stream(
     """Advance one stream's track table after its network step; mutates ``state``.
     ``frame`` (H, W, 3) uint8, the frame the network saw, gives tracks their look
     (``appearance_margin``); without it identities follow the ID queries alone."""
-    f = _Frame(cfg, state, class_logits, mask_logits)
+    f = _Frame(cfg, state, class_logits, mask_logits, frame)
     _update_tracks(f)
     prompt_masks = _apply_prompts(f)
     _add_detections(f, prompt_masks)

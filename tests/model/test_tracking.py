@@ -385,3 +385,78 @@ def test_unprompted_tracks_that_swap_at_a_crossing_follow_their_look_too():
         frame = painted({(3, 3): RED, (19, 19): BLUE})
         r = update_stream(cfg, s, *outputs({red: (19, 19), blue: (3, 3)}), frame)
         assert r.track_ids[int(r.boxes[:, 0].argmin())] == on_red_object, margin
+
+
+GREEN = (30, 200, 30)
+
+
+def test_a_lost_track_is_continued_near_where_it_was_whatever_class_one_frame_shows():
+    s = fresh_state()
+    update_stream(CFG, s, *outputs({det(0): (10, 10)}))
+    update_stream(CFG, s, *outputs({}))
+    cls, masks = outputs({det(2): (11, 11)})
+    cls[det(2), 1], cls[det(2), 2] = -10.0, 10.0  # this frame's class head says "triangle"
+    assert update_stream(CFG, s, cls, masks).track_ids.tolist() == [1]
+
+
+def test_a_lost_track_is_found_again_by_its_look_anywhere_in_the_frame():
+    """Red (track 1) and blue (track 2) are lost; a red object far from where either was
+    continues track 1 and a green one starts a track. Without the look, red is new too."""
+    for reid_look, red_id, green_id in [(0.1, 1, 3), (0.0, 3, 4)]:
+        cfg = dataclasses.replace(CFG, reid_look=reid_look)
+        s = fresh_state()
+        frame = painted({(2, 2): RED, (20, 20): BLUE})
+        update_stream(cfg, s, *outputs({det(0): (2, 2), det(1): (20, 20)}), frame)
+        update_stream(cfg, s, *outputs({}), painted({}))
+        frame = painted({(20, 2): RED, (2, 20): GREEN})
+        r = update_stream(cfg, s, *outputs({det(2): (20, 2), det(3): (2, 20)}), frame)
+        at_red = int(r.boxes[:, 1].argmax())  # the lower object
+        assert r.track_ids[at_red] == red_id, reid_look
+        assert r.track_ids[1 - at_red] == green_id, reid_look
+
+
+def test_two_tracks_on_one_object_that_look_alike_merge_into_the_older_one():
+    """Two red objects, tracked since frames 0 (track 1) and 2 (track 2). Both ID queries
+    then show the first object: one object tracked twice, so one identity stays, the older.
+    A blue track whose query jumps onto red is an occluded object instead: kept, unseen."""
+    s = fresh_state()
+    reds = painted({(2, 2): RED, (20, 20): RED})
+    update_stream(CFG, s, *outputs({det(0): (2, 2)}), reds)
+    first = int(s.slot_active.nonzero()[0])
+    update_stream(CFG, s, *outputs({first: (2, 2)}), reds)
+    update_stream(CFG, s, *outputs({first: (2, 2), det(0): (20, 20)}), reds)
+    second = int((s.slot_track_id == 2).nonzero()[0])
+    r = update_stream(CFG, s, *outputs({first: (2, 2), second: (2, 2)}), reds)
+    assert r.track_ids.tolist() == [1] and int(s.slot_active.sum()) == 1
+    assert float(s.slot_class_evidence.sum()) > 3.5  # both tracks' evidence adds up
+
+    s = fresh_state()
+    frame = painted({(2, 2): RED, (20, 20): BLUE})
+    update_stream(CFG, s, *outputs({det(0): (2, 2), det(1): (20, 20)}), frame)
+    red, blue = (int((s.slot_track_id == t).nonzero()[0]) for t in (1, 2))
+    r = update_stream(CFG, s, *outputs({red: (2, 2), blue: (2, 2)}), painted({(2, 2): RED}))
+    assert r.track_ids.tolist() == [1] and bool(s.slot_active[blue])
+
+
+def test_a_prompted_identity_outlives_its_unprompted_twin():
+    s = fresh_state()
+    reds = painted({(2, 2): RED, (20, 20): RED})
+    update_stream(CFG, s, *outputs({det(0): (2, 2)}), reds)
+    update_stream(CFG, s, *outputs({int(s.slot_active.nonzero()[0]): (2, 2)}), reds)
+    prompt(s, 9, 20, 20)
+    update_stream(CFG, s, *outputs({}), reds)
+    slots = {int(s.slot_track_id[i]): i for i in s.slot_active.nonzero().flatten().tolist()}
+    r = update_stream(CFG, s, *outputs({slots[1]: (20, 20), slots[2]: (20, 20)}), reds)
+    assert r.prompt_object_ids.tolist() == [9] and r.track_ids.tolist() == [2]
+
+
+def test_a_frame_that_shows_something_else_leaves_the_look_as_it_is():
+    s = fresh_state()
+    update_stream(CFG, s, *outputs({det(0): (2, 2)}), painted({(2, 2): RED}))
+    slot = int(s.slot_active.nonzero()[0])
+    look = s.slot_appearance[slot].clone()
+    update_stream(CFG, s, *outputs({slot: (2, 2)}), painted({(2, 2): BLUE}))
+    assert torch.equal(s.slot_appearance[slot], look)
+    shade = tuple(c - 10 for c in RED)  # the same object in other light: the look follows
+    update_stream(CFG, s, *outputs({slot: (2, 2)}), painted({(2, 2): shade}))
+    assert float(s.slot_appearance[slot, 0]) < float(look[0])
