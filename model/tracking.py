@@ -39,8 +39,10 @@ A track has one class, not one per frame: the class with the most probability su
 the frames the track was visible (as video-instance evaluations score a track by its mean
 class probability). Early in a track it may change as evidence comes in; then it settles
 instead of flickering whenever one frame's class head hesitates, so a query for "tracks of
-class X" gets whole tracks. Scores stay per frame, and re-identification still compares a
-detection with the class the track showed when last seen (its look just before it was lost).
+class X" gets whole tracks. Scores stay per frame. Re-identifying a detection near where a
+track was lost ignores classes (one frame's class head may disagree); bringing a prompted
+object back anywhere in the frame compares the detection's class with the one the track
+showed when last seen.
 
 Track ids shown to users are a per-stream counter from 1, never reused; they are separate
 from the buffer slot. Slots are drawn by :func:`sample_slot`, a pure function of
