@@ -616,7 +616,8 @@ def update_stream(
 ) -> StepResult:
     """Advance one stream's track table after its network step; mutates ``state``.
     ``frame`` (H, W, 3) uint8, the frame the network saw, gives tracks their look
-    (``appearance_margin``); without it identities follow the ID queries alone."""
+    (``appearance_margin``, ``reid_look``); without it identities follow the ID queries
+    and positions alone."""
     f = _Frame(cfg, state, class_logits, mask_logits, frame)
     _update_tracks(f)
     prompt_masks = _apply_prompts(f)
