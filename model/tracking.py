@@ -625,9 +625,10 @@ def update_stream(
     if cfg.prompted_handover:
         _hand_over_prompted(f)
     slots, masks = f.visible_masks()
-    if frame is not None and cfg.appearance_margin > 0 and slots:
+    if frame is not None and max(cfg.appearance_margin, cfg.reid_look) > 0 and slots:
         colours = _colours(masks, frame)
-        _trade_identities(f, slots, colours)
+        if cfg.appearance_margin > 0:
+            _trade_identities(f, slots, colours)
         _remember_looks(f, slots, colours)
 
     grid = torch.zeros_like(state.slot_masks)

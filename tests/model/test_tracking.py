@@ -460,3 +460,15 @@ def test_a_frame_that_shows_something_else_leaves_the_look_as_it_is():
     shade = tuple(c - 10 for c in RED)  # the same object in other light: the look follows
     update_stream(CFG, s, *outputs({slot: (2, 2)}), painted({(2, 2): shade}))
     assert float(s.slot_appearance[slot, 0]) < float(look[0])
+
+
+def test_looks_are_remembered_for_re_identification_without_identity_trades():
+    """``appearance_margin`` 0 turns the trades off, not the looks ``reid_look`` compares: a
+    blue track whose query jumps onto a red one is still an occluded object, not a twin."""
+    cfg = dataclasses.replace(CFG, appearance_margin=0.0)
+    s = fresh_state()
+    frame = painted({(2, 2): RED, (20, 20): BLUE})
+    update_stream(cfg, s, *outputs({det(0): (2, 2), det(1): (20, 20)}), frame)
+    red, blue = (int((s.slot_track_id == t).nonzero()[0]) for t in (1, 2))
+    r = update_stream(cfg, s, *outputs({red: (2, 2), blue: (2, 2)}), painted({(2, 2): RED}))
+    assert r.track_ids.tolist() == [1] and bool(s.slot_active[blue])
