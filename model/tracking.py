@@ -336,13 +336,25 @@ def _merge_twins(f: _Frame, slots: list[int], twin: Tensor) -> set[int]:
             continue
         seen_a, seen_b = (float(s.slot_class_evidence[i].sum()) for i in (a, b))
         older_a = (seen_a, -int(s.slot_track_id[a])) > (seen_b, -int(s.slot_track_id[b]))
-        if prompted_a or (not prompted_b and older_a):
-            for name in ("slot_track_id", "slot_object_id", "slot_appearance"):
-                getattr(s, name)[b] = getattr(s, name)[a].clone()
-        s.slot_class_evidence[b] += s.slot_class_evidence[a]
-        f.retire(a)
+        _inherit(f, b, a, name=prompted_a or (not prompted_b and older_a))
         merged.add(a)
     return merged
+
+
+_NAME = ("slot_track_id", "slot_object_id", "slot_appearance")
+"""What names an identity (the user's track id and object id) and how it looks; its class
+evidence goes with it too, but is summed when two tracks become one."""
+
+
+def _inherit(f: _Frame, heir: int, slot: int, name: bool) -> None:
+    """``heir`` absorbs ``slot``'s track, which is retired: their class evidence adds up, and
+    with ``name`` the heir carries ``slot``'s identity (``_NAME``) from now on."""
+    s = f.state
+    if name:
+        for field in _NAME:
+            getattr(s, field)[heir] = getattr(s, field)[slot].clone()
+    s.slot_class_evidence[heir] += s.slot_class_evidence[slot]
+    f.retire(slot)
 
 
 def _apply_prompts(f: _Frame) -> list[Tensor]:
@@ -525,12 +537,8 @@ def _hand_over_prompted(f: _Frame) -> None:
         last = s.slot_box[p]
         dist = (_centres(boxes) - _centres(last[None])).norm(dim=1)
         c = young[int(torch.argmin(dist))]
-        s.slot_track_id[c] = s.slot_track_id[p]
-        s.slot_object_id[c] = s.slot_object_id[p]
-        s.slot_class_evidence[c] += s.slot_class_evidence[p]
-        s.slot_appearance[c] = s.slot_appearance[p]
         f.fresh_look.discard(c)
-        f.retire(p)
+        _inherit(f, c, p, name=True)
 
 
 _LOOK_RATE = 0.1
@@ -588,7 +596,7 @@ def _trade_identities(f: _Frame, slots: list[int], colours: Tensor) -> None:
         return
     src = torch.tensor([known[held[i]] for i in moved], device=f.device)
     dst = torch.tensor([known[i] for i in moved], device=f.device)
-    for name in ("slot_track_id", "slot_object_id", "slot_class_evidence", "slot_appearance"):
+    for name in (*_NAME, "slot_class_evidence"):
         table = getattr(s, name)
         table[dst] = table[src].clone()
 
