@@ -417,8 +417,7 @@ def test_a_lost_track_is_found_again_by_its_look_anywhere_in_the_frame():
 
 def test_two_tracks_on_one_object_that_look_alike_merge_into_the_older_one():
     """Two red objects, tracked since frames 0 (track 1) and 2 (track 2). Both ID queries
-    then show the first object: one object tracked twice, so one identity stays, the older.
-    A blue track whose query jumps onto red is an occluded object instead: kept, unseen."""
+    then show the first object: one object tracked twice, so one identity stays, the older."""
     s = fresh_state()
     reds = painted({(2, 2): RED, (20, 20): RED})
     update_stream(CFG, s, *outputs({det(0): (2, 2)}), reds)
@@ -430,12 +429,18 @@ def test_two_tracks_on_one_object_that_look_alike_merge_into_the_older_one():
     assert r.track_ids.tolist() == [1] and int(s.slot_active.sum()) == 1
     assert float(s.slot_class_evidence.sum()) > 3.5  # both tracks' evidence adds up
 
-    s = fresh_state()
-    frame = painted({(2, 2): RED, (20, 20): BLUE})
-    update_stream(CFG, s, *outputs({det(0): (2, 2), det(1): (20, 20)}), frame)
-    red, blue = (int((s.slot_track_id == t).nonzero()[0]) for t in (1, 2))
-    r = update_stream(CFG, s, *outputs({red: (2, 2), blue: (2, 2)}), painted({(2, 2): RED}))
-    assert r.track_ids.tolist() == [1] and bool(s.slot_active[blue])
+
+def test_a_track_whose_query_jumps_onto_an_unlike_object_is_kept_not_merged():
+    """A blue track whose query jumps onto a red one is an occluded object, not a twin: kept,
+    unseen. ``appearance_margin`` 0 turns the trades off, not the looks ``reid_look`` needs."""
+    for margin in (0.1, 0.0):
+        cfg = dataclasses.replace(CFG, appearance_margin=margin)
+        s = fresh_state()
+        frame = painted({(2, 2): RED, (20, 20): BLUE})
+        update_stream(cfg, s, *outputs({det(0): (2, 2), det(1): (20, 20)}), frame)
+        red, blue = (int((s.slot_track_id == t).nonzero()[0]) for t in (1, 2))
+        r = update_stream(cfg, s, *outputs({red: (2, 2), blue: (2, 2)}), painted({(2, 2): RED}))
+        assert r.track_ids.tolist() == [1] and bool(s.slot_active[blue]), margin
 
 
 def test_a_prompted_identity_outlives_its_unprompted_twin():
@@ -460,15 +465,3 @@ def test_a_frame_that_shows_something_else_leaves_the_look_as_it_is():
     shade = tuple(c - 10 for c in RED)  # the same object in other light: the look follows
     update_stream(CFG, s, *outputs({slot: (2, 2)}), painted({(2, 2): shade}))
     assert float(s.slot_appearance[slot, 0]) < float(look[0])
-
-
-def test_looks_are_remembered_for_re_identification_without_identity_trades():
-    """``appearance_margin`` 0 turns the trades off, not the looks ``reid_look`` compares: a
-    blue track whose query jumps onto a red one is still an occluded object, not a twin."""
-    cfg = dataclasses.replace(CFG, appearance_margin=0.0)
-    s = fresh_state()
-    frame = painted({(2, 2): RED, (20, 20): BLUE})
-    update_stream(cfg, s, *outputs({det(0): (2, 2), det(1): (20, 20)}), frame)
-    red, blue = (int((s.slot_track_id == t).nonzero()[0]) for t in (1, 2))
-    r = update_stream(cfg, s, *outputs({red: (2, 2), blue: (2, 2)}), painted({(2, 2): RED}))
-    assert r.track_ids.tolist() == [1] and bool(s.slot_active[blue])
