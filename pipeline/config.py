@@ -274,8 +274,10 @@ def _build_section(section: str, section_cls: type, values: Mapping[str, Any]) -
     out = {k: _coerce(f"{section}.{k}", hints[k], v) for k, v in values.items()}
     for key in POSITIVE.get(section, ()):
         if out.get(key) == 0:
+            real = float in (hints[key], *typing.get_args(hints[key]))
+            rule = "positive" if real else "at least 1"
             raise ConfigError(
-                f"config key {section}.{key} must be at least 1, got 0 "
+                f"config key {section}.{key} must be {rule}, got 0 "
                 f"(leave it out for the default, {getattr(section_cls(), key)})"
             )
     return section_cls(**out)
@@ -283,8 +285,11 @@ def _build_section(section: str, section_cls: type, values: Mapping[str, Any]) -
 
 POSITIVE = {
     "kafka": ("partitions", "max_message_bytes", "fetch_max_wait_ms"),
-    "ingest": ("chunk_frames",),
+    "ingest": ("chunk_frames", "fps", "reconnect_initial_s", "reconnect_max_s"),
     "worker": (
+        "checkpoint_seconds",
+        "idle_page_out_s",
+        "max_lag_s",
         "parquet_frames",
         "poll_ms",
         "max_batch",
@@ -297,9 +302,10 @@ POSITIVE = {
         "batch_cells",
     ),
 }
-"""Integer keys for which 0 means nothing sensible (a division by zero, or a worker that
-never steps): 0 is an error naming the key. Other integers may be 0 (``worker.count: 0``
-= as many as fit, ``ingest.reconnect_attempts: 0`` = never give up)."""
+"""Keys for which 0 means nothing sensible (a division by zero, or a worker that never
+steps): 0 is an error naming the key. Other numbers may be 0 (``worker.count: 0`` = as many
+as fit, ``ingest.reconnect_attempts: 0`` = never give up, ``worker.gpus: 0`` = CPU workers,
+the default); no number may be negative."""
 
 
 def _coerce(key: str, hint: Any, value: Any) -> Any:
@@ -334,7 +340,7 @@ def _coerce(key: str, hint: Any, value: Any) -> Any:
             if isinstance(value, bool):
                 raise ValueError(value)
             number = float(value)
-            if number <= 0:
+            if not number >= 0:  # also refuses nan
                 raise ValueError(value)
             return number
         if hint is str:
@@ -345,7 +351,7 @@ def _coerce(key: str, hint: Any, value: Any) -> Any:
         kind = {
             bool: "a boolean",
             int: "a non-negative integer",
-            float: "a positive number",
+            float: "a non-negative number",
             str: "a non-empty string",
         }[hint]
         raise ConfigError(f"config key {key} must be {kind}, got {value!r}") from None

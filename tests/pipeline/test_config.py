@@ -36,7 +36,9 @@ def test_yaml_then_environment(tmp_path):
         ({"kafak": {}}, "unknown config section"),
         ({"kafka": {"partitions": "many"}}, "kafka.partitions must be a non-negative integer"),
         ({"kafka": {"partitions": -1}}, "kafka.partitions"),
-        ({"ingest": {"fps": 0}}, "ingest.fps must be a positive number"),
+        ({"ingest": {"fps": 0}}, "ingest.fps must be positive, got 0"),
+        ({"ingest": {"fps": -8}}, "ingest.fps must be a non-negative number"),
+        ({"worker": {"gpus": -1}}, "worker.gpus must be a non-negative number"),
         ({"storage": {"url": ""}}, "storage.url must be a non-empty string"),
         ({"worker": "fast"}, "section 'worker' must be a mapping"),
     ],
@@ -73,5 +75,9 @@ def test_zero_is_an_error_where_it_means_nothing(section, key):
 
 
 def test_zero_stays_valid_where_it_has_a_meaning():
-    cfg = PipelineConfig.from_dict({"worker": {"count": 0}, "ingest": {"reconnect_attempts": 0}})
+    cfg = PipelineConfig.from_dict(
+        {"worker": {"count": 0, "gpus": 0}, "ingest": {"reconnect_attempts": 0}}
+    )
     assert cfg.worker.count == 0 and cfg.ingest.reconnect_attempts == 0
+    assert cfg.worker.gpus == 0  # the documented default, written out
+    assert PipelineConfig.load(env={"AUSM_WORKER__GPUS": "0"}).worker.gpus == 0
