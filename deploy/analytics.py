@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 from ausm_stream.errors import InvalidInputError
 from ausm_stream.pipeline.config import PipelineConfig
 from ausm_stream.pipeline.exports import FORMATS
+from ausm_stream.pipeline.ids import stream_id_argument
 from ausm_stream.pipeline.query import VIEWS, TrackDataset
 from ausm_stream.pipeline.storage import open_store
 
@@ -205,7 +206,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     ex.add_argument("--format", required=True, choices=FORMATS)
     ex.add_argument("--out", required=True, type=Path, help="folder to write into")
     _source_options(ex)
-    ex.add_argument("--stream", action="append", default=[], help="only this stream (repeatable)")
+    ex.add_argument(
+        "--stream",
+        action="append",
+        default=[],
+        type=stream_id_argument,
+        help="only this stream (repeatable)",
+    )
     ex.add_argument("--where", help="SQL condition on the tracks, e.g. \"date = '2026-12-04'\"")
     ex.add_argument(
         "--class-id",
@@ -218,7 +225,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     ex.set_defaults(func=_export)
 
     r = sub.add_parser("render", help="draw a stream's tracks over its video (MP4 or PNG)")
-    r.add_argument("--stream", required=True)
+    r.add_argument("--stream", required=True, type=stream_id_argument)
     r.add_argument("--video", required=True, type=Path, help="the stream's source video file")
     r.add_argument("--out", required=True, type=Path, help="an .mp4, or a .png contact sheet")
     _source_options(r)

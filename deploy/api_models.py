@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from ausm_stream.operators.status import StreamStatus
+from ausm_stream.pipeline.ids import STREAM_ID_PATTERN, check_stream_id
 from ausm_stream.pipeline.ingest import IngestReport
-from ausm_stream.pipeline.registry import STREAM_ID
 
 
 class Body(BaseModel):
@@ -17,7 +17,11 @@ class Body(BaseModel):
 
 
 class StreamCreate(Body):
-    id: Annotated[str, Field(pattern=STREAM_ID.pattern, examples=["cam-7"])]
+    id: Annotated[
+        str,
+        Field(pattern=f"^{STREAM_ID_PATTERN}$", examples=["cam-7"]),  # for the OpenAPI schema
+        AfterValidator(check_stream_id),  # the rule itself
+    ]
     source: Annotated[
         str,
         Field(

@@ -17,6 +17,7 @@ from ausm_stream import AUSMStreamError, __version__
 from ausm_stream.deploy.analytics import add_parser as add_analytics_parser
 from ausm_stream.deploy.client import add_parser as add_client_parser
 from ausm_stream.errors import ConfigError
+from ausm_stream.pipeline.ids import stream_id_argument
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -90,6 +91,10 @@ def _eval(args: argparse.Namespace) -> int:
 
     model = AUSM.from_weights(args.weights, **runtime_overrides(args.set))
     videos = videos_from_spec(args.data, model.cfg.image_size)
+    if args.videos is not None:
+        if args.videos < 1:
+            raise ConfigError(f"--videos {args.videos}: give a count of at least 1")
+        videos = videos[: args.videos]
     report = evaluate(model, videos)
     print(report.table())
     return 0
@@ -183,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"ausm-stream {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     info = sub.add_parser("info", help="describe a model: config, parameters, state size")
-    info.add_argument("--preset", default="tiny", choices=["tiny", "paper"])
+    info.add_argument("--preset", default="tiny", choices=["tiny", "real", "paper"])
     info.add_argument("--weights", help="a .safetensors file written by AUSM.save_weights")
     info.add_argument("--json", action="store_true", help="also print the full config")
     info.set_defaults(func=_info)
@@ -204,13 +209,34 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop cleanly (checkpoint + weights) after this long",
     )
     tr.set_defaults(func=_train)
-    ev = sub.add_parser("eval", help="score a model: prompted J&F, unprompted AP, ID switches")
+    ev = sub.add_parser(
+        "eval",
+        help="score a model: prompted J&F beside a copy-first-mask baseline, unprompted AP, "
+        "object recall, ID switches, frames per second",
+        description="Run the model on annotated videos, prompted (each object's first visible "
+        "mask) and unprompted, and score both at the annotations' own resolution: the model "
+        "sees frames resized to its input size and its masks are upsampled back (nearest), as "
+        "DAVIS scores. Prompted: J, F, J&F (DAVIS 2017) and, beside them, the J&F of copying "
+        "each object's first mask to every later frame. Unprompted: YouTube-VIS AP (tracks on "
+        "unannotated objects count as false positives), object recall (visible annotated "
+        "object-frames some track covers at IoU >= 0.5) and tracks per covered object, which "
+        "ignore unannotated objects, and ID switches. Also the model's frames per second.",
+    )
     ev.add_argument("--weights", required=True, help="a .safetensors file from training")
     ev.add_argument(
         "--data",
         default="synthetic:test:50:24",
-        help="synthetic[:split[:count[:frames]]], davis:ROOT[:split] or "
+        help="synthetic[:split[:count[:frames]]], davis:ROOT[:split[:resolution]] (split: a "
+        "file of ImageSets/2017 or ImageSets/2016, or 2016/NAME; resolution: a folder of "
+        "JPEGImages, found on disk by default, 480p among several) or "
         "ytvis:ANNOTATIONS.json:IMAGE_ROOT (default: %(default)s)",
+    )
+    ev.add_argument(
+        "--videos",
+        type=int,
+        default=None,
+        metavar="N",
+        help="score only the first N videos of --data (they are all read first)",
     )
     _add_set_option(ev, "override a runtime setting of the model for this run")
     ev.set_defaults(func=_eval)
@@ -260,7 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=_run)
     ing = sub.add_parser("ingest", help="ingest one camera or file into the frames topic")
     ing.add_argument("--config", help="pipeline YAML (kafka and ingest sections)")
-    ing.add_argument("--stream-id", required=True)
+    ing.add_argument("--stream-id", required=True, type=stream_id_argument)
     ing.add_argument("--source", required=True, help="file path or rtsp:// / http:// URL")
     ing.add_argument("--size", default="128x128", help="the model's input HxW")
     ing.add_argument("--max-frames", type=int, default=None)

@@ -20,6 +20,7 @@ import urllib.request
 from typing import Any
 
 from ausm_stream.errors import AUSMStreamError
+from ausm_stream.pipeline.ids import stream_id_argument
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 
@@ -118,19 +119,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     streams.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
     verbs = streams.add_subparsers(dest="verb", required=True)
     add = verbs.add_parser("add", help="register a stream and start its ingest")
-    add.add_argument("id")
+    add.add_argument("id", type=stream_id_argument)
     add.add_argument("source", help="file path, URL, or 'external'")
     add.add_argument("--fps", type=float, default=None)
     add.set_defaults(func=_add)
     verbs.add_parser("list", help="every stream with its counters").set_defaults(func=_list)
     show = verbs.add_parser("show", help="one stream, as JSON")
-    show.add_argument("id")
+    show.add_argument("id", type=stream_id_argument)
     show.set_defaults(func=_show)
     rm = verbs.add_parser("rm", help="end a stream and unregister it")
-    rm.add_argument("id")
+    rm.add_argument("id", type=stream_id_argument)
     rm.set_defaults(func=_rm)
     pr = verbs.add_parser("prompt", help="track one object (source pixels)")
-    pr.add_argument("id")
+    pr.add_argument("id", type=stream_id_argument)
     shape = pr.add_mutually_exclusive_group(required=True)
     shape.add_argument("--box", metavar="X0,Y0,X1,Y1")
     shape.add_argument("--point", metavar="X,Y", action="append", help="repeatable")

@@ -20,11 +20,12 @@ import logging
 import ray
 
 from ausm_stream.deploy.runtime import interrupt_on_sigterm, start_runtime
-from ausm_stream.errors import ConfigError
+from ausm_stream.errors import ConfigError, InvalidInputError
 from ausm_stream.operators.pool import WorkerPool
 from ausm_stream.operators.status import PoolStatus
 from ausm_stream.operators.worker import weights_info
 from ausm_stream.pipeline.config import PipelineConfig
+from ausm_stream.pipeline.ids import check_stream_id
 from ausm_stream.pipeline.ingest import ingest_actor
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,10 @@ def parse_sources(items: list[str]) -> dict[str, str]:
         sid, sep, url = item.partition("=")
         if not sep or not sid or not url:
             raise ConfigError(f"--source {item!r}: use STREAM_ID=URL")
-        sources[sid] = url
+        try:
+            sources[check_stream_id(sid)] = url
+        except InvalidInputError as exc:
+            raise ConfigError(f"--source {item!r}: {exc}") from None
     return sources
 
 

@@ -22,9 +22,11 @@ the tracks producer is flushed), then the state object is written, then its mani
 lag monitoring. A crash between any two steps leaves the previous checkpoint in force.
 
 **Loading** tries ``latest.json`` and then the numbered manifests, newest first, and refuses
-a checkpoint whose manifest cannot be read, whose object is missing or fails its checksum,
-or that belongs to other weights or another format, with a log line naming the stream, the
-object and the reason.
+a checkpoint whose manifest cannot be read, names another stream or an object outside the
+stream's folder, whose object is missing or fails its checksum, or that belongs to other
+weights or another format, with a log line naming the stream, the object and the reason.
+Stream ids are checked before a path is built from them (:mod:`~ausm_stream.pipeline.ids`),
+and a stream's folder is listed without descending into folders below it.
 
 The partition manifest lists, for each stream seen on the partition, the offset of its
 first record and the offset its newest written checkpoint resumes at, and the partition's
@@ -50,6 +52,7 @@ from ausm_stream.model import AUSMConfig, StreamState
 from ausm_stream.model.state import STATE_VERSION, safetensors_metadata
 from ausm_stream.operators.processor import StreamSnapshot
 from ausm_stream.pipeline import kafka, records
+from ausm_stream.pipeline.ids import check_stream_id, is_stream_id, shown
 from ausm_stream.pipeline.storage import ObjectStore
 from ausm_stream.pipeline.tracks import FRAME_INFO_SCHEMA, TRACKS_SCHEMA
 
@@ -110,7 +113,9 @@ class PartitionManifest:
 
 
 def stream_prefix(stream_id: str) -> str:
-    return f"checkpoints/{stream_id}/"
+    """The folder of a stream's checkpoints; :class:`InvalidInputError` for an id that is not
+    a stream id (:mod:`~ausm_stream.pipeline.ids`), before any path is built from it."""
+    return f"checkpoints/{check_stream_id(stream_id)}/"
 
 
 def offsets_key(topic: str, partition: int) -> str:
@@ -184,7 +189,12 @@ def decode(blob: bytes, cfg: AUSMConfig, model_version: str) -> Checkpoint:
         state = StreamState.from_bytes(tensors["state"].numpy().tobytes(), cfg)
         prompt_frames = json.loads(meta["prompt_frames"])
         prompts = [
-            (int(at), records.decode_prompt(tensors[f"prompt.{i}"].numpy().tobytes()))
+            (
+                int(at),
+                records.decode_prompt(
+                    tensors[f"prompt.{i}"].numpy().tobytes(), None, cfg.image_size
+                ),
+            )
             for i, at in enumerate(prompt_frames)
         ]
         pending = {
@@ -210,6 +220,19 @@ def decode(blob: bytes, cfg: AUSMConfig, model_version: str) -> Checkpoint:
     return Checkpoint(snap, pending)
 
 
+def _check_manifest(manifest: Manifest, stream_id: str) -> None:
+    """A manifest read from ``stream_id``'s folder must name that stream and an object in
+    that folder (a copied or forged one would restore another stream's state)."""
+    if manifest.stream_id != stream_id:
+        raise CheckpointError(
+            f"manifest names stream {shown(manifest.stream_id)}, not {stream_id!r}"
+        )
+    prefix, obj = stream_prefix(stream_id), manifest.object
+    inside = isinstance(obj, str) and obj.startswith(prefix) and "/" not in obj[len(prefix) :]
+    if not inside or not obj.endswith(".safetensors"):
+        raise CheckpointError(f"its object {shown(obj)} lies outside {prefix}")
+
+
 # -- the store -----------------------------------------------------------------------------
 class CheckpointStore:
     """Writes and loads checkpoints of one model's streams in an object store."""
@@ -226,8 +249,8 @@ class CheckpointStore:
     def write(self, ckpt: Checkpoint, topic: str, partition: int) -> Manifest:
         """State object, then its manifest, then ``latest.json``; then older ones go."""
         snap = ckpt.snapshot
-        blob = encode(ckpt, self.model_version)
         prefix = stream_prefix(snap.stream_id)
+        blob = encode(ckpt, self.model_version)
         obj = f"{prefix}{snap.next_frame:012d}.safetensors"
         manifest = Manifest(
             stream_id=snap.stream_id,
@@ -261,8 +284,9 @@ class CheckpointStore:
 
     # loading --------------------------------------------------------------------------------
     def _numbered_manifests(self, stream_id: str) -> list[str]:
-        """The stream's numbered manifests, newest first."""
-        keys = self.store.list(stream_prefix(stream_id))
+        """The stream's numbered manifests, newest first: in its folder only, not below it
+        (objects there are no stream's: ids have no ``/``)."""
+        keys = self.store.list(stream_prefix(stream_id), recursive=False)
         return sorted(
             (k for k in keys if k.endswith(".json") and not k.endswith("/latest.json")),
             reverse=True,
@@ -280,6 +304,7 @@ class CheckpointStore:
                 continue
             try:
                 manifest = Manifest.parse(raw)
+                _check_manifest(manifest, stream_id)
                 if manifest.object in tried:
                     continue
                 tried.add(manifest.object)
@@ -325,13 +350,22 @@ class CheckpointStore:
         except KeyError:
             return None
         try:
-            return PartitionManifest(**json.loads(raw))
+            manifest = PartitionManifest(**json.loads(raw))
+            if (manifest.topic, manifest.partition) != (topic, partition):
+                raise ValueError(f"it is {manifest.topic}/{manifest.partition}'s")
         except (ValueError, TypeError) as exc:
             log.error("%s refused (%s); reading the partition from its start", key, exc)
             return None
+        return manifest
 
     def discover(self, topic: str, partition: int, partitions: int) -> list[str]:
         """Streams with checkpoints whose key hashes to ``partition`` (when the partition's
-        manifest is missing or unreadable)."""
-        streams = {k.split("/")[1] for k in self.store.list("checkpoints/") if k.count("/") >= 2}
-        return sorted(s for s in streams if kafka.partition_for(s, partitions) == partition)
+        manifest is missing or unreadable). Folders that are not a stream's (``a/b``, or
+        named by no stream id) are no stream."""
+        keys = self.store.list("checkpoints/")
+        streams = {k.split("/")[1] for k in keys if k.count("/") == 2}
+        return sorted(
+            s
+            for s in streams
+            if is_stream_id(s) and kafka.partition_for(s, partitions) == partition
+        )

@@ -51,6 +51,13 @@ from ausm_stream.pipeline.tracks import FrameTracks
 
 log = logging.getLogger(__name__)
 
+MAX_FRAME_JUMP = 1 << 30
+"""Frames a chunk or prompt may lie past the last frame its stream received. Gaps happen (a
+chunk dead-lettered; records Kafka's retention deleted while the stream was stored away, a
+week of a 240 fps camera is 145 million frames), but a chunk far ahead would make every later
+frame look like a replay and silence the stream until a reset: it is refused instead. A
+stream's first record may start at any index the decoder allows (``MAX_FRAME_INDEX``)."""
+
 
 @dataclass
 class QueuedFrame:
@@ -207,6 +214,7 @@ class StreamProcessor:
                 f"takes {self.size[0]}x{self.size[1]}"
             )
         s = self.entry(chunk.stream_id)
+        self._check_jump(s, chunk.first, f"frames of {chunk.stream_id!r} at frame {chunk.first}")
         placement = chunk.placement
         for i, idx in enumerate(chunk.frame_idx.tolist()):
             if idx < s.received:
@@ -257,12 +265,24 @@ class StreamProcessor:
             )
         s = self.entry(sid)
         at = s.received if prompt.frame_idx is None else prompt.frame_idx
+        self._check_jump(s, at, f"prompt for {sid!r} names frame {at}, which would")
         if at < s.next_frame:
             raise RecordError(
                 f"prompt for {sid!r} names frame {at}, which was "
                 f"already processed (next is {s.next_frame})"
             )
         s.prompts.setdefault(at, []).append(QueuedPrompt(prompt, offset))
+
+    @staticmethod
+    def _check_jump(s: StreamEntry, frame_idx: int, what: str) -> None:
+        """Refuse a frame more than ``MAX_FRAME_JUMP`` past the last one the stream received
+        (a stream that received none may start anywhere)."""
+        last = s.received - 1
+        if s.received and frame_idx - last > MAX_FRAME_JUMP:
+            raise RecordError(
+                f"{what} jump {frame_idx - last} frames past frame {last}, the last one received "
+                f"(at most {MAX_FRAME_JUMP}, MAX_FRAME_JUMP); reset the stream to renumber it"
+            )
 
     def _on_reset(self, record: ControlRecord) -> None:
         """The stream starts over at the record's frame, from a fresh state; its track ids go

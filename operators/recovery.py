@@ -25,6 +25,7 @@ from ausm_stream.operators.checkpoint import (
     CheckpointStore,
     PartitionManifest,
 )
+from ausm_stream.pipeline.ids import is_stream_id, shown
 
 log = logging.getLogger(__name__)
 
@@ -194,6 +195,14 @@ def recovery_plan(
     restored, needs = [], []
     manifest = PartitionManifest(topic, partition, position)
     for sid, first in sorted(known_first.items()):
+        if not is_stream_id(sid):  # written by a build that did not check ids
+            log.error(
+                "%s/%d: its manifest names %s, not a stream id; left out",
+                topic,
+                partition,
+                shown(sid),
+            )
+            continue
         loaded = store.load(sid)
         if loaded is None:
             needs.append(first)  # replayed from its first record (None: from the start)

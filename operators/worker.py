@@ -53,6 +53,7 @@ from ausm_stream.operators.status import (
 )
 from ausm_stream.pipeline import kafka, records
 from ausm_stream.pipeline.config import PipelineConfig, WorkerConfig
+from ausm_stream.pipeline.ids import shown
 from ausm_stream.pipeline.sinks import KafkaTrackSink, ParquetSink, TrackSinks
 from ausm_stream.pipeline.storage import open_store
 from ausm_stream.pipeline.tracks import FrameTracks
@@ -334,14 +335,17 @@ class SegmentationWorker:
 
     def _dead_letter(self, key: str, value: bytes, kind: str, source: str, reason: str) -> None:
         self.dead_letters += 1
-        log.warning("dead-lettered %s record of %r (%s): %s", kind, key, source, reason)
+        error = kafka.error_header(reason)  # cut to 4 KiB: a header, and a log line
+        log.warning(
+            "dead-lettered %s record of %s (%s): %s", kind, shown(key), source, error.decode()
+        )
         kafka.send(
             self.producer,
             self.cfg.kafka.dead_letter_topic,
             key,
             value,
             kind,
-            extra_headers=[(ERROR_HEADER, reason.encode()), (SOURCE_HEADER, source.encode())],
+            extra_headers=[(ERROR_HEADER, error), (SOURCE_HEADER, source.encode())],
         )
 
     def _reject_prompt(self, prompt: records.PromptRecord, reason: str) -> None:
@@ -638,15 +642,17 @@ class SegmentationWorker:
 
     # -- the loop ----------------------------------------------------------------------------
     def handle(self, msg: ConsumerRecord) -> None:
-        """Decode, validate and queue one message; invalid ones go to the dead-letter topic.
-        Records that a restored stream's checkpoint already covers are skipped."""
-        key = msg.key.decode(errors="replace") if msg.key else None
+        """Check, decode and queue one message; invalid ones go to the dead-letter topic
+        (among them records without a key, keyed by no stream id, or on another partition
+        than their key's: :func:`~ausm_stream.pipeline.kafka.stream_key`). Records that a
+        restored stream's checkpoint already covers are skipped."""
         p = msg.partition
-        if key is not None and key not in self.processor.streams:
-            self._page_in(key, msg.offset)
-        if key is None or msg.offset >= self.skip.get(key, -1):
-            kind = kafka.header(msg.headers, records.KIND_HEADER)
-            try:
+        kind = kafka.header(msg.headers, records.KIND_HEADER)
+        try:
+            key = kafka.stream_key(msg, self.cfg.kafka.partitions)
+            if key not in self.processor.streams:
+                self._page_in(key, msg.offset)
+            if msg.offset >= self.skip.get(key, -1):
                 record = records.decode(kind, msg.value or b"", key, self.model.cfg.image_size)
                 self.processor.on_record(record, msg.offset)
                 if isinstance(record, records.ControlRecord) and record.kind == "reset":
@@ -659,14 +665,14 @@ class SegmentationWorker:
                 self.writer.note_stream(p, record.stream_id, msg.offset)
                 self._progressed.add(record.stream_id)
                 self._last_active[record.stream_id] = time.monotonic()
-            except RecordError as exc:
-                self._dead_letter(
-                    key or "",
-                    msg.value or b"",
-                    kind or "unknown",
-                    f"{msg.topic}/{p}/{msg.offset}",
-                    str(exc),
-                )
+        except RecordError as exc:
+            self._dead_letter(
+                (msg.key or b"").decode(errors="replace"),
+                msg.value or b"",
+                kind or "unknown",
+                f"{msg.topic}/{p}/{msg.offset}",
+                str(exc),
+            )
         self.positions[p] = msg.offset + 1
         self.writer.note_position(p, msg.offset + 1)
 

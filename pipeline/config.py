@@ -29,6 +29,7 @@ from typing import Any, Literal
 
 from ausm_stream.errors import ConfigError
 from ausm_stream.pipeline.geometry import Fit
+from ausm_stream.pipeline.records import MAX_CHUNK_FRAMES
 
 ENV_PREFIX = "AUSM_"
 LagPolicy = Literal["process_all", "skip_to_live"]
@@ -280,8 +281,17 @@ def _build_section(section: str, section_cls: type, values: Mapping[str, Any]) -
                 f"config key {section}.{key} must be {rule}, got 0 "
                 f"(leave it out for the default, {getattr(section_cls(), key)})"
             )
+    for key, most in AT_MOST.get(section, {}).items():
+        if out.get(key, 0) > most:
+            raise ConfigError(
+                f"config key {section}.{key} must be at most {most}, got {out[key]} "
+                "(a worker refuses larger records: records.MAX_CHUNK_FRAMES)"
+            )
     return section_cls(**out)
 
+
+AT_MOST = {"ingest": {"chunk_frames": MAX_CHUNK_FRAMES}}
+"""Keys bounded by what a record may hold: above it, every record would be refused."""
 
 POSITIVE = {
     "kafka": ("partitions", "max_message_bytes", "fetch_max_wait_ms"),

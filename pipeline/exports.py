@@ -33,6 +33,7 @@ import pyarrow as pa
 
 from ausm_stream import rle
 from ausm_stream.errors import InvalidInputError
+from ausm_stream.pipeline.ids import check_stream_id
 from ausm_stream.pipeline.tracks import scale_mask
 
 Format = Literal["ytvis", "mots", "mot"]
@@ -198,7 +199,8 @@ def write_export(
 ) -> ExportReport:
     """Write each stream's rows in ``fmt`` under the folder ``out``: ``<stream>.txt`` per
     stream (MOTS, MOT), or ``results.json`` and ``videos.json`` (YouTube-VIS).
-    ``ground_truth`` writes MOT files as ``gt.txt`` is written (the rows are the truth)."""
+    ``ground_truth`` writes MOT files as ``gt.txt`` is written (the rows are the truth).
+    A stream id names a file, so one that is not a stream id (:mod:`.ids`) is refused."""
     if fmt not in FORMATS:
         raise InvalidInputError(f"export format must be one of {list(FORMATS)}, got {fmt!r}")
     out.mkdir(parents=True, exist_ok=True)
@@ -206,6 +208,7 @@ def write_export(
     results: list[dict] = []
     videos: list[VideoInfo] = []
     for video, rows in streams:
+        check_stream_id(video.stream_id)  # it names a file: never one outside ``out``
         if fmt == "ytvis":
             results.extend(youtube_vis(rows, video, ids))
             videos.append(video)

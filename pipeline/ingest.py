@@ -46,6 +46,7 @@ from ausm_stream.errors import ConflictError, RecordError, SourceError
 from ausm_stream.pipeline import kafka, records
 from ausm_stream.pipeline.config import IngestConfig, KafkaConfig
 from ausm_stream.pipeline.geometry import Fit, Placement
+from ausm_stream.pipeline.ids import check_stream_id
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +143,7 @@ class Ingest:
         clock: Callable[[], int] = time.time_ns,
         first_frame: int = 0,
     ) -> None:
-        self.stream_id = stream_id
+        self.stream_id = check_stream_id(stream_id)  # its key, and the worker's paths
         self.url = url
         self.size = size
         self.producer = producer
@@ -444,7 +445,7 @@ class IngestJob:
     ) -> None:
         self.bootstrap = bootstrap
         self.ingest = Ingest(
-            stream_id,
+            check_stream_id(stream_id),  # before a producer is made for it
             url,
             size,
             kafka.make_producer(kafka_cfg, bootstrap),

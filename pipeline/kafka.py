@@ -21,15 +21,57 @@ from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import TopicAlreadyExistsError
 from kafka.producer.future import FutureRecordMetadata
 
+from ausm_stream.errors import RecordError
 from ausm_stream.pipeline.config import KafkaConfig
+from ausm_stream.pipeline.ids import STREAM_ID_RULE, is_stream_id, shown
 from ausm_stream.pipeline.records import KIND_HEADER
 
 log = logging.getLogger(__name__)
+
+MAX_ERROR_HEADER_BYTES = 4096
+"""Bytes of a dead letter's reason at most. A reason quotes what is wrong (a schema, a list
+of frame indexes): one once grew to 17 MiB for a 0.33 MiB record, and the dead letter itself
+was then too large to send."""
 
 
 def partition_for(stream_id: str, partitions: int) -> int:
     """The partition of a stream's key: stable across processes and languages (CRC-32)."""
     return zlib.crc32(stream_id.encode()) % partitions
+
+
+def stream_key(msg: ConsumerRecord, partitions: int) -> str:
+    """The stream id a frames-topic record is keyed by, checked. :class:`RecordError` (the
+    record goes to the dead-letter topic) when it has no key, its key is not a stream id
+    (:mod:`.ids`: it names checkpoint paths), or it lies on another partition than its key's:
+    a stream is recovered from its key's partition only (:func:`partition_for`)."""
+    where = f"{msg.topic}/{msg.partition}/{msg.offset}"
+    if not msg.key:
+        raise RecordError(f"record at {where} has no key: frames records are keyed by stream id")
+    try:
+        key = msg.key.decode()
+    except UnicodeDecodeError:
+        raise RecordError(f"key {shown(msg.key)} at {where} is not UTF-8") from None
+    if not is_stream_id(key):
+        raise RecordError(f"key {shown(key)} at {where} is not a stream id: {STREAM_ID_RULE}")
+    home = partition_for(key, partitions)
+    if msg.partition != home:
+        raise RecordError(
+            f"record of stream {key!r} at {where} is on partition {msg.partition}; its key's is "
+            f"{home} (of kafka.partitions {partitions}): its producer hashed it with another "
+            "partition count"
+        )
+    return key
+
+
+def error_header(reason: str) -> bytes:
+    """A dead letter's reason as its header value: UTF-8, cut to
+    :data:`MAX_ERROR_HEADER_BYTES` (at a character's boundary, saying so)."""
+    data = reason.encode()
+    if len(data) <= MAX_ERROR_HEADER_BYTES:
+        return data
+    tail = f" ... (cut from {len(data)} bytes)".encode()
+    head = data[: MAX_ERROR_HEADER_BYTES - len(tail)].decode(errors="ignore").encode()
+    return head + tail
 
 
 def ensure_topics(cfg: KafkaConfig, bootstrap: str) -> None:

@@ -37,6 +37,7 @@ import pyarrow.compute as pc
 from ausm_stream.errors import InvalidInputError, NotFoundError
 from ausm_stream.pipeline.dataset import open_dataset
 from ausm_stream.pipeline.exports import ExportReport, Format, VideoInfo, class_ids, write_export
+from ausm_stream.pipeline.ids import check_stream_id
 from ausm_stream.pipeline.storage import ObjectStore
 from ausm_stream.pipeline.tracks import MASK_COLUMNS, source_masks
 
@@ -143,6 +144,8 @@ class TrackDataset:
         if streams is None:
             found = self.query(f"SELECT DISTINCT stream_id FROM tracks WHERE true{cond}")
             streams = sorted(found.column("stream_id").to_pylist())
+        for sid in streams:  # before any file is written (a folder's name is URL-decoded)
+            check_stream_id(sid)
         labels = self.query(
             f"SELECT DISTINCT label FROM tracks WHERE list_contains(?, stream_id){cond}",
             [list(streams)],

@@ -15,25 +15,59 @@ IPC; the Kafka header ``ausm-kind`` says which schema it carries:
 
 Prompts and control records travel in the frames topic under the stream's key, so they are
 ordered with the frames they refer to. Decoders check everything and raise
-:class:`RecordError` with the reason, which the worker sends to the dead-letter topic.
+:class:`RecordError` with the reason, which the worker sends to the dead-letter topic. A
+record's size is what it declares, not what it weighs (an 18 KiB zstd record can inflate to
+hundreds of MiB): every size is bounded (the ``MAX_*`` limits below, ``rows x H x W x 3``
+for frames) before anything is decompressed (:mod:`.ipc`), and a large column is read only
+after the columns that bound it. Stream ids, in keys and records, follow :mod:`.ids`.
 What the worker writes (the track rows and the frames table) is in :mod:`.tracks`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ausm_stream import rle
 from ausm_stream.errors import InvalidInputError, RecordError
+from ausm_stream.pipeline import ipc
 from ausm_stream.pipeline.geometry import Placement
+from ausm_stream.pipeline.ids import MAX_STREAM_ID_LENGTH, STREAM_ID_RULE, is_stream_id, shown
+from ausm_stream.pipeline.ipc import IpcRecord
 
 KIND_HEADER = "ausm-kind"
 Kind = Literal["frames", "prompt", "end", "reset"]
+
+
+# -- what a record may declare: checked before anything of it is decompressed -----------------
+MAX_CHUNK_FRAMES = 256
+"""Frames one frames record holds at most (ingest sends ``ingest.chunk_frames``, 8 by
+default). With the frame size, it bounds what decoding a chunk allocates."""
+
+MAX_PROMPT_OBJECTS = 256
+"""Objects one prompt record names at most: more than any model's ID buffer
+(``AUSMConfig.n_id``, 100 in the paper preset), which the worker then checks."""
+
+MAX_CONTROL_ROWS = 1
+"""Rows of an end or reset record: one."""
+
+MAX_INPUT_SIDE = 2048
+"""Largest side of a frame or prompt mask at the model's input, when the reader does not
+know the model's size (the worker does, and requires it exactly)."""
+
+MAX_SOURCE_SIDE = 16384
+"""Largest side of the source frame a chunk may declare: the worker builds arrays of the
+source size when it writes a track's box and area (:func:`~.tracks.source_extent`)."""
+
+MAX_FRAME_INDEX = 1 << 40
+"""Highest frame index a record may name (145 years at 240 fps). A chunk far ahead would make
+every later frame of its stream look like a replay (see also the processor's
+``MAX_FRAME_JUMP``)."""
 
 FRAME_KEY = [
     pa.field("stream_id", pa.utf8()),
@@ -206,92 +240,116 @@ def encode(record: Record) -> tuple[bytes, str]:
 
 
 # -- decoding ------------------------------------------------------------------------------
-def from_ipc(
+def open_record(
     value: bytes,
-    schema: pa.Schema | tuple[pa.Schema, ...],
+    schemas: tuple[pa.Schema, ...],
     kind: str,
+    max_rows: int,
+    value_bytes: Mapping[str, int] | None = None,
     nullable: Collection[str] | None = None,
-) -> pa.RecordBatch:
-    """The one record batch of an Arrow IPC message, checked against ``schema`` (or one of
-    several); only the ``nullable`` columns (default: the kind's, :data:`NULLABLE`) may
-    hold nulls."""
-    schemas = schema if isinstance(schema, tuple) else (schema,)
+) -> IpcRecord:
+    """The one record batch of an Arrow IPC message, checked against ``schemas`` and bounded
+    (:func:`~.ipc.open_record`: at most ``max_rows`` rows, every buffer within what its rows
+    need, nothing decompressed yet); only the ``nullable`` columns (default: the kind's,
+    :data:`NULLABLE`) may hold nulls. A stream id holds at most
+    :data:`~.ids.MAX_STREAM_ID_LENGTH` bytes."""
     nullable = NULLABLE.get(kind, set()) if nullable is None else nullable
-    try:
-        reader = pa.ipc.open_stream(pa.py_buffer(value))
-        batches = list(reader)
-    except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as exc:
-        raise RecordError(f"{kind} record is not a readable Arrow IPC stream: {exc}") from exc
-    if len(batches) != 1:
-        raise RecordError(f"{kind} record must hold one record batch, found {len(batches)}")
-    batch = batches[0]
-    if not any(batch.schema.equals(s) for s in schemas):
-        raise RecordError(f"{kind} record schema does not match: got {batch.schema}")
-    if batch.num_rows == 0:
-        raise RecordError(f"{kind} record is empty")
-    for name in batch.schema.names:
-        if name not in nullable and batch.column(name).null_count:
-            raise RecordError(f"{kind} record has nulls in {name!r}")
-    return batch
+    caps = {"stream_id": MAX_STREAM_ID_LENGTH, **(value_bytes or {})}
+    return ipc.open_record(value, schemas, kind, max_rows, caps, nullable)
+
+
+def _check_key(key: str | None, kind: str) -> None:
+    if key is not None and not is_stream_id(key):
+        raise RecordError(f"{kind} record's key {shown(key)} is not a stream id: {STREAM_ID_RULE}")
 
 
 def _single_stream(batch: pa.RecordBatch, kind: str, key: str | None) -> str:
     ids = set(batch.column("stream_id").to_pylist())
     if len(ids) != 1:
-        raise RecordError(f"{kind} record mixes streams {sorted(ids)}")
+        raise RecordError(f"{kind} record mixes streams {shown(sorted(ids))}")
     (stream_id,) = ids
-    if not stream_id:
-        raise RecordError(f"{kind} record has an empty stream_id")
+    if not is_stream_id(stream_id):
+        raise RecordError(f"{kind} record: stream id {shown(stream_id)}: {STREAM_ID_RULE}")
     if key is not None and key != stream_id:
         raise RecordError(f"{kind} record for stream {stream_id!r} arrived under key {key!r}")
     return stream_id
 
 
+def _one(batch: pa.RecordBatch, name: str, what: str) -> int:
+    """The one value a column holds in every row of a record."""
+    values = set(batch.column(name).to_pylist())
+    if len(values) != 1:
+        raise RecordError(f"{what}: one record must have one {name}, got {sorted(values)}")
+    return int(values.pop())
+
+
+def _check_frame_index(frame_idx: int, what: str) -> None:
+    if frame_idx > MAX_FRAME_INDEX:
+        raise RecordError(
+            f"{what}: frame_idx {frame_idx} is beyond {MAX_FRAME_INDEX} (MAX_FRAME_INDEX), "
+            "more frames than a stream ever has"
+        )
+
+
+def _check_input_size(h: int, w: int, expect: tuple[int, int] | None, sized: str) -> None:
+    """A frame or mask size at the model's input: ``expect`` exactly when known. ``sized``
+    says what has the size, for the message (``"prompt for 'cam-7': masks are 64x64"``)."""
+    if h <= 0 or w <= 0:
+        raise RecordError(f"{sized}: sizes must be positive")
+    if expect is not None and (h, w) != tuple(expect):
+        raise RecordError(f"{sized}, the model takes {expect[0]}x{expect[1]}")
+    if h > MAX_INPUT_SIDE or w > MAX_INPUT_SIDE:
+        raise RecordError(f"{sized}, at most {MAX_INPUT_SIDE}x{MAX_INPUT_SIDE}")
+
+
 def decode_frames(
     value: bytes, key: str | None = None, expect_size: tuple[int, int] | None = None
 ) -> FrameChunk:
-    batch = from_ipc(value, (FRAMES_SCHEMA, FRAMES_SCHEMA_NO_CONTENT), "frames")
+    """A frames record, checked; ``expect_size``: the model's input (H, W), which every
+    frame must have. Its ``rgb`` column is read last, once the frame size and the rows it
+    declares bound it (``rows x H x W x 3`` bytes)."""
+    _check_key(key, "frames")
+    record = open_record(
+        value, (FRAMES_SCHEMA, FRAMES_SCHEMA_NO_CONTENT), "frames", MAX_CHUNK_FRAMES
+    )
+    batch = record.read([n for n in record.schema.names if n != "rgb"])
     stream_id = _single_stream(batch, "frames", key)
     idx = batch.column("frame_idx").to_numpy()
-    if idx.size and (idx[0] < 0 or np.any(np.diff(idx) != 1)):
+    if idx[0] < 0 or np.any(np.diff(idx) != 1):
         raise RecordError(
             f"frames of {stream_id!r}: frame_idx must be consecutive from >= 0, got {idx.tolist()}"
         )
-    hs, ws = set(batch.column("height").to_pylist()), set(batch.column("width").to_pylist())
-    if len(hs) != 1 or len(ws) != 1:
-        raise RecordError(f"frames of {stream_id!r}: one chunk must have one frame size")
-    (h,), (w,) = hs, ws
-    if h <= 0 or w <= 0:
-        raise RecordError(f"frames of {stream_id!r}: bad frame size {h}x{w}")
-    if expect_size is not None and (h, w) != tuple(expect_size):
+    where = f"frames of {stream_id!r} at {first_idx(idx)}"
+    _check_frame_index(int(idx[-1]), where)
+    what = f"frames of {stream_id!r}"
+    h, w = _one(batch, "height", what), _one(batch, "width", what)
+    _check_input_size(h, w, expect_size, f"{where}: {h}x{w} frames")
+    src_h, src_w = _one(batch, "source_height", what), _one(batch, "source_width", what)
+    if src_h <= 0 or src_w <= 0 or src_h > MAX_SOURCE_SIDE or src_w > MAX_SOURCE_SIDE:
         raise RecordError(
-            f"frames of {stream_id!r} at {first_idx(idx)}: {h}x{w} frames, the "
-            f"model takes {expect_size[0]}x{expect_size[1]}"
+            f"{where}: source size {src_h}x{src_w}, at most {MAX_SOURCE_SIDE}x{MAX_SOURCE_SIDE} "
+            "(and positive)"
         )
-    rgb = batch.column("rgb")
-    lengths = set(len(v) for v in rgb.to_pylist())
-    if lengths != {h * w * 3}:
-        raise RecordError(
-            f"frames of {stream_id!r} at {first_idx(idx)}: rgb has "
-            f"{sorted(lengths)} bytes, {h}x{w}x3 needs {h * w * 3}"
-        )
-    frames = np.frombuffer(b"".join(rgb.to_pylist()), dtype=np.uint8).reshape(-1, h, w, 3)
-    src_h = int(batch.column("source_height")[0].as_py())
-    src_w = int(batch.column("source_width")[0].as_py())
-    if src_h <= 0 or src_w <= 0:
-        raise RecordError(f"frames of {stream_id!r}: bad source size {src_h}x{src_w}")
     content = [0, 0, h, w]  # a chunk without a content box fills the input
     for i, name in enumerate(("content_top", "content_left", "content_height", "content_width")):
-        if name not in batch.schema.names:
-            continue
-        values = set(batch.column(name).to_pylist())
-        if len(values) != 1:
-            raise RecordError(f"frames of {stream_id!r}: one chunk must have one {name}")
-        content[i] = int(values.pop())
+        if name in batch.schema.names:
+            content[i] = _one(batch, name, what)
     try:
         placement = Placement((src_h, src_w), (h, w), *content)
     except InvalidInputError as exc:
-        raise RecordError(f"frames of {stream_id!r} at {first_idx(idx)}: {exc}") from None
+        raise RecordError(f"{where}: {exc}") from None
+    n, frame_bytes = len(idx), h * w * 3
+    frames_need = f"{n} frame{'s' if n > 1 else ''} of {h}x{w}x3 need{'s' if n == 1 else ''}"
+    record.bound("rgb", n * frame_bytes, where, f"{frames_need} {n * frame_bytes}")
+    rgb = record.read(["rgb"]).column("rgb")
+    lengths = set(pc.binary_length(rgb).to_pylist())
+    if lengths != {frame_bytes}:
+        raise RecordError(
+            f"{where}: rgb has {sorted(lengths)} bytes, {h}x{w}x3 needs {frame_bytes}"
+        )
+    _, offsets, values = rgb.buffers()
+    start = int(np.frombuffer(offsets, np.int32, count=1, offset=4 * rgb.offset)[0])
+    data = np.frombuffer(values, np.uint8, count=n * frame_bytes, offset=start)
     return FrameChunk(
         stream_id=stream_id,
         frame_idx=idx.astype(np.int64),
@@ -299,7 +357,7 @@ def decode_frames(
         capture_ts=batch.column("capture_ts").cast(pa.int64()).to_numpy().astype(np.int64),
         source_height=src_h,
         source_width=src_w,
-        frames=frames,
+        frames=data.reshape(n, h, w, 3).copy(),  # its own memory, not the record's
         content=placement.content,
     )
 
@@ -308,39 +366,56 @@ def first_idx(idx: np.ndarray) -> str:
     return f"frame {int(idx[0])}" if idx.size else "?"
 
 
-def decode_prompt(value: bytes, key: str | None = None) -> PromptRecord:
-    batch = from_ipc(value, PROMPT_SCHEMA, "prompt")
+def rle_bytes_at_most(height: int, width: int) -> int:
+    """Bytes the COCO RLE string of a ``height x width`` mask takes at most: at most one run
+    a pixel (and one more), each a character plus one per 5 bits of its change from the run
+    two before, so under 2 bytes a pixel."""
+    return 2 * height * width + 16
+
+
+def decode_prompt(
+    value: bytes, key: str | None = None, expect_size: tuple[int, int] | None = None
+) -> PromptRecord:
+    """A prompt record, checked; ``expect_size``: the model's input (H, W), the size every
+    mask must have. The masks' RLE is read and decoded only once their size is checked."""
+    _check_key(key, "prompt")
+    record = open_record(value, (PROMPT_SCHEMA,), "prompt", MAX_PROMPT_OBJECTS)
+    batch = record.read([n for n in PROMPT_SCHEMA.names if n != "mask_rle"])
     stream_id = _single_stream(batch, "prompt", key)
+    what = f"prompt for {stream_id!r}"
     at = set(batch.column("frame_idx").to_pylist())
     if len(at) != 1:
-        raise RecordError(f"prompt for {stream_id!r}: all objects must share one frame_idx")
+        raise RecordError(f"{what}: all objects must share one frame_idx")
     (frame_idx,) = at
     if frame_idx is not None and frame_idx < 0:
-        raise RecordError(f"prompt for {stream_id!r}: frame_idx {frame_idx} < 0")
+        raise RecordError(f"{what}: frame_idx {frame_idx} < 0")
+    if frame_idx is not None:
+        _check_frame_index(frame_idx, what)
     ids = batch.column("object_id").to_pylist()
     if len(set(ids)) != len(ids) or min(ids) < 0:
-        raise RecordError(f"prompt for {stream_id!r}: object ids must be distinct and >= 0")
-    hs, ws = batch.column("mask_height").to_pylist(), batch.column("mask_width").to_pylist()
+        raise RecordError(f"{what}: object ids must be distinct and >= 0")
+    h, w = _one(batch, "mask_height", what), _one(batch, "mask_width", what)
+    _check_input_size(h, w, expect_size, f"{what}: masks are {h}x{w}")
+    k, most = len(ids), rle_bytes_at_most(h, w)
+    record.bound("mask_rle", k * most, what, f"{k} masks of {h}x{w} take at most {k * most}")
+    counts = record.read(["mask_rle"]).column("mask_rle").to_pylist()
     try:
-        masks = np.stack(
-            [
-                rle.decode(c, h, w)
-                for c, h, w in zip(batch.column("mask_rle").to_pylist(), hs, ws, strict=True)
-            ]
-        )
+        masks = np.stack([rle.decode(c, h, w) for c in counts])
     except (InvalidInputError, ValueError) as exc:
-        raise RecordError(f"prompt for {stream_id!r}: {exc}") from exc
+        raise RecordError(f"{what}: {exc}") from exc
     return PromptRecord(stream_id, frame_idx, [int(i) for i in ids], masks)
 
 
 def decode_control(
     value: bytes, kind: Literal["end", "reset"], key: str | None = None
 ) -> ControlRecord:
-    batch = from_ipc(value, CONTROL_SCHEMA, kind)
+    _check_key(key, kind)
+    batch = open_record(value, (CONTROL_SCHEMA,), kind, MAX_CONTROL_ROWS).read()
     stream_id = _single_stream(batch, kind, key)
-    (frame_idx,) = set(batch.column("frame_idx").to_pylist()) or {0}
+    frame_idx = batch.column("frame_idx")[0].as_py()
     if frame_idx is None or frame_idx < 0:
         raise RecordError(f"{kind} record for {stream_id!r}: frame_idx must be >= 0")
+    _check_frame_index(frame_idx, f"{kind} record for {stream_id!r}")
     return ControlRecord(kind, stream_id, int(frame_idx))
 
 
@@ -350,11 +425,15 @@ def decode(
     key: str | None = None,
     expect_size: tuple[int, int] | None = None,
 ) -> Record:
-    """Decode any record by its ``ausm-kind`` header; :class:`RecordError` when invalid."""
+    """Decode any record by its ``ausm-kind`` header; :class:`RecordError` when invalid.
+    ``key``: the Kafka key it came under (a stream id, which the record's must equal);
+    ``expect_size``: the model's input size, which frames and prompt masks must have."""
     if kind == "frames":
         return decode_frames(value, key, expect_size)
     if kind == "prompt":
-        return decode_prompt(value, key)
+        return decode_prompt(value, key, expect_size)
     if kind in ("end", "reset"):
         return decode_control(value, kind, key)
-    raise RecordError(f"unknown record kind {kind!r} (header {KIND_HEADER!r} missing or wrong)")
+    raise RecordError(
+        f"unknown record kind {shown(kind)} (header {KIND_HEADER!r} missing or wrong)"
+    )

@@ -9,28 +9,16 @@ lag, tracks) is the workers' status, never stored here.
 from __future__ import annotations
 
 import json
-import re
 import time
 from dataclasses import asdict, dataclass
 
 from ausm_stream.errors import InvalidInputError
+from ausm_stream.pipeline.ids import check_stream_id
 from ausm_stream.pipeline.storage import ObjectStore
 
 PREFIX = "registry/streams/"
 EXTERNAL = "external"
 """The source of a stream whose ingest runs elsewhere (``ausm-stream ingest`` by a camera)."""
-
-STREAM_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-"""Stream ids name Kafka keys, object keys and Hive partitions: letters, digits, ``. _ -``."""
-
-
-def check_stream_id(stream_id: str) -> str:
-    if not STREAM_ID.match(stream_id):
-        raise InvalidInputError(
-            f"stream id {stream_id!r}: use 1-128 letters, digits, '.', '_' or '-', "
-            "starting with a letter or digit"
-        )
-    return stream_id
 
 
 @dataclass(frozen=True)
@@ -73,8 +61,8 @@ class StreamRegistry:
         self.store.delete(self._key(stream_id))
 
     def all(self) -> list[RegisteredStream]:
-        """Every registered stream, by id."""
-        keys = sorted(k for k in self.store.list(PREFIX) if k.endswith(".json"))
+        """Every registered stream, by id (objects in folders below the registry's are none)."""
+        keys = sorted(k for k in self.store.list(PREFIX, recursive=False) if k.endswith(".json"))
         return [self._parse(k, self.store.get(k)) for k in keys]
 
     @staticmethod

@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 from kafka import KafkaProducer
 
 from ausm_stream.pipeline import kafka
+from ausm_stream.pipeline.ids import check_stream_id
 from ausm_stream.pipeline.records import to_ipc
 from ausm_stream.pipeline.storage import ObjectStore
 from ausm_stream.pipeline.tracks import (
@@ -119,7 +120,8 @@ class ParquetSink(WindowedSink):
         frames = [f for f, _ in buffered]
         first, last = frames[0].frame_idx, frames[-1].frame_idx
         day = datetime.fromtimestamp(frames[0].capture_ts / 1e9, tz=timezone.utc).date()
-        rel = f"stream_id={stream_id}/date={day.isoformat()}/{part_name(first, last)}"
+        folder = f"stream_id={check_stream_id(stream_id)}"  # an id names no other folder
+        rel = f"{folder}/date={day.isoformat()}/{part_name(first, last)}"
         tracks = pa.Table.from_batches([rows for _, rows in buffered], schema=TRACKS_SCHEMA)
         summary = frames_table(frames, self.model_version)
         for table_name, table in (("tracks", tracks), ("frames", summary)):

@@ -33,8 +33,9 @@ class ObjectStore(ABC):
         """The object's bytes; ``KeyError`` if there is none."""
 
     @abstractmethod
-    def list(self, prefix: str = "") -> list[str]:
-        """Keys under ``prefix``, sorted."""
+    def list(self, prefix: str = "", recursive: bool = True) -> list[str]:
+        """Keys under ``prefix``, sorted; without ``recursive``, only those in the folder the
+        prefix ends in (``checkpoints/a/`` lists ``checkpoints/a/x``, not ``checkpoints/a/b/x``)."""
 
     @abstractmethod
     def delete(self, key: str) -> None: ...
@@ -87,12 +88,14 @@ class FileStore(ObjectStore):
         except FileNotFoundError:
             raise KeyError(key) from None
 
-    def list(self, prefix: str = "") -> list[str]:
+    def list(self, prefix: str = "", recursive: bool = True) -> list[str]:
         # Walk only the prefix's folder: the store also holds the whole Parquet dataset.
         top = self._path(prefix.rpartition("/")[0]) if "/" in prefix else self.root
+        if not top.is_dir():
+            return []
         return sorted(
             str(p.relative_to(self.root))
-            for p in top.rglob("*")
+            for p in (top.rglob("*") if recursive else top.iterdir())
             if p.is_file()
             and not p.name.startswith(".")
             and str(p.relative_to(self.root)).startswith(prefix)
@@ -152,10 +155,10 @@ class S3Store(ObjectStore):
             response.close()
             response.release_conn()
 
-    def list(self, prefix: str = "") -> list[str]:
+    def list(self, prefix: str = "", recursive: bool = True) -> list[str]:
         base = f"{self.prefix}/" if self.prefix else ""
-        objects = self.client.list_objects(self.bucket, prefix=base + prefix, recursive=True)
-        return sorted(o.object_name[len(base) :] for o in objects)
+        objects = self.client.list_objects(self.bucket, prefix=base + prefix, recursive=recursive)
+        return sorted(o.object_name[len(base) :] for o in objects if not o.is_dir)
 
     def delete(self, key: str) -> None:
         self.client.remove_object(self.bucket, self._key(key))

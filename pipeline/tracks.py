@@ -24,7 +24,12 @@ import pyarrow as pa
 
 from ausm_stream import rle
 from ausm_stream.errors import RecordError
-from ausm_stream.pipeline.records import FRAME_KEY, from_ipc
+from ausm_stream.pipeline.records import (
+    FRAME_KEY,
+    MAX_INPUT_SIDE,
+    open_record,
+    rle_bytes_at_most,
+)
 
 BBOX_TYPE = pa.struct(
     [("x0", pa.float32()), ("y0", pa.float32()), ("x1", pa.float32()), ("y1", pa.float32())]
@@ -196,9 +201,29 @@ def encode_tracks(frames: list[FrameTracks], model_version: str) -> pa.RecordBat
     return pa.record_batch(arrays, schema=TRACKS_SCHEMA)
 
 
+MAX_TRACK_ROWS = 1 << 16
+"""Rows one tracks message holds at most (a window of ``ingest.chunk_frames`` frames, each
+with its tracks)."""
+
+MAX_TEXT_BYTES = 1024
+"""Bytes of a track row's ``label`` and ``model_version`` at most."""
+
+
 def decode_tracks(value: bytes) -> pa.RecordBatch:
-    """A tracks-topic message's rows, checked (:class:`RecordError` when invalid)."""
-    return from_ipc(value, TRACKS_SCHEMA, "tracks", nullable={"prompt_object_id"})
+    """A tracks-topic message's rows, checked (:class:`RecordError` when invalid). As for the
+    input records, every size it declares is bounded before it is decompressed; its masks'
+    RLE by the mask sizes its rows give."""
+    text = {"label": MAX_TEXT_BYTES, "model_version": MAX_TEXT_BYTES}
+    record = open_record(
+        value, (TRACKS_SCHEMA,), "tracks", MAX_TRACK_ROWS, text, nullable={"prompt_object_id"}
+    )
+    sizes = record.read(["mask_height", "mask_width"])
+    masks = list(zip(*(sizes.column(n).to_pylist() for n in sizes.schema.names), strict=True))
+    if not all(0 < h <= MAX_INPUT_SIDE and 0 < w <= MAX_INPUT_SIDE for h, w in masks):
+        raise RecordError(f"tracks message: mask sizes must lie within 1-{MAX_INPUT_SIDE}")
+    most = sum(rle_bytes_at_most(h, w) for h, w in masks)
+    record.bound("mask_rle", most, "tracks message", f"its masks' sizes allow {most}")
+    return record.read()
 
 
 # -- tracks messages -------------------------------------------------------------------------

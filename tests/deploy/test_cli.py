@@ -83,3 +83,40 @@ def test_a_worker_that_cannot_fit_in_local_ray_is_a_config_error():
     assert local_cpus(PipelineConfig.from_dict({"worker": {"cpus": 64}})) == 64
     three = PipelineConfig.from_dict({"worker": {"count": 3}})
     assert local_cpus(three) == max(os.cpu_count() or 1, 3)  # room for every worker
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [
+            "export",
+            "--format",
+            "mot",
+            "--out",
+            "{tmp}/out",
+            "--store",
+            "{tmp}/s",
+            "--stream",
+            "../x",
+        ],
+        ["render", "--stream", "a/b", "--video", "v.mp4", "--out", "o.mp4", "--store", "{tmp}/s"],
+        ["ingest", "--stream-id", "../../x", "--source", "a.mp4"],
+        ["streams", "add", "ok\n", "external"],
+        ["streams", "show", "x%2Fy"],
+        ["streams", "rm", ""],
+        ["streams", "prompt", "../registry/streams/evil", "--box", "1,2,3,4"],
+    ],
+)
+def test_hostile_stream_ids_are_usage_errors_before_anything_is_opened(argv, capsys, tmp_path):
+    with pytest.raises(SystemExit) as stopped:
+        main([a.format(tmp=tmp_path) for a in argv])
+    assert stopped.value.code == 2 and "stream id" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())  # no store opened, no folder made
+
+
+def test_a_hostile_source_id_is_a_config_error():
+    from ausm_stream.deploy.run import parse_sources
+
+    with pytest.raises(ConfigError, match=r"--source '\.\./x=a\.mp4': stream id '\.\./x'"):
+        parse_sources(["../x=a.mp4"])
+    assert parse_sources(["cam-7=a.mp4"]) == {"cam-7": "a.mp4"}

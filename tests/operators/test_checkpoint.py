@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 
 import numpy as np
 import pytest
 
+from ausm_stream.errors import InvalidInputError
 from ausm_stream.operators.checkpoint import (
     Checkpoint,
     CheckpointStore,
@@ -22,22 +24,24 @@ from ausm_stream.pipeline.storage import FileStore
 from ausm_stream.pipeline.tracks import encode_tracks
 from tests.conftest import make_model
 from tests.operators.test_processor import SIZE, chunk
+from tests.pipeline.test_ids import HOSTILE_IDS
 
 MODEL = make_model(image_size=SIZE, fg_threshold=0.85)
 
 
-def checkpoints_at(store, frames: list[int], keep: int = 3) -> CheckpointStore:
-    """Checkpoints of stream "a" after each count of ``frames``, with a sink buffer."""
+def checkpoints_at(store, frames: list[int], keep: int = 3, stream: str = "a") -> CheckpointStore:
+    """Checkpoints of ``stream`` after each count of ``frames``, with a sink buffer."""
     ckpts = CheckpointStore(store, MODEL.cfg, "m@1", keep=keep)
     sink = ParquetSink(store, "m@1", parquet_frames=64)
     p = StreamProcessor(MODEL, lambda f: sink.add(f, encode_tracks([f], "m@1")))
-    p.on_record(records.PromptRecord("a", 40, [3], np.ones((1, *SIZE), dtype=bool)), 0)
+    p.on_record(records.PromptRecord(stream, 40, [3], np.ones((1, *SIZE), dtype=bool)), 0)
     done = 0
     for n in frames:
-        p.on_record(chunk("a", done, n - done), offset=n)
+        p.on_record(chunk(stream, done, n - done), offset=n)
         p.drain()
         done = n
-        ckpts.write(Checkpoint(p.snapshot("a", n + 1), {"parquet": sink.pending("a")}), "t", 0)
+        snap = p.snapshot(stream, n + 1)
+        ckpts.write(Checkpoint(snap, {"parquet": sink.pending(stream)}), "t", 0)
     return ckpts
 
 
@@ -101,5 +105,63 @@ def test_recovery_seeks_to_the_smallest_offset_any_stream_needs(tmp_path):
     assert plan.seek == 5  # "b" never wrote a checkpoint: replayed from its first record
     assert [c.snapshot.stream_id for c in plan.restored] == ["a"]
     # Without the partition's manifest, streams without checkpoints are unknown: from the start.
+    store.put(
+        "offsets/t/0.json", json.dumps({**dataclasses.asdict(manifest), "partition": 1}).encode()
+    )
+    assert recovery_plan(ckpts, "t", 0, partitions=1).seek is None  # another's: refused
     store.delete("offsets/t/0.json")
     assert recovery_plan(ckpts, "t", 0, partitions=1).seek is None
+
+
+@pytest.mark.parametrize("bad", HOSTILE_IDS)
+def test_a_hostile_stream_id_never_names_a_checkpoint_path(tmp_path, bad):
+    store = FileStore(tmp_path / "store")
+    ckpts = checkpoints_at(store, [2])
+    snap = dataclasses.replace(ckpts.load("a")[0].snapshot, stream_id=bad)
+    before = sorted(p for p in tmp_path.rglob("*"))
+    with pytest.raises(InvalidInputError, match="stream id"):
+        ckpts.write(Checkpoint(snap), "t", 0)
+    with pytest.raises(InvalidInputError, match="stream id"):
+        ckpts.load(bad)
+    assert sorted(p for p in tmp_path.rglob("*")) == before  # nothing written anywhere
+
+
+def test_a_stream_in_another_streams_folder_neither_prunes_nor_loads_it(tmp_path):
+    """Objects of a stream ``a/b`` (as a build that did not check ids wrote them) lie in stream
+    ``a``'s folder: ``a`` lists its folder without descending, so they are not its own."""
+    store = FileStore(tmp_path)
+    for name in ("999999999999.json", "latest.json", "999999999999.safetensors"):
+        store.put(f"checkpoints/a/b/{name}", b"{}")
+    ckpts = checkpoints_at(store, [2, 4, 6, 8], keep=3)
+    ckpt, manifest = ckpts.load("a")
+    assert manifest.frame_idx == 8 and ckpt.snapshot.stream_id == "a"
+    kept = [k for k in store.list(stream_prefix("a")) if k.endswith(".safetensors")]
+    assert kept == [f"checkpoints/a/{n:012d}.safetensors" for n in (4, 6, 8)] + [
+        "checkpoints/a/b/999999999999.safetensors"  # not a's to prune
+    ]
+    assert ckpts.discover("t", 0, partitions=1) == ["a"]  # "a/b" names no stream
+
+
+def test_a_manifest_naming_another_stream_or_its_object_is_refused(tmp_path, caplog):
+    store = FileStore(tmp_path)
+    ckpts = checkpoints_at(store, [4, 8])
+    checkpoints_at(store, [6], stream="b")
+    of_b = store.get(f"{stream_prefix('b')}latest.json")
+    for key in (f"{stream_prefix('a')}{8:012d}.json", f"{stream_prefix('a')}latest.json"):
+        store.put(key, of_b)  # b's manifest where a's newest were
+    with caplog.at_level(logging.ERROR):
+        ckpt, manifest = ckpts.load("a")
+    assert manifest.stream_id == "a" and manifest.frame_idx == 4  # its own previous one
+    assert ckpt.snapshot.stream_id == "a"
+    refused = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert refused and all("names stream 'b'" in r for r in refused)
+    # A manifest of "a" whose object lies outside a's folder is refused too.
+    b_manifest = json.loads(of_b)
+    stray = {**dataclasses.asdict(manifest), "object": b_manifest["object"]}
+    stray["sha256"] = b_manifest["sha256"]
+    store.put(f"{stream_prefix('a')}latest.json", json.dumps(stray).encode())
+    caplog.clear()
+    with caplog.at_level(logging.ERROR):
+        _, manifest = ckpts.load("a")
+    assert manifest.object == f"{stream_prefix('a')}{4:012d}.safetensors"
+    assert any("outside checkpoints/a/" in r.getMessage() for r in caplog.records)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from ausm_stream.errors import RecordError
-from ausm_stream.operators.processor import StreamProcessor, stream_seed
+from ausm_stream.operators.processor import MAX_FRAME_JUMP, StreamProcessor, stream_seed
 from ausm_stream.pipeline.records import ControlRecord, FrameChunk, PromptRecord
 from tests.conftest import disc_mask, make_model
 
@@ -66,6 +66,24 @@ def test_replayed_frames_are_processed_once_and_gaps_are_counted(processor):
     p.drain()
     assert [f.frame_idx for f in emitted] == [0, 1, 2, 3, 4, 5, 9, 10]
     assert p.streams["a"].gaps == 1
+
+
+def test_a_chunk_that_jumps_absurdly_far_is_refused_and_the_stream_goes_on(processor):
+    """A chunk far ahead would make every later frame look replayed: the stream would fall
+    silent until a reset. It is refused (dead-lettered) instead, as is a prompt that far."""
+    p, emitted, _ = processor
+    p.on_record(chunk("a", 0, 4))
+    with pytest.raises(
+        RecordError, match=r"frames of 'a' at frame 1073741828 jump .* past frame 3"
+    ):
+        p.on_record(chunk("a", 4 + MAX_FRAME_JUMP, 2))
+    with pytest.raises(RecordError, match=r"prompt for 'a' names frame 1073741828"):
+        p.on_record(PromptRecord("a", 4 + MAX_FRAME_JUMP, [7], np.ones((1, *SIZE), bool)))
+    p.on_record(chunk("a", 4 + MAX_FRAME_JUMP - 1, 1))  # a long gap (retention) is a gap
+    p.on_record(chunk("b", 2**39, 2))  # a new stream may start anywhere the decoder allows
+    p.drain()
+    assert [f.frame_idx for f in emitted if f.stream_id == "a"] == [0, 1, 2, 3, 3 + MAX_FRAME_JUMP]
+    assert p.streams["a"].gaps == 1 and p.streams["b"].next_frame == 2**39 + 2
 
 
 def test_prompt_applies_at_its_frame(processor):

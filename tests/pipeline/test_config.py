@@ -38,6 +38,7 @@ def test_yaml_then_environment(tmp_path):
         ({"kafka": {"partitions": -1}}, "kafka.partitions"),
         ({"ingest": {"fps": 0}}, "ingest.fps must be positive, got 0"),
         ({"ingest": {"fps": -8}}, "ingest.fps must be a non-negative number"),
+        ({"ingest": {"chunk_frames": 257}}, "ingest.chunk_frames must be at most 256, got 257"),
         ({"worker": {"gpus": -1}}, "worker.gpus must be a non-negative number"),
         ({"storage": {"url": ""}}, "storage.url must be a non-empty string"),
         ({"worker": "fast"}, "section 'worker' must be a mapping"),

@@ -1,11 +1,17 @@
-"""Reading a partition's end and a key's newest record, against the real broker."""
+"""Reading a partition's end and a key's newest record (against the real broker), and
+what a frames record's key and a dead letter's reason must be."""
 
 from __future__ import annotations
 
 import uuid
 
+import pytest
+from kafka.consumer.fetcher import ConsumerRecord
+
+from ausm_stream.errors import RecordError
 from ausm_stream.pipeline import kafka
 from ausm_stream.pipeline.config import KafkaConfig
+from tests.pipeline.test_ids import HOSTILE_IDS
 
 
 def test_the_end_offset_counts_every_record_of_the_last_batch(broker):
@@ -21,3 +27,37 @@ def test_the_end_offset_counts_every_record_of_the_last_batch(broker):
     newest = kafka.last_record_of(cfg, broker.bootstrap, cfg.frames_topic, 0, "k2", window=2)
     assert newest is not None and newest.offset == 6  # in the last batch, found backwards
     assert kafka.last_record_of(cfg, broker.bootstrap, cfg.frames_topic, 0, "none") is None
+
+
+def frames_message(key: bytes | None, partition: int) -> ConsumerRecord:
+    return ConsumerRecord("ausm.frames", partition, -1, 41, 0, 0, key, b"", [], None, 0, 0, 0)
+
+
+@pytest.mark.parametrize(
+    "key, partition, reason",
+    [
+        (None, 0, "ausm.frames/0/41 has no key"),
+        (b"", 0, "ausm.frames/0/41 has no key"),
+        (b"cam-1", 3, "stream 'cam-1' at ausm.frames/3/41 is on partition 3; its key's is 0"),
+        (b"\xff\xfe", 0, r"key b'\\xff\\xfe' at ausm.frames/0/41 is not UTF-8"),
+        *[
+            (bad.encode(), 0, "at ausm.frames/0/41 is not a stream id")
+            for bad in HOSTILE_IDS
+            if bad
+        ],
+    ],
+)
+def test_a_frames_record_must_be_keyed_by_a_stream_id_on_its_partition(key, partition, reason):
+    with pytest.raises(RecordError, match=reason):
+        kafka.stream_key(frames_message(key, partition), partitions=4)
+    assert kafka.stream_key(frames_message(b"cam-7", 1), partitions=4) == "cam-7"
+
+
+def test_a_dead_letters_reason_is_cut_to_4_kib():
+    """A 0.33 MiB record once made a 17 MiB reason, and the dead letter itself was refused."""
+    assert kafka.error_header("short") == b"short"
+    long = "frames record schema does not match: got " + "é" * 9_000_000
+    cut = kafka.error_header(long)
+    assert len(cut) <= kafka.MAX_ERROR_HEADER_BYTES == 4096
+    text = cut.decode()  # still UTF-8: not cut inside a character
+    assert text.startswith("frames record schema does not match") and "cut" in text[-60:]

@@ -18,6 +18,7 @@ from pycocotools import mask as mask_utils
 
 from ausm_stream.errors import InvalidInputError, NotFoundError
 from ausm_stream.pipeline.dataset import read_dataset
+from ausm_stream.pipeline.exports import VideoInfo, write_export
 from ausm_stream.pipeline.query import TrackDataset
 from ausm_stream.pipeline.storage import FileStore, open_store
 from tests.conftest import s3_storage
@@ -210,3 +211,22 @@ def test_the_same_on_s3(local, s3_endpoint, monkeypatch, capsys):
         },
     )
     assert lazy.select(pl.len()).collect().item() == local[1]
+
+
+@pytest.mark.parametrize("folder", ["..%2F..%2Fescaped", "x%2Fy", "a%0A"])
+def test_an_export_refuses_a_stream_whose_id_would_name_another_path(local, tmp_path, folder):
+    """Hive readers URL-decode partition folders: ``stream_id=..%2F..%2Fescaped`` is stream
+    ``../../escaped``, which an export would write outside its folder."""
+    store, _ = local
+    copy = tmp_path / "store"
+    shutil.copytree(
+        store.root / "tracks" / "stream_id=cam-1", copy / "tracks" / f"stream_id={folder}"
+    )
+    out = tmp_path / "a" / "b" / "out"
+    with TrackDataset(FileStore(copy)) as data:
+        for fmt in ("mots", "mot", "ytvis"):
+            with pytest.raises(InvalidInputError, match=r"stream id .*: use 1-128"):
+                data.export(fmt, out)
+    assert not (tmp_path / "escaped.txt").exists() and not list(tmp_path.rglob("*.txt"))
+    with pytest.raises(InvalidInputError, match=r"stream id '\.\./x'"):
+        write_export([(VideoInfo(1, "../x", 0, 1, 4, 4), pa.table({}))], "mot", out, {})

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import tracemalloc
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import numpy as np
 import pyarrow as pa
 import pytest
+from pycocotools import mask as mask_utils
 
 from ausm_stream.errors import RecordError
 from ausm_stream.pipeline import records
 from ausm_stream.pipeline.records import ControlRecord, FrameChunk, PromptRecord
+from tests.pipeline.test_ids import HOSTILE_IDS
 
 
 def chunk(stream="cam-1", first=0, n=3, size=(16, 24)):
@@ -85,3 +91,191 @@ def test_semantic_checks():
     assert old.content == (0, 0, 16, 24) and np.array_equal(old.frames, chunk().frames)
     with pytest.raises(RecordError, match="schema does not match"):
         records.decode("prompt", value, "cam-1")
+
+
+# -- poison records: every declared size is bounded before anything is decompressed ---------
+MiB = 1 << 20
+ZSTD_MAGIC = bytes.fromhex("28b52ffd")
+POOLS: list[pa.MemoryPool] = []
+"""Every pool :func:`allocations` made, alive until the end: what a failed decode allocated
+through one is freed with the test's report, after the block."""
+
+
+@contextmanager
+def allocations() -> Iterator[list[int]]:
+    """The peak bytes allocated inside the block (appended on leaving it): Python and numpy's
+    (``tracemalloc``) plus Arrow's (a proxy of its default pool, which decompression uses)."""
+    old = pa.default_memory_pool()
+    pool = pa.proxy_memory_pool(old)
+    POOLS.append(pool)
+    pa.set_memory_pool(pool)
+    tracemalloc.start()
+    peak: list[int] = []
+    try:
+        yield peak
+    finally:
+        peak.append(tracemalloc.get_traced_memory()[1] + pool.max_memory())
+        tracemalloc.stop()
+        pa.set_memory_pool(old)
+
+
+def frames_batch(n=1, size=(16, 24), stream="cam-1") -> pa.RecordBatch:
+    value, _ = records.encode(chunk(stream, n=n, size=size))
+    return pa.ipc.open_stream(pa.py_buffer(value)).read_next_batch()
+
+
+def with_column_batch(batch: pa.RecordBatch, name: str, values: pa.Array) -> pa.RecordBatch:
+    return batch.set_column(batch.schema.get_field_index(name), name, values)
+
+
+def with_column(batch: pa.RecordBatch, name: str, values: pa.Array) -> bytes:
+    return records.to_ipc(with_column_batch(batch, name, values))
+
+
+@pytest.fixture(scope="module")
+def bomb() -> bytes:
+    """An 18 KiB frames record of one 16x24 frame whose ``rgb`` value inflates to 512 MiB
+    (zstd of zeros): what a broken or hostile producer can send within any message limit."""
+    zeros = np.zeros(512 * MiB, np.uint8)  # calloc'd: its pages are never touched
+    rgb = pa.Array.from_buffers(
+        pa.binary(),
+        1,
+        [None, pa.py_buffer(np.array([0, zeros.size], np.int32)), pa.py_buffer(zeros)],
+    )
+    return with_column(frames_batch(), "rgb", rgb)
+
+
+@pytest.mark.parametrize("expect", [(16, 24), None])
+def test_a_frames_record_that_inflates_to_512_mib_is_refused_before_it_is_decompressed(
+    bomb, expect
+):
+    assert len(bomb) < 32 * 1024
+    with allocations() as peak, pytest.raises(RecordError) as refused:
+        records.decode("frames", bomb, "cam-1", expect)
+    assert peak[0] < 4 * MiB, f"{peak[0] / MiB:.0f} MiB allocated before refusing"
+    reason = str(refused.value)
+    assert "frames of 'cam-1' at frame 0" in reason and "rgb declares 536870912 bytes" in reason
+    assert "1 frame of 16x24x3 needs 1152" in reason
+
+
+def test_a_column_declaring_more_bytes_than_its_rows_need_is_refused_unread():
+    """Arrow's body compression puts each buffer's uncompressed length before its zstd frame;
+    the reader allocates that length, so a record can claim any size for any column."""
+    value, _ = records.encode(chunk(n=3))
+    frames = [i for i in range(len(value)) if value.startswith(ZSTD_MAGIC, i)]
+    at = frames[5] - 8  # stream_id's offsets and data, frame_idx, pts_ns, capture_ts, height
+    assert int.from_bytes(value[at : at + 8], "little") == 3 * 4
+    lying = value[:at] + (512 * MiB).to_bytes(8, "little") + value[at + 8 :]
+    with allocations() as peak, pytest.raises(RecordError, match=r"'height' declares 536870912"):
+        records.decode("frames", lying, "cam-1", (16, 24))
+    assert peak[0] < 4 * MiB
+
+
+def rle_counts(h: int, w: int) -> bytes:
+    """The COCO RLE of an h x w mask with one run set, without allocating the mask."""
+    runs = [h * w // 2, 10, h * w - h * w // 2 - 10]
+    return mask_utils.frPyObjects({"size": [h, w], "counts": runs}, h, w)["counts"]
+
+
+def prompt_value(k: int, h: int, w: int) -> bytes:
+    return records.to_ipc(
+        pa.record_batch(
+            [
+                pa.array(["cam-1"] * k),
+                pa.array([None] * k, pa.int64()),
+                pa.array(range(k), pa.int64()),
+                pa.array([rle_counts(h, w)] * k, pa.binary()),
+                pa.array([h] * k, pa.int32()),
+                pa.array([w] * k, pa.int32()),
+            ],
+            schema=records.PROMPT_SCHEMA,
+        )
+    )
+
+
+@pytest.mark.parametrize(
+    "expect, message",
+    [
+        ((16, 24), "masks are 16000x16000, the model takes 16x24"),
+        (None, "masks are 16000x16000, at most 2048x2048"),
+    ],
+)
+def test_a_prompt_with_masks_bigger_than_the_model_is_refused_before_they_are_decoded(
+    expect, message
+):
+    value = prompt_value(4, 16000, 16000)  # 1.2 KB; decoded, 1.95 GiB
+    assert len(value) < 2048
+    with allocations() as peak, pytest.raises(RecordError, match=f"prompt for 'cam-1': {message}"):
+        records.decode("prompt", value, "cam-1", expect)
+    assert peak[0] < 4 * MiB
+    back = records.decode("prompt", prompt_value(2, 16, 24), "cam-1", (16, 24))
+    assert back.masks.shape == (2, 16, 24) and back.masks.sum() == 2 * 10
+
+
+def test_a_source_size_beyond_16384_is_refused():
+    batch = frames_batch(n=2)
+    huge = pa.array([50_000_000] * 2, pa.int32())
+    value = with_column(with_column_batch(batch, "source_height", huge), "source_width", huge)
+    with (
+        allocations() as peak,
+        pytest.raises(
+            RecordError,
+            match=r"frames of 'cam-1' at frame 0: source size 50000000x50000000, "
+            r"at most 16384x16384",
+        ),
+    ):
+        records.decode("frames", value, "cam-1", (16, 24))
+    assert peak[0] < 4 * MiB
+    edge = pa.array([16384] * 2, pa.int32())
+    value = with_column(with_column_batch(batch, "source_height", edge), "source_width", edge)
+    assert records.decode("frames", value, "cam-1", (16, 24)).source_height == 16384
+
+
+def test_records_with_more_rows_than_one_holds_are_refused_before_decompressing():
+    many = records.encode(chunk(n=records.MAX_CHUNK_FRAMES + 1, size=(2, 2)))[0]
+    with pytest.raises(RecordError, match=f"frames record holds {records.MAX_CHUNK_FRAMES + 1} "):
+        records.decode("frames", many, "cam-1", (2, 2))
+    assert len(records.decode("frames", records.encode(chunk(n=8, size=(2, 2)))[0])) == 8
+    objects = prompt_value(records.MAX_PROMPT_OBJECTS + 1, 16, 24)
+    with pytest.raises(RecordError, match=f"prompt record holds {records.MAX_PROMPT_OBJECTS + 1} "):
+        records.decode("prompt", objects, "cam-1", (16, 24))
+    two = pa.record_batch(
+        [pa.array(["cam-1"] * 2), pa.array([4, 4], pa.int64())], schema=records.CONTROL_SCHEMA
+    )
+    with pytest.raises(RecordError, match="end record holds 2 rows, at most 1"):
+        records.decode("end", records.to_ipc(two), "cam-1")
+
+
+def test_frame_indexes_no_camera_reaches_are_refused():
+    far = records.MAX_FRAME_INDEX
+    with pytest.raises(RecordError, match=r"frame_idx .* beyond"):
+        records.decode("frames", records.encode(chunk(first=2**62))[0], "cam-1")
+    masks = np.ones((1, 16, 24), bool)
+    for record in (
+        PromptRecord("cam-1", far + 1, [1], masks),
+        ControlRecord("reset", "cam-1", 2**62),
+        ControlRecord("end", "cam-1", far + 1),
+    ):
+        value, kind = records.encode(record)
+        with pytest.raises(RecordError, match=r"frame_idx .* beyond"):
+            records.decode(kind, value, "cam-1", (16, 24))
+    value, kind = records.encode(ControlRecord("reset", "cam-1", far))
+    assert records.decode(kind, value, "cam-1").frame_idx == far
+
+
+# -- stream ids ------------------------------------------------------------------------------
+@pytest.mark.parametrize("bad", HOSTILE_IDS)
+def test_hostile_stream_ids_are_refused_as_keys_and_in_records(bad):
+    good, _ = records.encode(chunk())
+    with pytest.raises(RecordError, match=r"key .* is not a stream id"):
+        records.decode("frames", good, bad, (16, 24))
+    masks = np.ones((1, 16, 24), bool)
+    for record in (
+        chunk(stream=bad),
+        PromptRecord(bad, None, [1], masks),
+        ControlRecord("end", bad, 3),
+        ControlRecord("reset", bad, 0),
+    ):
+        value, kind = records.encode(record)
+        with pytest.raises(RecordError, match=f"{kind} record: stream id .* use 1-128"):
+            records.decode(kind, value, None, (16, 24))

@@ -9,6 +9,7 @@ import pytest
 from ausm_stream.errors import InvalidInputError
 from ausm_stream.pipeline.registry import StreamRegistry, new_stream
 from ausm_stream.pipeline.storage import FileStore
+from tests.pipeline.test_ids import HOSTILE_IDS
 
 
 def test_streams_round_trip_and_survive_a_new_registry(tmp_path):
@@ -28,7 +29,7 @@ def test_streams_round_trip_and_survive_a_new_registry(tmp_path):
     assert store.list("registry/") == ["registry/streams/cam-0.json"]
 
 
-@pytest.mark.parametrize("bad", ["", "a b", "../x", "-lead", "x" * 129, "cam/7"])
+@pytest.mark.parametrize("bad", [*HOSTILE_IDS, "a b", "-lead"])
 def test_ids_that_cannot_name_keys_and_partitions_are_refused(tmp_path, bad):
     with pytest.raises(InvalidInputError, match="stream id"):
         StreamRegistry(FileStore(tmp_path)).put(new_stream(bad, "external", None))
@@ -39,3 +40,14 @@ def test_an_unreadable_object_names_its_key(tmp_path):
     store.put("registry/streams/cam-9.json", b"{not json")
     with pytest.raises(InvalidInputError, match=r"registry/streams/cam-9\.json"):
         StreamRegistry(store).all()
+
+
+def test_objects_in_folders_below_the_registry_are_not_streams(tmp_path):
+    """What a checkpoint of stream ``../registry/streams/evil`` wrote before ids were checked:
+    the registry reads its own folder only, so the control plane stays up."""
+    store = FileStore(tmp_path)
+    registry = StreamRegistry(store)
+    registry.put(new_stream("cam-1", "external", None))
+    store.put("registry/streams/evil/000000000008.json", b'{"stream_id": "x", "frame_idx": 8}')
+    store.put("registry/streams/evil/latest.json", b'{"stream_id": "x", "frame_idx": 8}')
+    assert [s.id for s in registry.all()] == ["cam-1"]

@@ -6,12 +6,15 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
+from ausm_stream.errors import InvalidInputError
 from ausm_stream.pipeline import kafka
 from ausm_stream.pipeline.config import KafkaConfig
 from ausm_stream.pipeline.sinks import KafkaTrackSink, ParquetSink
 from ausm_stream.pipeline.storage import FileStore
 from ausm_stream.pipeline.tracks import FrameTracks, decode_tracks, encode_tracks, track_message_id
+from tests.pipeline.test_ids import HOSTILE_IDS
 
 
 def frame_tracks(stream_id: str, frame_idx: int, tracks: int) -> FrameTracks:
@@ -100,3 +103,13 @@ def test_a_window_carried_across_a_restart_is_written_with_the_same_bytes(tmp_pa
     expected = files(tmp_path / "straight")
     assert len(expected) == 2 * 3  # tracks and frames tables, windows 0-3, 4-7, 8-9
     assert files(tmp_path / "restarted") == expected
+
+
+@pytest.mark.parametrize("bad", HOSTILE_IDS)
+def test_a_hostile_stream_id_never_names_a_parquet_path(tmp_path, bad):
+    sink = ParquetSink(FileStore(tmp_path / "a" / "b" / "store"), "m@1", parquet_frames=4)
+    frame = frame_tracks(bad, 0, tracks=1)
+    sink.add(frame, encode_tracks([frame], "m@1"))
+    with pytest.raises(InvalidInputError, match="stream id"):
+        sink.end(bad)
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []

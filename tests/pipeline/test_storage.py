@@ -46,3 +46,16 @@ def test_bad_urls_and_keys(tmp_path):
         open_store(StorageConfig(url="gs://bucket"))
     with pytest.raises(ValueError, match="escapes"):
         FileStore(tmp_path).put("../outside", b"x")
+
+
+def test_a_listing_without_descending_leaves_out_the_folders_below(store):
+    store.put("checkpoints/a/00000008.json", b"{}")
+    store.put("checkpoints/a/latest.json", b"{}")
+    store.put("checkpoints/a/b/00000009.json", b"{}")  # another stream's folder, below a's
+    store.put("checkpoints/ab/latest.json", b"{}")
+    assert store.list("checkpoints/a/", recursive=False) == [
+        "checkpoints/a/00000008.json",
+        "checkpoints/a/latest.json",
+    ]
+    assert "checkpoints/a/b/00000009.json" in store.list("checkpoints/a/")
+    assert store.list("checkpoints/none/", recursive=False) == []
