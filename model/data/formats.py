@@ -1,9 +1,14 @@
 """Readers and writers for the annotation formats users bring.
 
-- **DAVIS** (2017 semi-supervised layout): ``JPEGImages/480p/<video>/<frame>.jpg`` and
-  ``Annotations/480p/<video>/<frame>.png``, palette PNGs whose pixel value is the object id
-  (0 = background); ``ImageSets/2017/<split>.txt`` lists videos. DAVIS has no classes: objects
-  are read as class 0.
+- **DAVIS** (2016 and 2017 layouts): ``JPEGImages/<res>/<video>/<frame>.jpg`` and
+  ``Annotations/<res>/<video>/<frame>.png`` where ``<res>`` is whatever resolution folder is
+  there (``480p``, ``240p``, ``Full-Resolution``; ``480p`` wins among several unless one is
+  named); ``ImageSets/2017/<split>.txt`` or ``ImageSets/2016/<split>.txt`` lists videos.
+  Annotations may be palette PNGs whose index is the object id (DAVIS 2017), grey PNGs
+  with 0/255 for one object (DAVIS 2016), or LA, RGB(A) and 16-bit PNGs: the distinct
+  non-zero labels of a video become its objects (:func:`read_annotations`). Videos keep
+  the annotations' resolution; evaluation scores there. DAVIS has no classes: objects are
+  read as class 0.
 - **YouTube-VIS**: a JSON with ``videos`` (``file_names`` relative to an image root),
   ``annotations`` (per instance: ``video_id``, ``category_id``, ``segmentations`` with one
   COCO RLE or null per frame) and ``categories``.
@@ -13,6 +18,7 @@ The synthetic generator writes both, and the tests read them back.
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -25,6 +31,12 @@ from ausm_stream.errors import InvalidInputError
 from ausm_stream.model.data.video import Video
 
 DAVIS_RES = "480p"
+"""The resolution folder ``write_davis`` writes and ``read_davis`` prefers among several."""
+DAVIS_YEARS = ("2017", "2016")
+"""``ImageSets/<year>/`` folders searched for a split, in this order."""
+VOID = 255
+"""DAVIS 2017's "void" index in palette annotations: background for scoring, as in
+davis2017-evaluation (``davis.py`` sets 255 to 0)."""
 
 
 def _palette() -> list[int]:
@@ -63,38 +75,164 @@ def write_davis(videos: list[Video], root: Path, split: str = "val") -> None:
     (sets / f"{split}.txt").write_text("".join(f"{v.name}\n" for v in videos))
 
 
-def read_davis(root: Path, split: str | None = None) -> list[Video]:
-    img_root = root / "JPEGImages" / DAVIS_RES
+def davis_resolution(root: Path, resolution: str | None = None) -> str:
+    """The resolution folder to read under ``root/JPEGImages``: ``resolution`` when given,
+    else the only one there, else ``480p`` when it is among several."""
+    img_root = root / "JPEGImages"
     if not img_root.is_dir():
         raise InvalidInputError(f"{root} is not a DAVIS folder: {img_root} is missing")
-    if split:
-        listing = root / "ImageSets" / "2017" / f"{split}.txt"
-        if not listing.is_file():
-            raise InvalidInputError(f"DAVIS split file {listing} is missing")
-        names = [n.strip() for n in listing.read_text().splitlines() if n.strip()]
+    found = sorted(p.name for p in img_root.iterdir() if p.is_dir())
+    if resolution is not None:
+        if resolution not in found:
+            raise InvalidInputError(
+                f"DAVIS folder {root} has no resolution {resolution!r} under JPEGImages "
+                f"(it has {', '.join(found) or 'none'})"
+            )
+        return resolution
+    if len(found) == 1:
+        return found[0]
+    if DAVIS_RES in found:
+        return DAVIS_RES
+    raise InvalidInputError(
+        f"DAVIS folder {root}: choose one of the resolutions {', '.join(found) or '(none)'} "
+        "under JPEGImages, e.g. davis:ROOT:SPLIT:RESOLUTION"
+    )
+
+
+def davis_split(root: Path, split: str, resolution: str) -> list[str]:
+    """Video names of a split file.
+
+    ``split`` is a file name under ``ImageSets/2017`` or else ``ImageSets/2016`` (``val``), or
+    a path under ``ImageSets`` that picks the folder (``2016/val``). A file holds one video
+    name a line, or, in DAVIS 2016's own ``ImageSets/480p/*.txt`` (searched after the years,
+    under the resolution read and under 480p), frame paths
+    (``/JPEGImages/480p/bear/00000.jpg /Annotations/...``) whose folder names the video.
+    """
+    sets = root / "ImageSets"
+    if "/" in split:
+        candidates = [sets / f"{split}.txt"]
     else:
-        names = sorted(p.name for p in img_root.iterdir() if p.is_dir())
+        folders = dict.fromkeys([*DAVIS_YEARS, resolution, DAVIS_RES, "."])
+        candidates = [sets / folder / f"{split}.txt" for folder in folders]
+    listing = next((p for p in candidates if p.is_file()), None)
+    if listing is None:
+        tried = ", ".join(str(p.relative_to(root)) for p in candidates)
+        raise InvalidInputError(f"DAVIS split {split!r} of {root}: none of {tried} exists")
+    names: list[str] = []
+    for line in listing.read_text().splitlines():
+        token = line.split()[0] if line.strip() else ""
+        name = Path(token).parent.name if "/" in token else token
+        if name and name not in names:
+            names.append(name)
+    return names
+
+
+def read_davis(root: Path, split: str | None = None, resolution: str | None = None) -> list[Video]:
+    """The videos of a DAVIS folder (all of them, or a split's; see :func:`davis_split`) at
+    one resolution (see :func:`davis_resolution`), annotations in any mode
+    (:func:`read_annotations`). Frames without an annotation file have no object in them."""
+    res = davis_resolution(root, resolution)
+    img_root = root / "JPEGImages" / res
+    names = (
+        davis_split(root, split, res)
+        if split
+        else sorted(p.name for p in img_root.iterdir() if p.is_dir())
+    )
     videos = []
     for name in names:
         frames_p = sorted((img_root / name).glob("*.jpg"))
-        anns_p = [root / "Annotations" / DAVIS_RES / name / (p.stem + ".png") for p in frames_p]
         if not frames_p:
-            raise InvalidInputError(f"DAVIS video {name} has no frames")
+            raise InvalidInputError(f"DAVIS video {name} has no frames in {img_root / name}")
         frames = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in frames_p])
-        index = np.stack(
-            [
-                np.asarray(Image.open(p)) if p.is_file() else np.zeros(frames.shape[1:3], np.uint8)
-                for p in anns_p
-            ]
+        anns = [root / "Annotations" / res / name / (p.stem + ".png") for p in frames_p]
+        masks = read_annotations(anns, frames.shape[1:3])
+        videos.append(
+            Video(name, frames, masks, np.zeros(masks.shape[1], dtype=np.int64), ("object",))
         )
-        ids = sorted(int(i) for i in np.unique(index) if i != 0)
-        masks = (
-            np.stack([index == i for i in ids], axis=1)
-            if ids
-            else np.zeros((len(frames), 0, *frames.shape[1:3]), dtype=bool)
-        )
-        videos.append(Video(name, frames, masks, np.zeros(len(ids), dtype=np.int64), ("object",)))
     return videos
+
+
+def read_annotations(paths: list[Path], size: tuple[int, int]) -> np.ndarray:
+    """Per-frame annotation PNGs of one video -> (T, K, H, W) bool object masks.
+
+    Every mode maps a pixel to a label, 0 being background; the distinct non-zero labels
+    found across the whole video become objects 1..K in sorted order:
+
+    - ``P`` (DAVIS 2017): the palette index. Index 255 is void and read as background
+      (davis2017-evaluation does so), unless it is the video's only non-zero index: then
+      it is a DAVIS 2016 mask saved with a palette.
+    - ``L``, ``I;16``, ``I``, ``1``: the grey value (DAVIS 2016's 0/255 is one object).
+    - ``LA``, ``PA``: the grey value or index; alpha is ignored.
+    - ``RGB``, ``RGBA``: the colour (black is background; alpha is ignored). Colours of the
+      DAVIS palette sort by their index there, so an RGB copy of a palette file reads the
+      same; other colours come after, by value.
+
+    A missing file is a frame without objects. All files of a video must share one kind of
+    label (indices, grey values or colours) and the frames' size.
+    """
+    labels: list[np.ndarray | None] = []
+    kinds = set()
+    for p in paths:
+        if not p.is_file():
+            labels.append(None)
+            continue
+        kind, label = _label_map(p)
+        if label.shape != size:
+            raise InvalidInputError(
+                f"annotation {p} is {label.shape[1]}x{label.shape[0]} (WxH), its frame "
+                f"{size[1]}x{size[0]}: annotations must have their frames' size"
+            )
+        kinds.add(kind)
+        labels.append(label)
+    if len(kinds) > 1:
+        raise InvalidInputError(
+            f"annotations of {paths[0].parent} mix {' and '.join(sorted(kinds))} PNGs: "
+            "save them all in one mode"
+        )
+    present = set()
+    for label in labels:
+        if label is not None:
+            present.update(np.unique(label).tolist())
+    present.discard(0)
+    if kinds == {"index"} and len(present) > 1:
+        present.discard(VOID)
+    key = _colour_order if kinds == {"colour"} else int
+    ids = sorted(present, key=key)
+    masks = np.zeros((len(paths), len(ids), *size), dtype=bool)
+    for t, label in enumerate(labels):
+        if label is not None:
+            for k, value in enumerate(ids):
+                masks[t, k] = label == value
+    return masks
+
+
+def _label_map(path: Path) -> tuple[str, np.ndarray]:
+    """(kind, (H, W) labels) of one annotation PNG: kind is index, grey or colour."""
+    img = Image.open(path)
+    mode = img.mode
+    if mode in ("P", "PA"):
+        return "index", np.asarray(img.getchannel(0) if mode == "PA" else img)
+    if mode in ("L", "LA", "1") or mode.startswith("I"):
+        grey = np.asarray(img.getchannel(0) if mode == "LA" else img)
+        return "grey", grey.astype(np.uint8) if mode == "1" else grey
+    if mode in ("RGB", "RGBA"):
+        rgb = np.asarray(img.convert("RGB")).astype(np.uint32)
+        return "colour", (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+    raise InvalidInputError(
+        f"annotation {path} has PNG mode {mode}: use P (DAVIS), L, LA, I;16, RGB or RGBA"
+    )
+
+
+@functools.cache
+def _palette_index() -> dict[int, int]:
+    """Packed colour -> index in the DAVIS palette (its 256 colours are distinct)."""
+    pal = _palette()
+    return {(pal[3 * i] << 16) | (pal[3 * i + 1] << 8) | pal[3 * i + 2]: i for i in range(256)}
+
+
+def _colour_order(colour: int) -> int:
+    """Sort key of a packed colour: its DAVIS palette index, else after all of them."""
+    return _palette_index().get(colour, 256 + colour)
 
 
 def encode_rle(mask: np.ndarray) -> dict:

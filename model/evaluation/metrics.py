@@ -19,12 +19,17 @@
   24 visible frames).
 - **ID switches**: per ground-truth instance, the predicted track matched at each frame
   (IoU >= 0.5, best IoU) changes from one matched frame to the next.
+- **Object recall** and **tracks per object** (:class:`Coverage`): unprompted figures that
+  stay fair when annotations are not exhaustive, as in DAVIS. Recall is the share of
+  visible annotated (object, frame) pairs that some track covers (mask IoU >= 0.5); tracks
+  per object counts the distinct track ids covering an object on at least one frame,
+  averaged over the objects covered at all. Tracks on unannotated objects count nowhere.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import pairwise
 
 import numpy as np
@@ -201,40 +206,71 @@ def _match(dts: list[Track], gts: list[Track], threshold: float, ious: np.ndarra
     return matched
 
 
-def average_precision(
-    preds: list[Track], gts: list[Track], max_dets: int = 100
-) -> dict[str, float]:
-    """YouTube-VIS AP, AP50 and AP75 (NaN when there is no ground truth at all)."""
-    categories = sorted({g.category for g in gts})
-    if not categories:
-        return {"AP": float("nan"), "AP50": float("nan"), "AP75": float("nan")}
-    precision = np.zeros((len(IOU_THRESHOLDS), len(categories)))
+@dataclass
+class APCounts:
+    """What AP needs of one video and one category: its number of ground-truth instances
+    and its detections (score-sorted, at most ``max_dets``) with their scores and whether
+    each matched at each IoU threshold. Small, so a long evaluation keeps these per video
+    instead of every track's masks."""
+
+    video: str
+    category: int
+    n_gt: int
+    scores: np.ndarray  # (D,) float
+    matched: np.ndarray  # (len(IOU_THRESHOLDS), D) bool
+
+
+def ap_counts(preds: list[Track], gts: list[Track], max_dets: int = 100) -> list[APCounts]:
+    """Per (video, category) present in ``preds`` or ``gts``, the counts AP is made of."""
     videos = sorted({t.video for t in preds} | {g.video for g in gts})
-    for c_i, cat in enumerate(categories):
-        scores: list[float] = []
-        flags = [[] for _ in IOU_THRESHOLDS]
-        n_gt = 0
-        for video in videos:
+    categories = sorted({t.category for t in preds} | {g.category for g in gts})
+    out = []
+    for video in videos:
+        for cat in categories:
             g_v = [g for g in gts if g.video == video and g.category == cat]
             d_v = sorted(
                 (d for d in preds if d.video == video and d.category == cat), key=lambda d: -d.score
             )[:max_dets]
-            n_gt += len(g_v)
+            if not g_v and not d_v:
+                continue
             ious = np.array([[st_iou(d.masks, g.masks) for g in g_v] for d in d_v]).reshape(
                 len(d_v), len(g_v)
             )
+            matched = np.zeros((len(IOU_THRESHOLDS), len(d_v)), dtype=bool)
             for i, th in enumerate(IOU_THRESHOLDS):
-                flags[i].extend(_match(d_v, g_v, th, ious).tolist())
-            scores.extend(d.score for d in d_v)
-        order = np.argsort(-np.array(scores), kind="mergesort")
+                matched[i] = _match(d_v, g_v, th, ious)
+            scores = np.array([d.score for d in d_v], dtype=float)
+            out.append(APCounts(video, cat, len(g_v), scores, matched))
+    return out
+
+
+def ap_from_counts(counts: list[APCounts]) -> dict[str, float]:
+    """YouTube-VIS AP, AP50 and AP75 of the counts of any number of videos (NaN when there
+    is no ground truth at all); detections of a category no video has are left out."""
+    categories = sorted({c.category for c in counts if c.n_gt})
+    if not categories:
+        return {"AP": float("nan"), "AP50": float("nan"), "AP75": float("nan")}
+    precision = np.zeros((len(IOU_THRESHOLDS), len(categories)))
+    for c_i, cat in enumerate(categories):
+        mine = sorted((c for c in counts if c.category == cat), key=lambda c: c.video)
+        scores = np.concatenate([c.scores for c in mine])
+        matched = np.concatenate([c.matched for c in mine], axis=1)
+        order = np.argsort(-scores, kind="mergesort")
+        n_gt = sum(c.n_gt for c in mine)
         for i in range(len(IOU_THRESHOLDS)):
-            tp = np.array(flags[i], dtype=bool)[order]
-            precision[i, c_i] = _interpolated_precision(tp, n_gt)
+            precision[i, c_i] = _interpolated_precision(matched[i][order], n_gt)
     return {
         "AP": float(precision.mean()),
         "AP50": float(precision[0].mean()),
         "AP75": float(precision[5].mean()),
     }
+
+
+def average_precision(
+    preds: list[Track], gts: list[Track], max_dets: int = 100
+) -> dict[str, float]:
+    """YouTube-VIS AP, AP50 and AP75 (NaN when there is no ground truth at all)."""
+    return ap_from_counts(ap_counts(preds, gts, max_dets))
 
 
 def _interpolated_precision(tp: np.ndarray, n_gt: int) -> float:
@@ -287,3 +323,61 @@ def occlusion_kept(preds: list[Track], gt: Track, first: int, last: int, window:
     before = [m for m in matches[max(0, first - window) : first] if m is not None]
     after = [m for m in matches[last + 1 : last + 1 + window] if m is not None]
     return bool(before) and bool(after) and before[-1] == after[0]
+
+
+def covering_tracks(preds: list[Track], gt: Track, iou: float = 0.5) -> list[set[int]]:
+    """Per frame, the ids of the tracks whose mask has IoU >= ``iou`` with ``gt``'s (every
+    such track, not only the best; none where ``gt`` is hidden)."""
+    out: list[set[int]] = []
+    for t in range(gt.masks.shape[0]):
+        ids = set()
+        if gt.masks[t].any():
+            for p in preds:
+                if p.masks[t].any() and jaccard(p.masks[t], gt.masks[t]) >= iou:
+                    ids.add(p.track_id)
+        out.append(ids)
+    return out
+
+
+@dataclass
+class Coverage:
+    """How unprompted tracks cover the annotated objects, counted so that real objects
+    nobody annotated (DAVIS annotates only the main ones) cost nothing: only annotated
+    objects are looked at, never the tracks that match none.
+
+    - ``recall``: the share of visible annotated (object, frame) pairs on which some track's
+      mask has IoU >= 0.5 with the object's, pooled over all pairs of all videos.
+    - ``tracks_per_object``: per annotated object, the number of distinct track ids that
+      cover it (IoU >= 0.5) on at least one frame, averaged over the objects covered on
+      some frame (1 is ideal; more means the object's identity broke or tracks doubled).
+    """
+
+    visible: int = 0
+    covered: int = 0
+    tracks: list[int] = field(default_factory=list)
+    """Per annotated object, its number of distinct covering tracks (0: never covered)."""
+
+    def __add__(self, other: Coverage) -> Coverage:
+        return Coverage(
+            self.visible + other.visible, self.covered + other.covered, self.tracks + other.tracks
+        )
+
+    @property
+    def recall(self) -> float:
+        return self.covered / self.visible if self.visible else float("nan")
+
+    @property
+    def tracks_per_object(self) -> float:
+        found = [n for n in self.tracks if n > 0]
+        return float(np.mean(found)) if found else float("nan")
+
+
+def object_coverage(preds: list[Track], gts: list[Track], iou: float = 0.5) -> Coverage:
+    """The :class:`Coverage` of ``gts`` by ``preds`` (tracks of other videos are ignored)."""
+    out = Coverage()
+    for g in gts:
+        per_frame = covering_tracks([p for p in preds if p.video == g.video], g, iou)
+        out.visible += int(g.masks.reshape(len(per_frame), -1).any(axis=1).sum())
+        out.covered += sum(1 for ids in per_frame if ids)
+        out.tracks.append(len(set().union(*per_frame)))
+    return out

@@ -229,3 +229,104 @@ def test_window_failures_count_lost_objects_and_tracks_on_other_objects():
     assert window_failures(pred, gt, window=2) == [(4, 0, 0), (4, 1, 1)]
     pred[3, 0] = gt[3, 1] & False  # empty, not on another object
     assert window_failures(pred, gt, window=2) == [(4, 0, 0), (4, 2, 0)]
+
+
+def test_ap_pools_per_video_counts_like_all_tracks_at_once():
+    from ausm_stream.model.evaluation.metrics import ap_counts, ap_from_counts
+
+    full = np.ones((2, 4, 4), dtype=bool)
+    half = full.copy()
+    half[:, :, 2:] = False
+    gts = [_track("v", 0, 1.0, full), _track("w", 0, 1.0, full), _track("w", 1, 1.0, half)]
+    preds = [
+        _track("v", 0, 0.9, full),
+        _track("w", 0, 0.8, half),
+        _track("w", 0, 0.95, np.zeros((2, 4, 4), dtype=bool)),
+        _track("v", 1, 0.7, half),  # a class-1 false positive in a video without class 1
+        _track("v", 2, 0.7, half),  # a class nobody annotated: left out
+    ]
+    by_video = [
+        c
+        for video in ("w", "v")  # any order: the counts are pooled in video-name order
+        for c in ap_counts(
+            [p for p in preds if p.video == video], [g for g in gts if g.video == video]
+        )
+    ]
+    assert ap_from_counts(by_video) == average_precision(preds, gts)
+    # Class 0 as in test_average_precision_hand_computed (AP50 2/3); class 1: the
+    # false positive at 0.7 comes before nothing, so precision 0 throughout.
+    assert average_precision(preds, gts)["AP50"] == pytest.approx((2 / 3 + 0) / 2)
+
+
+def coverage_case():
+    """Video v: object A (top-left 2x2) on frames 0-3, object B (bottom-right 2x2) on frames
+    0-1. Tracks: 7 is A on frames 0-1; 11 is A plus two pixels on frame 1 (IoU 4/6); 8 holds
+    3 of A's 4 pixels on frame 2 (IoU 3/4) and 2 of 4 on frame 3 (IoU 1/2, the threshold
+    counts); 10 touches B with one pixel on frame 0 (IoU 1/4); 9 sits on an object nobody
+    annotated (top-right) throughout."""
+    a = np.zeros((4, 4, 4), dtype=bool)
+    a[:, :2, :2] = True
+    b = np.zeros((4, 4, 4), dtype=bool)
+    b[:2, 2:, 2:] = True
+    gts = [_track("v", 0, 1.0, a, 0), _track("v", 0, 1.0, b, 1)]
+    t7 = np.zeros_like(a)
+    t7[:2] = a[:2]
+    t11 = np.zeros_like(a)
+    t11[1] = a[1]
+    t11[1, 2, :2] = True
+    t8 = np.zeros_like(a)
+    t8[2, :2, :2] = True
+    t8[2, 1, 1] = False
+    t8[3, 0, :2] = True
+    t10 = np.zeros_like(a)
+    t10[0, 3, 3] = True
+    t9 = np.zeros_like(a)
+    t9[:, :2, 2:] = True
+    tracks = [
+        _track("v", 0, 0.9, t7, 7),
+        _track("v", 0, 0.8, t11, 11),
+        _track("v", 0, 0.8, t8, 8),
+        _track("v", 0, 0.7, t10, 10),
+    ]
+    return gts, tracks, _track("v", 0, 0.95, t9, 9)
+
+
+def test_object_recall_and_tracks_per_object_hand_computed():
+    from ausm_stream.model.evaluation.metrics import covering_tracks, object_coverage
+
+    gts, tracks, unannotated = coverage_case()
+    assert covering_tracks(tracks, gts[0]) == [{7}, {7, 11}, {8}, {8}]
+    assert covering_tracks(tracks, gts[1]) == [set(), set(), set(), set()]  # hidden on 2-3
+    cov = object_coverage(tracks, gts)
+    # Visible pairs: A 4 + B 2; covered: A's 4. A is covered by 7, 11 and 8; B by none and
+    # so left out of the average.
+    assert (cov.visible, cov.covered, cov.tracks) == (6, 4, [3, 0])
+    assert cov.recall == pytest.approx(4 / 6)
+    assert cov.tracks_per_object == 3.0
+    # A real object nobody annotated, found by a high-scored track, costs recall nothing
+    # (AP takes it as a false positive).
+    with_extra = object_coverage([unannotated, *tracks], gts)
+    assert (with_extra.visible, with_extra.covered, with_extra.tracks) == (6, 4, [3, 0])
+    assert (
+        average_precision([unannotated, *tracks], gts)["AP50"]
+        < average_precision(tracks, gts)["AP50"]
+    )
+
+
+def test_coverage_pools_over_videos_and_ignores_other_videos_tracks():
+    from ausm_stream.model.evaluation.metrics import Coverage, object_coverage
+
+    gts, tracks, _ = coverage_case()
+    c = np.zeros((2, 4, 4), dtype=bool)
+    c[:, 2:, :2] = True  # object C of video w, on both frames
+    found = c.copy()
+    found[1] = False
+    gt_w = [_track("w", 0, 1.0, c, 0)]
+    w_tracks = [_track("w", 0, 0.9, found, 7)]  # same id as in v: another video's track
+    assert object_coverage(tracks, gt_w).covered == 0  # v's tracks never cover w's objects
+    total = object_coverage(tracks, gts) + object_coverage(w_tracks, gt_w)
+    assert (total.visible, total.covered, total.tracks) == (8, 5, [3, 0, 1])
+    assert total.recall == pytest.approx(5 / 8)
+    assert total.tracks_per_object == pytest.approx((3 + 1) / 2)
+    empty = Coverage()
+    assert math.isnan(empty.recall) and math.isnan(empty.tracks_per_object)
