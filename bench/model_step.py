@@ -14,8 +14,14 @@ stream's state. Then RSS over a long run of one stream.
     .venv/bin/python bench/model_step.py                 # 128 and 256 px, 2,000-step RSS run
     .venv/bin/python bench/model_step.py --sizes 128 --rss-steps 200
 
+Then the real model (``--real WEIGHTS``, default the shipped ``real-lite0`` weights when
+present; the ``real`` preset: frozen EfficientNet-Lite0, 224 x 384 frames): frames/s of one
+stream on one core (one torch thread) over generated real-imagery test videos, and its state
+bytes.
+
 Targets (issue 2): batched N = 16 at least 2x one by one; RSS growth under 2% over 2,000
-steps; state bytes constant. The line "one core" bounds what batching can give here: a
+steps; state bytes constant. Real model (issue 27): one stream at least 8 frames/s on one
+core (one 8-fps camera per core). The line "one core" bounds what batching can give here: a
 batch only helps as far as a frame costs less in it than alone on one core, and lanes at
 best multiply one core's batched throughput by the number of cores.
 """
@@ -27,6 +33,7 @@ import os
 import resource
 import statistics
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -34,6 +41,9 @@ from tqdm import tqdm
 
 from ausm_stream.model import AUSM, DEFAULT_WEIGHTS
 from ausm_stream.model.data import ShapesSpec, generate_video
+from ausm_stream.model.data.real import RealSpec, generate_real_video
+
+REAL_WEIGHTS = Path(DEFAULT_WEIGHTS).parent / "real-lite0.safetensors"
 
 
 def rss_mb() -> float:
@@ -112,6 +122,24 @@ def throughputs(model: AUSM, lanes: AUSM, n: int, size: int, rounds: int) -> dic
     return {k: statistics.median(v) for k, v in fps.items()}
 
 
+def real_preset(weights: Path, rounds: int, frames: int = 48) -> tuple[float, int]:
+    """Median frames/s of one stream on one core, and the stream's state bytes."""
+    model = AUSM.from_weights(weights)
+    spec = RealSpec(size=model.cfg.image_size, frames=frames)
+    clips = [torch.from_numpy(generate_real_video("test", i, spec).frames) for i in range(2)]
+    fps = []
+    with Threads(1):
+        model.warm_up()
+        for r in range(rounds):
+            state = model.init_state(seed=r)
+            clip = clips[r % len(clips)]
+            t = time.perf_counter()
+            for frame in clip:
+                model.step([state], frame[None])
+            fps.append(len(clip) / (time.perf_counter() - t))
+    return statistics.median(fps), len(state.to_bytes())
+
+
 def rss_run(steps: int, size: int) -> dict[str, float]:
     model = build(size)
     state = model.init_state(seed=1)
@@ -141,6 +169,13 @@ def main() -> None:
     parser.add_argument("--streams", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--rss-steps", type=int, default=2000)
+    parser.add_argument(
+        "--real",
+        type=Path,
+        default=REAL_WEIGHTS if REAL_WEIGHTS.is_file() else None,
+        metavar="WEIGHTS",
+        help="weights of the real preset to time (default: the shipped ones, when present)",
+    )
     args = parser.parse_args()
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, cores {os.cpu_count()}")
     cores = os.cpu_count() or 1
@@ -172,6 +207,14 @@ def main() -> None:
             f"one core, N = {n}: {1e3 / r['alone_1core']:.1f} ms a frame one by one, "
             f"{1e3 / r['batched_1core']:.1f} ms in one batch; so {cores} lanes can give at most "
             f"{cores * r['batched_1core'] / r['alone']:.2f}x one by one (perfect scaling)"
+        )
+    if args.real:
+        fps, state_bytes = real_preset(args.real, args.rounds)
+        cfg = AUSM.read_config(args.real)
+        h, w = cfg.image_size
+        print(
+            f"\n== real model ({args.real.name}), {h}x{w}: one stream on one core "
+            f"{fps:.1f} frames/s (target 8), state {state_bytes / 1e6:.2f} MB per stream"
         )
     if args.rss_steps:
         r = rss_run(args.rss_steps, args.sizes[0])

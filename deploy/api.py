@@ -3,13 +3,17 @@
 Routes (README, "Control plane"): ``POST /streams``, ``GET /streams``, ``GET /streams/{id}``,
 ``DELETE /streams/{id}``, ``POST /streams/{id}/prompts``, ``GET /streams/{id}/preview.png``,
 ``GET /metrics`` (Prometheus), ``GET /healthz`` (no auth), ``GET /`` (the live page) and the
-OpenAPI schema at ``/openapi.json``.
+OpenAPI schema at ``/openapi.json``; no ``/docs`` or ``/redoc`` pages (their scripts could
+not send the token).
 
-Every route but ``/healthz`` needs ``Authorization: Bearer <api.token>``, compared in
-constant time; the live page also takes ``?token=`` so that a person can open its URL (its
-script then sends the header). Errors are JSON ``{"detail": ...}`` saying what is wrong:
-401 for a missing or wrong token, 404 for an unknown stream, 409 for a clash (an id taken,
-a frame already ingested), 422 for a malformed body or a prompt that does not fit the stream.
+Every path but ``/healthz`` needs ``Authorization: Bearer <api.token>``, checked with the
+body's size before the body is read (:mod:`.guard`); the live page also takes ``?token=`` so
+that a person can open its URL (its script then sends the header). Errors are JSON
+``{"detail": ...}`` saying what is wrong: 401 for a missing or wrong token, 404 for an
+unknown stream, 409 for a clash (an id taken, a frame already ingested), 413 for a body over
+``api.max_body_bytes``, 422 for a malformed body or a prompt that does not fit the stream.
+``/healthz`` tells anyone ``ok`` or ``error``, and callers with the token which part.
+Sources are shown with their credentials redacted (``rtsp://***@camera/...``).
 
 The app holds no state of its own: streams are the stream manager's
 (:mod:`ausm_stream.operators.streams`) and status the workers', so replicas are
@@ -18,14 +22,14 @@ interchangeable.
 
 from __future__ import annotations
 
-import hmac
 import io
 from importlib import resources
 from typing import Annotated, Literal
 
 import numpy as np
 import ray
-from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
+from fastapi import FastAPI, Header, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from ray import serve
 
@@ -39,6 +43,7 @@ from ausm_stream.deploy.api_models import (
     StreamRemoved,
     StreamView,
 )
+from ausm_stream.deploy.guard import RequestGuard, bearer, token_matches
 from ausm_stream.deploy.metrics import render_metrics
 from ausm_stream.deploy.overlay import COLUMNS, paint
 from ausm_stream.errors import (
@@ -47,13 +52,14 @@ from ausm_stream.errors import (
     NotFoundError,
 )
 from ausm_stream.model.prompts import box_masks, point_masks
-from ausm_stream.operators.calls import result
+from ausm_stream.operators.calls import brief, result
 from ausm_stream.operators.coordinator import coordinator_name
 from ausm_stream.operators.pool import WorkerPool
 from ausm_stream.operators.status import StreamStatus
 from ausm_stream.operators.streams import StreamInfo, manager_name
 from ausm_stream.pipeline.config import PipelineConfig
 from ausm_stream.pipeline.geometry import Placement
+from ausm_stream.pipeline.ingest import redact_credentials
 
 STATUS_OF = {NotFoundError: 404, ConflictError: 409, InvalidInputError: 422}
 
@@ -66,11 +72,32 @@ class Backend:
         self.manager = ray.get_actor(manager_name(cfg))
         self.pool = WorkerPool(cfg, ray.get_actor(coordinator_name(cfg)))
 
+    def health(self) -> dict[str, str]:
+        """``ok`` or what is wrong, for the broker, the store and the workers (their
+        heartbeats): one call to the stream manager and one to the coordinator."""
+        try:
+            parts = result(self.manager.health.remote(), timeout=10)
+        except ray.exceptions.RayError as exc:
+            parts = {"broker": f"unknown: {brief(exc)}", "store": f"unknown: {brief(exc)}"}
+        try:
+            workers = self.pool.health()
+        except ray.exceptions.RayError as exc:
+            parts["workers"] = f"unknown: {brief(exc)}"
+            return parts
+        wrong = [f"{name}: {state}" for name, state in sorted(workers.items()) if state != "ok"]
+        if not workers:
+            parts["workers"] = "error: no workers"
+        elif wrong:
+            parts["workers"] = "error: " + "; ".join(wrong)
+        else:
+            parts["workers"] = f"ok ({len(workers)} running)"
+        return parts
+
     def view(self, info: StreamInfo, segmentation: StreamStatus | None) -> StreamView:
         s = info.stream
         return StreamView(
             id=s.id,
-            source=s.source,
+            source=redact_credentials(s.source),
             fps=s.fps,
             created=s.created,
             first_frame=s.first_frame,
@@ -102,74 +129,66 @@ def _masks(body: PromptCreate, geometry: Placement) -> np.ndarray:
     return np.stack(masks)
 
 
-def build_app(backend: Backend, token: str) -> FastAPI:
+def build_app(backend: Backend, token: str, max_body_bytes: int) -> FastAPI:
     app = FastAPI(
         title="ausm-stream control plane",
         description="Add, remove, inspect and prompt video streams segmented by AUSM.",
         version="1",
+        docs_url=None,  # pages whose scripts fetch /openapi.json without the token
+        redoc_url=None,
     )
-
-    def authorized(
-        authorization: Annotated[str | None, Header()] = None,
-    ) -> None:
-        given = ""
-        if authorization and authorization.lower().startswith("bearer "):
-            given = authorization[7:].strip()
-        if not hmac.compare_digest(given.encode(), token.encode()):
-            raise HTTPException(
-                401,
-                "missing or wrong bearer token: send 'Authorization: Bearer <api.token>'",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-
-    auth = [Depends(authorized)]
+    app.add_middleware(RequestGuard, token=token, max_body_bytes=max_body_bytes)
 
     @app.exception_handler(InvalidInputError)
     def invalid(request: Request, exc: InvalidInputError) -> JSONResponse:
         code = next(c for cls, c in STATUS_OF.items() if isinstance(exc, cls))
         return JSONResponse({"detail": str(exc)}, status_code=code)
 
-    @app.get("/healthz", response_model=Health)
+    @app.exception_handler(RequestValidationError)
+    def malformed(request: Request, exc: RequestValidationError) -> JSONResponse:
+        """Where and what, without echoing the input: it may be large, hold credentials, or
+        be a NaN that JSON cannot carry (FastAPI's own answer was then a 500)."""
+        errors = [{k: e[k] for k in ("type", "loc", "msg") if k in e} for e in exc.errors()]
+        return JSONResponse({"detail": errors}, status_code=422)
+
+    @app.get("/healthz", response_model=Health, response_model_exclude_none=True)
     def healthz(
         probe: Annotated[Literal["ready", "live"], Query()] = "ready",
+        authorization: Annotated[str | None, Header()] = None,
     ) -> JSONResponse:
-        """Whether the broker, the object store and the workers answer (no auth): 200, or
-        503 naming the part that does not. ``?probe=live`` asks only whether the API itself
-        answers (a liveness probe: a broker outage must not restart the API's pods)."""
+        """Whether the broker and the object store answer and every worker's loop runs (its
+        heartbeat is fresh): 200 ``{"status": "ok"}``, or 503 ``{"status": "error"}``. No
+        token needed; with it, the answer also says which part is wrong and how. ``?probe=live``
+        asks only whether the API itself answers (a liveness probe: a broker outage must not
+        restart the API's pods)."""
         if probe == "live":
-            return JSONResponse({"ok": True, "broker": "-", "store": "-", "workers": "-"})
-        try:
-            parts = result(backend.manager.health.remote(), timeout=10)
-        except ray.exceptions.RayError as exc:
-            parts = {"broker": f"unknown: {exc}", "store": f"unknown: {exc}"}
-        try:
-            workers = backend.pool.status().workers
-            parts["workers"] = f"ok ({len(workers)} answering)" if workers else "none answering"
-        except ray.exceptions.RayError as exc:
-            parts["workers"] = f"error: {exc}"
-        ok = all(v.startswith("ok") for v in parts.values())
-        body = Health(ok=ok, **parts)
-        return JSONResponse(body.model_dump(), status_code=200 if ok else 503)
+            return JSONResponse({"status": "ok"})
+        parts = backend.health()
+        ok = all(v == "ok" or v.startswith("ok ") for v in parts.values())
+        body = {"status": "ok" if ok else "error"}
+        if token_matches(bearer(authorization), token):
+            body.update(parts)
+        return JSONResponse(Health(**body).model_dump(exclude_none=True), 200 if ok else 503)
 
-    @app.post("/streams", status_code=201, response_model=StreamView, dependencies=auth)
+    @app.post("/streams", status_code=201, response_model=StreamView)
     def add_stream(body: StreamCreate) -> StreamView:
         """Register a stream and start its ingest (409 if the id exists)."""
         info = result(backend.manager.add.remote(body.id, body.source, body.fps))
         return backend.view(info, backend.pool.stream_status(body.id))
 
-    @app.get("/streams", response_model=list[StreamView], dependencies=auth)
+    @app.get("/streams", response_model=list[StreamView])
     def list_streams() -> list[StreamView]:
         infos = result(backend.manager.list.remote())
         status = backend.pool.status()
         return [backend.view(i, status.streams.get(i.stream.id)) for i in infos]
 
-    @app.get("/streams/{stream_id}", response_model=StreamView, dependencies=auth)
+    @app.get("/streams/{stream_id}", response_model=StreamView)
     def get_stream(stream_id: str) -> StreamView:
         """Frames ingested and segmented, lag, fps, tracks, last checkpoint, worker, ingest."""
         info = result(backend.manager.describe.remote(stream_id))
         return backend.view(info, backend.pool.stream_status(stream_id))
 
-    @app.delete("/streams/{stream_id}", response_model=StreamRemoved, dependencies=auth)
+    @app.delete("/streams/{stream_id}", response_model=StreamRemoved)
     def remove_stream(stream_id: str) -> StreamRemoved:
         """Stop its ingest and end the stream: its last rows are written, its state released."""
         frames = result(backend.manager.remove.remote(stream_id))
@@ -179,7 +198,6 @@ def build_app(backend: Backend, token: str) -> FastAPI:
         "/streams/{stream_id}/prompts",
         status_code=202,
         response_model=PromptAccepted,
-        dependencies=auth,
     )
     def prompt(stream_id: str, body: PromptCreate) -> PromptAccepted:
         """Track these objects from the next frame (or ``frame``); the answer says which."""
@@ -194,7 +212,6 @@ def build_app(backend: Backend, token: str) -> FastAPI:
         "/streams/{stream_id}/preview.png",
         response_class=Response,
         responses={200: {"content": {"image/png": {}}}},
-        dependencies=auth,
     )
     def preview(stream_id: str) -> Response:
         """Its latest segmented frame with masks, ids and classes painted on."""
@@ -211,7 +228,7 @@ def build_app(backend: Backend, token: str) -> FastAPI:
             headers={"X-Frame-Index": str(shown.frame_idx), "Cache-Control": "no-store"},
         )
 
-    @app.get("/metrics", response_class=Response, dependencies=auth)
+    @app.get("/metrics", response_class=Response)
     def metrics() -> Response:
         """Prometheus text exposition."""
         infos = result(backend.manager.list.remote())
@@ -219,14 +236,9 @@ def build_app(backend: Backend, token: str) -> FastAPI:
         return Response(text, media_type=content_type)
 
     @app.get("/", response_class=HTMLResponse)
-    def page(
-        token_query: Annotated[str | None, Query(alias="token")] = None,
-        authorization: Annotated[str | None, Header()] = None,
-    ) -> HTMLResponse:
-        """The live page: one row per stream with its counters and preview."""
-        if token_query is not None:
-            authorization = f"Bearer {token_query}"
-        authorized(authorization)
+    def page() -> HTMLResponse:
+        """The live page: one row per stream with its counters and preview (the token as a
+        header or as ``?token=``)."""
         return HTMLResponse(resources.files("ausm_stream.deploy").joinpath("page.html").read_text())
 
     return app
@@ -242,7 +254,7 @@ class ControlPlaneApp:
         self.token = token
 
     def __serve_build_asgi_app__(self) -> FastAPI:
-        return build_app(self.backend, self.token)
+        return build_app(self.backend, self.token, self.backend.cfg.api.max_body_bytes)
 
     def check_health(self) -> None:
         """Serve's periodic check: a replica whose stream manager or coordinator died (their

@@ -3,13 +3,22 @@ schema. Coordinates in prompts are source pixels, as in the track records."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from ausm_stream.operators.status import StreamStatus
 from ausm_stream.pipeline.ids import STREAM_ID_PATTERN, check_stream_id
 from ausm_stream.pipeline.ingest import IngestReport
+from ausm_stream.pipeline.records import MAX_FRAME_INDEX, MAX_PROMPT_OBJECTS, MAX_SOURCE_SIDE
+from ausm_stream.pipeline.registry import MAX_OBJECT_ID
+
+MAX_SOURCE_CHARS = 2048
+"""Longest source URL or path."""
+MAX_POINTS = 256
+"""Points one object may be given by."""
+
+Coordinate = Annotated[float, Field(allow_inf_nan=False)]
 
 
 class Body(BaseModel):
@@ -26,8 +35,10 @@ class StreamCreate(Body):
         str,
         Field(
             min_length=1,
+            max_length=MAX_SOURCE_CHARS,
             description="a video file path or URL (rtsp://, http://, ...) that ingest opens, "
-            "or 'external' for an ingest running elsewhere (ausm-stream ingest)",
+            "or 'external' for an ingest running elsewhere (ausm-stream ingest); shown with "
+            "its user:password@ redacted",
             examples=["rtsp://camera-7.local/stream"],
         ),
     ]
@@ -41,7 +52,7 @@ class RLEMask(Body):
     """A COCO RLE mask (``pycocotools.mask.encode(...)`` with ``counts`` as a string)."""
 
     size: Annotated[
-        list[Annotated[int, Field(ge=1)]],
+        list[Annotated[int, Field(ge=1, le=MAX_SOURCE_SIDE)]],
         Field(min_length=2, max_length=2, description="[height, width] of the source frame"),
     ]
     counts: Annotated[str, Field(min_length=1)]
@@ -52,15 +63,20 @@ class PromptObject(Body):
 
     object_id: Annotated[
         int | None,
-        Field(ge=0, description="its id in the track records' prompt_object_id (default: next)"),
+        Field(
+            ge=0,
+            le=MAX_OBJECT_ID,
+            description="its id in the track records' prompt_object_id (default: next)",
+        ),
     ] = None
     mask: RLEMask | None = None
     box: Annotated[
-        list[float] | None, Field(min_length=4, max_length=4, description="[x0, y0, x1, y1]")
+        list[Coordinate] | None,
+        Field(min_length=4, max_length=4, description="[x0, y0, x1, y1]"),
     ] = None
     points: Annotated[
-        list[Annotated[list[float], Field(min_length=2, max_length=2)]] | None,
-        Field(min_length=1, description="[[x, y], ...] on the object"),
+        list[Annotated[list[Coordinate], Field(min_length=2, max_length=2)]] | None,
+        Field(min_length=1, max_length=MAX_POINTS, description="[[x, y], ...] on the object"),
     ] = None
 
     @model_validator(mode="after")
@@ -74,10 +90,14 @@ class PromptObject(Body):
 
 
 class PromptCreate(Body):
-    objects: Annotated[list[PromptObject], Field(min_length=1)]
+    objects: Annotated[list[PromptObject], Field(min_length=1, max_length=MAX_PROMPT_OBJECTS)]
     frame: Annotated[
         int | None,
-        Field(ge=0, description="the frame it applies at (default: the next frame ingested)"),
+        Field(
+            ge=0,
+            le=MAX_FRAME_INDEX,
+            description="the frame it applies at (default: the next frame ingested)",
+        ),
     ] = None
 
 
@@ -107,7 +127,9 @@ class StreamRemoved(BaseModel):
 
 
 class Health(BaseModel):
-    ok: bool
-    broker: str
-    store: str
-    workers: str
+    status: Literal["ok", "error"]
+    broker: str | None = None
+    """``ok`` or what is wrong (this and the others: for callers with the token only)."""
+    store: str | None = None
+    workers: str | None = None
+    """``ok (N running)``, or each worker whose loop is restarting, stuck or gone."""

@@ -104,12 +104,21 @@ def _calibrate(args: argparse.Namespace) -> int:
     from ausm_stream.model import AUSM
 
     runtime = runtime_overrides(args.set)
+    if args.image_size:
+        runtime["image_size"] = args.image_size
     if not runtime:
-        raise ConfigError("calibrate: give at least one --set KEY=VALUE")
+        raise ConfigError("calibrate: give at least one --set KEY=VALUE or --image-size")
     cfg = AUSM.calibrate(args.weights, args.out or args.weights, **runtime)
     settings = ", ".join(f"{k}={getattr(cfg, k)}" for k in sorted(runtime))
     print(f"{args.out or args.weights}: defaults now {settings}")
     return 0
+
+
+def _image_size(text: str) -> tuple[int, int]:
+    h, sep, w = text.partition("x")
+    if not (sep and h.isdigit() and w.isdigit()):
+        raise argparse.ArgumentTypeError(f"{text!r}: give HxW, e.g. 224x384")
+    return int(h), int(w)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -246,6 +255,13 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument("--weights", required=True, help="the weights file to read")
     cal.add_argument("--out", help="where to write (default: overwrite --weights)")
     _add_set_option(cal, "a runtime setting to store as the file's default")
+    cal.add_argument(
+        "--image-size",
+        type=_image_size,
+        metavar="HxW",
+        help="the input size to run these weights at (no weight depends on it: a recipe may "
+        "train on smaller frames than it serves); sets the state's size",
+    )
     cal.set_defaults(func=_calibrate)
     demo = sub.add_parser("demo", help="the whole pipeline on this machine, no configuration")
     demo.add_argument("--out", default="ausm-demo", help="output folder (default: %(default)s)")

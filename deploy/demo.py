@@ -1,28 +1,34 @@
 """``ausm-stream demo``: the whole pipeline on this machine, with no configuration at all.
 
-Writes four synthetic H.264 videos, starts the embedded broker, a local object store
-directory, a local Ray and the control plane (its URL and live page are printed), adds the
-videos through it as four concurrent streams (ingest Ray actors),
-segments them with the default weights in SegmentationWorker actors (one per core, each
-owning part of the frames topic's partitions), writes the Parquet dataset, prints a summary
-table, renders every stream's tracks over its video (``ausm-stream render``) and prints
-queries to try. The videos are 16:9, as cameras are: ingest letterboxes them into the
-model's square input. Everything goes under ``./ausm-demo/`` (or ``--out``)::
+Writes four synthetic H.264 videos and, where Debian's ``opencv-doc`` is installed (``make
+demo`` installs it where apt exists), the first seconds of OpenCV's surveillance clip
+``vtest.avi`` (a fixed camera over a campus path: pedestrians, a van) as a fifth stream,
+``vtest``; without it the demo says so and runs the synthetic ones alone. It starts the
+embedded broker, a local object store directory, a local Ray and the control plane (its URL
+and live page are printed), adds the videos through it as concurrent streams (ingest Ray
+actors), segments them with the default weights in SegmentationWorker actors (one per core,
+each owning part of the frames topic's partitions), writes the Parquet dataset, prints a
+summary table, renders every stream's tracks over its video (``ausm-stream render``) and
+prints queries to try. Ingest letterboxes each video into the model's input size.
+Everything goes under ``./ausm-demo/`` (or ``--out``)::
 
-    ausm-demo/videos/cam-<i>.mp4           the inputs
+    ausm-demo/videos/cam-<i>.mp4, vtest.mp4  the inputs
     ausm-demo/store/tracks/...             the Parquet dataset (and frames/)
-    ausm-demo/overlays/cam-<i>.mp4         the video with the masks painted on
-    ausm-demo/overlays/cam-<i>.png         a contact sheet of 8 of its frames
+    ausm-demo/overlays/<stream>.mp4        the video with the masks painted on
+    ausm-demo/overlays/<stream>.png        a contact sheet of 8 of its frames
     ausm-demo/logs/                        broker log
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import shutil
 import time
 from pathlib import Path
 
+import av
+import numpy as np
 import ray
 from tqdm import tqdm
 
@@ -41,14 +47,35 @@ SOURCE_SIZE = (144, 256)
 half size, so the shapes keep the proportions the model was trained on."""
 
 
+VTEST = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
+"""OpenCV's surveillance clip (768 x 576, 10 fps), from Debian's ``opencv-doc``."""
+
+
 def write_videos(folder: Path, streams: int, frames: int, fps: int) -> dict[str, Path]:
     spec = ShapesSpec(size=SOURCE_SIZE, frames=frames, min_radius=16, max_radius=40, max_speed=5.0)
-    return {
+    videos = {
         f"cam-{i}": write_h264(
             folder / f"cam-{i}.mp4", generate_video("test", 1000 + i, spec).frames, fps=fps
         )
         for i in tqdm(range(streams), desc="writing videos", unit="video")
     }
+    real = write_real_clip(folder / "vtest.mp4", frames, fps)
+    return {**videos, "vtest": real} if real else videos
+
+
+def write_real_clip(path: Path, frames: int, fps: int) -> Path | None:
+    """The first ``frames`` frames of ``vtest.avi`` (played at ``fps``), or None, saying why,
+    where Debian's opencv-doc is not installed."""
+    if not VTEST.is_file():
+        print(
+            f"{VTEST} is missing (Debian package opencv-doc: apt-get install opencv-doc): "
+            "the demo runs its synthetic videos only"
+        )
+        return None
+    with av.open(str(VTEST)) as container:
+        decoded = container.decode(video=0)
+        clip = [f.to_ndarray(format="rgb24") for f in itertools.islice(decoded, frames)]
+    return write_h264(path, np.stack(clip), fps=fps)
 
 
 def run_demo(
@@ -80,7 +107,7 @@ def run_demo(
         print(f"\nAPI: {cp.url} (token {cp.token})\nlive page: {cp.page_url()}\n", flush=True)
         for sid, path in videos.items():  # what POST /streams does
             ray.get(cp.manager.add.remote(sid, str(path)))
-        total = streams * frames
+        total = len(videos) * frames
         with tqdm(total=total, desc="segmenting", unit="frame") as bar:
             deadline = time.monotonic() + 1800
             while time.monotonic() < deadline:
@@ -124,7 +151,7 @@ def _print_summary(
             print(f"{sid}: source dropped at {line}")
     store = out / "store"
     print(f"\nParquet dataset: {store / 'tracks'} (and frames/)")
-    print(f"overlays:        {out / 'overlays'}/ (cam-<i>.mp4, and contact sheets cam-<i>.png)")
+    print(f"overlays:        {out / 'overlays'}/ (<stream>.mp4, and contact sheets <stream>.png)")
     print("query it:")
     print(f'  ausm-stream query --store {store} "SELECT * FROM track_summary LIMIT 10"')
     print(f'  ausm-stream query --store {store} "SELECT * FROM tracks_by_class(INTERVAL 1 MINUTE)"')

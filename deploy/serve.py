@@ -46,9 +46,22 @@ class ControlPlane:
     manager: ray.actor.ActorHandle
     restored: list[str]
     """Streams of the registry whose ingest was restarted."""
+    token_made: bool = False
+    """The token was made at start (no ``api.token`` configured)."""
 
     def page_url(self) -> str:
         return f"{self.url}/?token={self.token}"
+
+
+def banner(cp: ControlPlane) -> str:
+    """What ``serve`` prints at start. A configured token is never printed (terminals and
+    their logs outlive it); a token made at start is, since nothing else tells it."""
+    page = cp.page_url() if cp.token_made else f"{cp.url}/?token=<api.token>"
+    lines = [f"ausm-stream control plane: {cp.url}", f"live page:  {page}"]
+    if cp.token_made:
+        lines.append(f"api token (made at start; set api.token to fix one): {cp.token}")
+    lines.append(f"streams restored from the registry: {len(cp.restored)}")
+    return "\n".join(lines)
 
 
 @contextmanager
@@ -65,7 +78,13 @@ def control_plane(cfg: PipelineConfig, log_dir: Path | None = None) -> Iterator[
             url = f"http://{cfg.api.host}:{port}"
             log.info("control plane at %s", url)
             yield ControlPlane(
-                url, token, rt.bootstrap, running.pool, running.manager, running.restored
+                url,
+                token,
+                rt.bootstrap,
+                running.pool,
+                running.manager,
+                running.restored,
+                token_made=cfg.api.token is None,
             )
         finally:
             serve.shutdown()
@@ -94,11 +113,7 @@ def check_port_free(host: str, port: int) -> None:
 def serve_forever(cfg: PipelineConfig) -> None:
     with control_plane(cfg) as cp:
         interrupt_on_sigterm()
-        print(f"ausm-stream control plane: {cp.url}", flush=True)
-        print(f"live page:  {cp.page_url()}", flush=True)
-        if cfg.api.token is None:
-            print(f"api token (made at start; set api.token to fix one): {cp.token}", flush=True)
-        print(f"streams restored from the registry: {len(cp.restored)}", flush=True)
+        print(banner(cp), flush=True)
         try:
             while True:
                 time.sleep(3600)

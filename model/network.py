@@ -84,6 +84,9 @@ class AUSMNet(nn.Module):
         self.history_norm = nn.LayerNorm(d)
         self.pixel_decoder = PixelDecoder(cfg, self.backbone.channels_4)
         self.register_buffer("pos", sine_position_embedding(*cfg.grid_size, d), persistent=False)
+        self.register_buffer(
+            "pos_history", sine_position_embedding(*cfg.history_grid_size, d), persistent=False
+        )
 
     # -- shared pieces ---------------------------------------------------------------------
     def _decode(
@@ -95,13 +98,20 @@ class AUSMNet(nn.Module):
         grid_masks: Tensor,
         batch_invariant: bool = False,
     ) -> NetOutputs:
-        """History Decoder + Pixel Decoder for a batch of frames (b, D, h8, w8)."""
-        b, _, h, w = x.shape
-        g = rearrange(x, "b d h w -> b (h w) d")
+        """History Decoder + Pixel Decoder for a batch of frames (b, D, h8, w8); ``f`` is F_t
+        as tokens of the history grid."""
+        b = x.shape[0]
+        xh = self._to_history_grid(x)
+        g = rearrange(xh, "b d h w -> b (h w) d")
         for layer in self.history_decoder:
-            g = layer(g, self.pos, f, self.pos)
+            g = layer(g, self.pos_history, f, self.pos_history)
         g = self.history_norm(g)
-        g_grid = rearrange(g, "b (h w) d -> b d h w", h=h, w=w)
+        g_grid = rearrange(g, "b (h w) d -> b d h w", h=xh.shape[2], w=xh.shape[3])
+        if self.cfg.history_stride != 8:  # back onto X_t's finer grid, X_t keeping its detail
+            g_grid = x + F.interpolate(
+                g_grid, size=x.shape[2:], mode="bilinear", align_corners=False
+            )
+            g = rearrange(g_grid, "b d h w -> b (h w) d")
         if batch_invariant:
             (mask_features,) = frame_by_frame(
                 lambda gg, ff: (self.pixel_decoder.mask_features(gg, ff),), g_grid, feats_4
@@ -119,17 +129,23 @@ class AUSMNet(nn.Module):
         stages = self.pixel_decoder(queries, query_pos, valid, g, self.pos, mask_features, prior)
         return NetOutputs(stages[-1].class_logits, stages[-1].mask_logits, stages[:-1])
 
+    def _to_history_grid(self, grid: Tensor) -> Tensor:
+        """(b, D, h8, w8) -> the history grid (``cfg.history_stride``), area-averaged."""
+        factor = self.cfg.history_stride // 8
+        return F.avg_pool2d(grid, factor) if factor > 1 else grid
+
     def _history(self, x_prev: Tensor, slot_active: Tensor, grid_masks: Tensor) -> Tensor:
-        """E = X_{t-1} + marker, as tokens (b, h8*w8, D)."""
+        """E = X_{t-1} + marker, painted at 1/8, as tokens of the history grid (b, n, D)."""
         e = x_prev + self.marker(self.id_vectors, slot_active, grid_masks)
-        return rearrange(e, "b d h w -> b (h w) d")
+        return rearrange(self._to_history_grid(e), "b d h w -> b (h w) d")
 
     # -- entry points ----------------------------------------------------------------------
     def initial_recurrent(self, batch: int) -> RecurrentTensors:
         h, w = self.cfg.grid_size
         x0 = self.x_init.view(1, -1, 1, 1).expand(batch, -1, h, w).clone()
+        hh, hw = self.cfg.history_grid_size
         states = [
-            layer.mamba.init_state(batch * h * w, x0.device) for layer in self.compressor.layers
+            layer.mamba.init_state(batch * hh * hw, x0.device) for layer in self.compressor.layers
         ]
         return RecurrentTensors(x0, states)
 
@@ -154,7 +170,7 @@ class AUSMNet(nn.Module):
 
         feats_4, x, look = frame_by_frame(backbone, frames) if batch_invariant else backbone(frames)
         e = self._history(recurrent.x_prev, slot_active, grid_masks)
-        f, states = self.compressor.step(e, self.pos, recurrent.mamba)
+        f, states = self.compressor.step(e, self.pos_history, recurrent.mamba)
         outputs = self._decode(x, f, feats_4, slot_active, grid_masks, batch_invariant)
         outputs.look_features = look
         return outputs, RecurrentTensors(x, states)
@@ -176,7 +192,7 @@ class AUSMNet(nn.Module):
         active = history_active.flatten(0, 1)
         grid = masks_to_grid(history_masks.flatten(0, 1))
         e = self._history(x_prev, active, grid)
-        f, _ = self.compressor(e.unflatten(0, (b, t)), self.pos)
+        f, _ = self.compressor(e.unflatten(0, (b, t)), self.pos_history)
         out = self._decode(x, f.flatten(0, 1), feats_4, active, grid)
         return NetOutputs(
             out.class_logits.unflatten(0, (b, t)),

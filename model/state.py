@@ -31,7 +31,9 @@ from ausm_stream.errors import StateError
 from ausm_stream.model.config import AUSMConfig, StateDtype
 
 STATE_FORMAT = "ausm-stream-state"
-STATE_VERSION = "4"
+STATE_VERSION = "5"
+"""5: ``slot_age``, and ``slot_appearance`` sized by ``AUSMConfig.look_dim``. Blobs of older
+versions are refused (no migration is provided: such a stream starts afresh)."""
 _COUNTERS = ("seed", "frames_seen", "alloc_count", "next_track_id")
 RECURRENT = ("x_prev", "conv", "ssm")
 """The recurrent memory, stored in ``AUSMConfig.state_dtype``; the rest keeps its own type."""
@@ -45,8 +47,8 @@ class StreamState:
     arch: str
     """Architecture fingerprint of the config this state belongs to."""
     x_prev: Tensor  # (D, h8, w8) state_dtype: X_{t-1}
-    conv: Tensor  # (L, h8*w8, d_inner, d_conv) state_dtype
-    ssm: Tensor  # (L, h8*w8, d_inner, d_state) state_dtype
+    conv: Tensor  # (L, cells of the history grid, d_inner, d_conv) state_dtype
+    ssm: Tensor  # (L, cells of the history grid, d_inner, d_state) state_dtype
     slot_active: Tensor  # (N_id,) bool: the slot's ID vector is allocated (in A_t)
     slot_masks: Tensor  # (N_id, h8, w8) float32: M_t on the 1/8 grid
     slot_track_id: Tensor  # (N_id,) int64: user-facing track id, -1 when free
@@ -55,7 +57,8 @@ class StreamState:
     slot_box: Tensor  # (N_id, 4) float32: x0, y0, x1, y1 of the mask when last visible
     slot_label: Tensor  # (N_id,) int64: class shown when last visible (gates re-identification)
     slot_class_evidence: Tensor  # (N_id, C) float32: class probabilities summed while visible
-    slot_appearance: Tensor  # (N_id, 3) float32: mean colour under the mask while visible
+    slot_appearance: Tensor  # (N_id, look_dim) float32: remembered look (tracking/looks.py)
+    slot_age: Tensor  # (N_id,) int64: frames the identity has been visible
     pending_object_id: Tensor  # (N_id,) int64: prompts for the next frame, -1 = none
     pending_masks: Tensor  # (N_id, H, W) bool
     seed: int
@@ -171,13 +174,14 @@ class StreamState:
 def empty_state_tensors(cfg: AUSMConfig) -> dict[str, Tensor]:
     """Fresh tensors of a stream that has seen nothing (the recurrent ones zero)."""
     h, w = cfg.grid_size
+    cells = cfg.history_grid_size[0] * cfg.history_grid_size[1]
     n = cfg.n_id
     layers = cfg.compressor_layers
     dtype = cfg.state_torch_dtype
     return {
         "x_prev": torch.zeros(cfg.d_model, h, w, dtype=dtype),
-        "conv": torch.zeros(layers, h * w, cfg.d_inner, cfg.d_conv, dtype=dtype),
-        "ssm": torch.zeros(layers, h * w, cfg.d_inner, cfg.d_state, dtype=dtype),
+        "conv": torch.zeros(layers, cells, cfg.d_inner, cfg.d_conv, dtype=dtype),
+        "ssm": torch.zeros(layers, cells, cfg.d_inner, cfg.d_state, dtype=dtype),
         "slot_active": torch.zeros(n, dtype=torch.bool),
         "slot_masks": torch.zeros(n, h, w),
         "slot_track_id": torch.full((n,), -1, dtype=torch.int64),
@@ -186,7 +190,8 @@ def empty_state_tensors(cfg: AUSMConfig) -> dict[str, Tensor]:
         "slot_box": torch.zeros(n, 4),
         "slot_label": torch.full((n,), -1, dtype=torch.int64),
         "slot_class_evidence": torch.zeros(n, cfg.num_classes),
-        "slot_appearance": torch.zeros(n, 3),
+        "slot_appearance": torch.zeros(n, cfg.look_dim),
+        "slot_age": torch.zeros(n, dtype=torch.int64),
         "pending_object_id": torch.full((n,), -1, dtype=torch.int64),
         "pending_masks": torch.zeros(n, *cfg.image_size, dtype=torch.bool),
     }

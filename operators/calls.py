@@ -1,4 +1,4 @@
-"""Waiting on Ray calls whose actors raise the project's own errors."""
+"""Waiting on Ray calls whose actors raise the project's own errors, and errors told briefly."""
 
 from __future__ import annotations
 
@@ -17,3 +17,16 @@ def result(ref: ray.ObjectRef, timeout: float = 120) -> object:
         if isinstance(cause, AUSMStreamError):
             raise cause from None
         raise
+
+
+BRIEF_CHARS = 300
+"""How much of an error a health answer or a log line quotes."""
+
+
+def brief(exc: BaseException) -> str:
+    """An error in one line of at most ``BRIEF_CHARS``: its type and first line (of its cause,
+    for a Ray task's error, whose own text is the remote traceback)."""
+    cause = getattr(exc, "cause", None) or exc
+    lines = str(cause).strip().splitlines()
+    text = f"{type(cause).__name__}: {lines[0]}" if lines else type(cause).__name__
+    return text[:BRIEF_CHARS]

@@ -11,7 +11,14 @@ explicitly.
 
 A worker that crashes is restarted by Ray and recovers by itself (``start_worker``); one
 that is gone for good (its restarts used up) is noticed when its run fails, and its
-partitions go to the others, which recover them from their last checkpoints.
+partitions go to the others, which recover them from their last checkpoints. A run that
+raises (its process lives on: a bug, a store that does not answer) is started again after a
+back-off, 1 s doubling up to a minute (:func:`restart_delay`); the worker recovers its
+streams from their checkpoints.
+
+Health (:meth:`Coordinator.health`) reads the heartbeats the workers push from inside their
+loops (their status, every second): a worker whose heartbeat is older than
+``worker.heartbeat_timeout_s`` is stuck or gone, one waiting to run again is restarting.
 """
 
 from __future__ import annotations
@@ -19,11 +26,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import dataclass
 
 import ray
-from ray.exceptions import RayActorError
+from ray.exceptions import RayActorError, RayTaskError
 
 from ausm_stream.errors import ConfigError
+from ausm_stream.operators.calls import brief
 from ausm_stream.operators.status import PoolStatus, StreamStatus, WorkerStatus
 from ausm_stream.operators.worker import Preview, start_worker
 from ausm_stream.pipeline import kafka
@@ -34,6 +43,26 @@ log = logging.getLogger(__name__)
 
 STATUS_STALE_S = 5.0
 """A pushed worker status older than this is not served: the worker is asked instead."""
+RESTART_FIRST_S = 1.0
+RESTART_MAX_S = 60.0
+"""A failed run starts again after ``RESTART_FIRST_S``, doubling with each failure in a row
+up to ``RESTART_MAX_S``; a run that lasted ``RESTART_MAX_S`` starts the count again."""
+
+
+def restart_delay(failures: int) -> float:
+    """Seconds before a worker's run starts again after ``failures`` failures in a row."""
+    return min(RESTART_MAX_S, RESTART_FIRST_S * 2 ** (max(failures, 1) - 1))
+
+
+@dataclass
+class RunFailure:
+    """A worker's run that raised, and when it starts again."""
+
+    count: int
+    """Failures in a row."""
+    error: str
+    again_at: float | None
+    """When (monotonic) the run starts again; ``None`` once it has."""
 
 
 def split_partitions(partitions: int, workers: int) -> list[list[int]]:
@@ -121,6 +150,8 @@ class Coordinator:
         self._runs: dict[str, ray.ObjectRef] = {}
         self._results: dict[str, WorkerStatus] = {}
         self._pushed: dict[str, tuple[float, WorkerStatus]] = {}
+        self._launched: dict[str, float] = {}
+        self._failures: dict[str, RunFailure] = {}
         self._run_args: dict | None = None
         self._lock = threading.RLock()
         self._stopping = False
@@ -168,6 +199,46 @@ class Coordinator:
         except (RayActorError, ray.exceptions.GetTimeoutError):
             return None  # restarting: it reports again once it is back
 
+    def health(self) -> dict[str, str]:
+        """Per worker, ``ok`` while its loop's heartbeat is younger than
+        ``worker.heartbeat_timeout_s``, else what is wrong. Only what the workers pushed is
+        read: a health check never waits on a worker."""
+        now = time.monotonic()
+        timeout = self.cfg.worker.heartbeat_timeout_s
+        out = {}
+        with self._lock:
+            for name in self.workers:
+                failure = self._failures.get(name)
+                launched = self._launched.get(name)
+                pushed = self._pushed.get(name)
+                # A heartbeat counts from the run now running (not one the failed run sent).
+                beat = pushed[0] if pushed and launched and pushed[0] >= launched else None
+                if name in self._results:
+                    out[name] = "stopped: its run returned"
+                elif failure is not None and failure.again_at is not None:
+                    wait = max(0.0, failure.again_at - now)
+                    out[name] = (
+                        f"restarting in {wait:.0f} s after {failure.count} failure(s) in a row: "
+                        f"{failure.error}"
+                    )
+                elif launched is None:
+                    out[name] = "not running"
+                elif beat is None:
+                    out[name] = (
+                        f"restarted after {failure.count} failure(s) in a row ({failure.error}); "
+                        "no heartbeat yet"
+                        if failure is not None
+                        else "starting: no heartbeat yet"
+                    )
+                elif now - beat > timeout:
+                    out[name] = (
+                        f"no heartbeat for {now - beat:.0f} s: its loop is stuck or its process "
+                        "is gone"
+                    )
+                else:
+                    out[name] = "ok"
+        return out
+
     def worker_of(self, stream_id: str) -> str | None:
         """The worker whose partitions hold the stream."""
         p = kafka.partition_for(stream_id, self.cfg.kafka.partitions)
@@ -200,7 +271,8 @@ class Coordinator:
         max_seconds: float | None = None,
     ) -> PoolStatus:
         """Run every worker's loop (``SegmentationWorker.run``) until all have returned;
-        workers added meanwhile join. The pool's status at the end."""
+        workers added meanwhile join, and a run that raised starts again after a back-off.
+        The pool's status at the end."""
         with self._lock:
             self._run_args = {
                 "until_ended": until_ended,
@@ -211,10 +283,15 @@ class Coordinator:
                 self._launch(name)
         while True:
             with self._lock:
+                self._launch_again()
                 pending = {ref: name for name, ref in self._runs.items()}
-            if not pending:
+                waiting = any(f.again_at is not None for f in self._failures.values())
+            if not pending and not waiting:
                 break
-            ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+            if not pending:
+                time.sleep(0.2)
+                continue
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.2 if waiting else 1.0)
             for ref in ready:
                 self._finished(pending[ref], ref)
         with self._lock:
@@ -222,11 +299,43 @@ class Coordinator:
 
     def _launch(self, name: str) -> None:
         if self._run_args is not None and name not in self._runs:
+            self._launched[name] = time.monotonic()
             self._runs[name] = self.workers[name].run.remote(**self._run_args)
+
+    def _launch_again(self) -> None:
+        """Start the runs whose back-off is over (under the lock)."""
+        now = time.monotonic()
+        for name, failure in self._failures.items():
+            if failure.again_at is not None and now >= failure.again_at:
+                failure.again_at = None
+                if name in self.workers and not self._stopping:
+                    log.info("worker %s: its run starts again", name)
+                    self._launch(name)
+
+    def _failed(self, name: str, exc: RayTaskError) -> None:
+        """A run raised: it starts again after a back-off (the worker recovers its streams)."""
+        now = time.monotonic()
+        with self._lock:
+            self._runs.pop(name, None)
+            last = self._failures.get(name)
+            ran = now - self._launched.get(name, now)
+            count = 1 if last is None or ran >= RESTART_MAX_S else last.count + 1
+            delay = restart_delay(count)
+            self._failures[name] = RunFailure(count, brief(exc), now + delay)
+        log.error(
+            "worker %s: its run failed (%s); it starts again in %.0f s (failure %d in a row)",
+            name,
+            brief(exc),
+            delay,
+            count,
+        )
 
     def _finished(self, name: str, ref: ray.ObjectRef) -> None:
         try:
             result = ray.get(ref)
+        except RayTaskError as exc:
+            self._failed(name, exc)
+            return
         except RayActorError as exc:
             log.error("worker %s is gone for good (%s); moving its partitions", name, exc)
             with self._lock:

@@ -56,6 +56,10 @@ class WorkerPool:
     def status(self) -> PoolStatus:
         return ray.get(self.coordinator.status.remote())
 
+    def health(self, timeout_s: float = 10.0) -> dict[str, str]:
+        """Per worker, ``ok`` or what is wrong (``Coordinator.health``: heartbeats)."""
+        return ray.get(self.coordinator.health.remote(), timeout=timeout_s)
+
     def preview(self, stream_id: str) -> Preview | None:
         return ray.get(self.coordinator.preview.remote(stream_id))
 

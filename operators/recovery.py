@@ -107,11 +107,14 @@ class CheckpointWriter:
         with self._lock:
             return {p: _watermark(m) for p, m in self.partitions.items()}
 
-    def close(self) -> None:
+    def close(self, timeout_s: float = 30.0) -> bool:
+        """Write what was submitted, then end the thread; whether it ended in ``timeout_s``
+        (if not, call again: it is still writing)."""
         with self._lock:
             self._closed = True
             self._lock.notify_all()
-        self._thread.join(30)
+        self._thread.join(timeout_s)
+        return not self._thread.is_alive()
 
     # the writer thread ---------------------------------------------------------------------
     def _raise_error(self) -> None:

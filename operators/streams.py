@@ -35,7 +35,7 @@ import numpy as np
 import ray
 
 from ausm_stream.errors import ConflictError, InvalidInputError, NotFoundError
-from ausm_stream.operators.calls import result
+from ausm_stream.operators.calls import brief, result
 from ausm_stream.operators.worker import weights_info
 from ausm_stream.pipeline import kafka, records
 from ausm_stream.pipeline.config import PipelineConfig
@@ -46,8 +46,14 @@ from ausm_stream.pipeline.ingest import (
     check_prompt_frame,
     ingest_actor,
     newest_record,
+    redact_credentials,
 )
-from ausm_stream.pipeline.registry import RegisteredStream, StreamRegistry, new_stream
+from ausm_stream.pipeline.registry import (
+    MAX_OBJECT_ID,
+    RegisteredStream,
+    StreamRegistry,
+    new_stream,
+)
 from ausm_stream.pipeline.storage import open_store
 
 log = logging.getLogger(__name__)
@@ -183,7 +189,8 @@ class StreamManager:
             stream = new_stream(stream_id, source, fps)
             if not (stream.external or source.startswith(LIVE_SCHEMES) or os.path.isfile(source)):
                 raise InvalidInputError(
-                    f"source {source!r} of stream {stream_id!r} is neither an existing file, a "
+                    f"source {redact_credentials(source)!r} of stream {stream_id!r} is neither "
+                    "an existing file, a "
                     f"URL ({', '.join(s[:-3] for s in LIVE_SCHEMES)}) nor 'external'"
                 )
             last = newest_record(self.cfg.kafka, self.reader, stream_id)
@@ -283,19 +290,20 @@ class StreamManager:
         return next_frame_after(before, stream.first_frame)
 
     def health(self) -> dict[str, str]:
-        """``ok`` or the error, for the broker and the object store."""
+        """``ok`` or the error, for the broker and the object store: one metadata request and
+        one store read, whatever the number of streams (anyone may ask, ``GET /healthz``)."""
         out = {}
         try:
             if not self.producer.partitions_for(self.cfg.kafka.frames_topic):
                 raise RuntimeError(f"topic {self.cfg.kafka.frames_topic} has no partitions")
             out["broker"] = "ok"
         except Exception as exc:  # reported, not raised: it is a health check
-            out["broker"] = f"error: {exc or type(exc).__name__}"
+            out["broker"] = f"error: {redact_credentials(brief(exc))}"
         try:
-            self.registry.all()
+            self.registry.probe()
             out["store"] = "ok"
         except Exception as exc:  # as above
-            out["store"] = f"error: {exc}"
+            out["store"] = f"error: {redact_credentials(brief(exc))}"
         return out
 
     # -- helpers -----------------------------------------------------------------------------
@@ -312,6 +320,10 @@ class StreamManager:
         if len(set(given)) != len(given):
             raise InvalidInputError(f"prompt for {stream.id!r}: object ids {given} repeat")
         nxt = max([stream.next_object_id, *(i + 1 for i in given)])
+        if min(given, default=0) < 0 or nxt + wanted.count(None) - 1 > MAX_OBJECT_ID:
+            raise InvalidInputError(  # refused before anything is saved
+                f"prompt for {stream.id!r}: object ids run from 0 to {MAX_OBJECT_ID}"
+            )
         ids = []
         for i in wanted:
             if i is None:  # above every id used so far, so never one given
@@ -379,7 +391,7 @@ class StreamManager:
             report = ray.get(ing.run)
         except ray.exceptions.RayError as exc:  # it raised: the source could not be read
             last = self.reports.get(stream_id) or IngestReport(stream_id)
-            reason = str(getattr(exc, "cause", None) or exc).splitlines()[0]
+            reason = redact_credentials(str(getattr(exc, "cause", None) or exc).splitlines()[0])
             report = dataclasses.replace(last, state="failed", drops=[*last.drops, reason])
         with self._reaping:
             if self.ingests.get(stream_id) is ing:

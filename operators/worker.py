@@ -14,6 +14,14 @@ checkpoint. The sinks run inline on purpose: on a writer thread their Python com
 the GIL with the lanes' op dispatch and bought nothing (``bench/pipeline.py``). Checkpoints
 are written on their own thread, since storage round trips wait on the network, not the
 GIL. The class is plain Python; :data:`SegmentationWorkerActor` is its Ray actor.
+
+Failures: a record that fails in any way while it is decoded or queued goes to the
+dead-letter topic like an invalid one (a bug it triggers must not stop its partition). Any
+other error ends :meth:`SegmentationWorker.run` after the worker has dropped what memory
+held of its streams, so that the next run (the coordinator starts one after a back-off)
+recovers them all from their checkpoints, as a restarted process would. While the loop runs
+it pushes its status to the coordinator every second: that is its heartbeat, which
+``GET /healthz`` reads (a loop stuck in a call stops it).
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ import time
 from collections import OrderedDict, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pyarrow as pa
@@ -74,6 +83,10 @@ CHECKPOINT_BACKLOG = 4
 """Most checkpoints waiting for or in the writer. Each holds copies of a stream's state while
 it is encoded and uploaded (~4, measured as 100 MB for 8 in flight), so this bounds their
 memory when many streams are due at once."""
+
+
+class InjectedFault(RuntimeError):
+    """What :meth:`SegmentationWorker.inject_fault` raises in the loop: a stand-in for a bug."""
 
 
 def _load_libc() -> ctypes.CDLL | None:
@@ -254,12 +267,7 @@ class SegmentationWorker:
         # A full batch, ready before the first frame arrives: the first step of a process
         # builds kernels and lane threads, and a batch's working memory is then the model's.
         self.model.warm_up(streams=max(cfg.worker.cpus, self.processor.max_batch))
-        self.writer = CheckpointWriter(
-            self.checkpoints,
-            cfg.kafka.frames_topic,
-            flush_sinks=self.producer.flush,
-            on_written=self._checkpoint_written,
-        )
+        self.writer = self._new_writer()
         self.checkpoint_frames = cfg.worker.checkpoint_frames or cfg.worker.parquet_frames
         h, w = self.model.cfg.image_size
         self.frame_bytes = h * w * 3
@@ -290,6 +298,15 @@ class SegmentationWorker:
         self._consumer: KafkaConsumer | None = None
         self._commands: queue.Queue[tuple[str, list[int], threading.Event]] = queue.Queue()
         self._stop = threading.Event()
+        self._fault: tuple[str, float] | None = None
+
+    def _new_writer(self) -> CheckpointWriter:
+        return CheckpointWriter(
+            self.checkpoints,
+            self.cfg.kafka.frames_topic,
+            flush_sinks=self.producer.flush,
+            on_written=self._checkpoint_written,
+        )
 
     # -- sinks (in emit order) ----------------------------------------------------------------
     def _write(self, frame: FrameTracks) -> None:
@@ -653,8 +670,7 @@ class SegmentationWorker:
             if key not in self.processor.streams:
                 self._page_in(key, msg.offset)
             if msg.offset >= self.skip.get(key, -1):
-                record = records.decode(kind, msg.value or b"", key, self.model.cfg.image_size)
-                self.processor.on_record(record, msg.offset)
+                record = self._take(msg, kind, key)
                 if isinstance(record, records.ControlRecord) and record.kind == "reset":
                     # A new life of the stream (added again after it ended): fresh counters;
                     # its track ids go on after the old ones.
@@ -675,6 +691,24 @@ class SegmentationWorker:
             )
         self.positions[p] = msg.offset + 1
         self.writer.note_position(p, msg.offset + 1)
+
+    def _take(self, msg: ConsumerRecord, kind: str | None, key: str) -> records.Record:
+        """Decode a record and queue it. An error on the way is the record's (a bug it
+        triggers, which no check foresaw): it goes to the dead-letter topic, and its
+        partition goes on, where a worker-level failure would replay it for ever. Running
+        out of memory is the worker's."""
+        try:
+            record = records.decode(kind, msg.value or b"", key, self.model.cfg.image_size)
+            self.processor.on_record(record, msg.offset)
+        except (RecordError, MemoryError, torch.OutOfMemoryError):
+            raise
+        except Exception as exc:
+            log.exception("%s record of %s failed unexpectedly", kind, shown(key))
+            raise RecordError(
+                f"{kind or 'unknown'} record of {key!r} failed unexpectedly while read: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+        return record
 
     def _note_highwater(self) -> None:
         """Per owned partition, the records in Kafka past what was read: frames ingested
@@ -707,7 +741,28 @@ class SegmentationWorker:
         """Recover, then consume and segment until every stream of ``until_ended`` on this
         worker's partitions has ended, nothing has arrived for ``idle_timeout_s``,
         ``max_seconds`` passed, or :meth:`stop` is called. Checkpoints everything on the way
-        out."""
+        out.
+
+        An error (not a record's: those are dead-lettered) ends the run, with the worker's
+        streams dropped from memory (:meth:`_drop_streams`), ready for the next run: the
+        coordinator starts it after a back-off."""
+        try:
+            return self._run(until_ended, idle_timeout_s, max_seconds)
+        except Exception:
+            log.exception(
+                "worker %s: its loop failed; its streams are dropped from memory, and the next "
+                "run recovers them from their checkpoints",
+                self.name,
+            )
+            self._drop_streams()
+            raise
+
+    def _run(
+        self,
+        until_ended: set[str] | None,
+        idle_timeout_s: float | None,
+        max_seconds: float | None,
+    ) -> WorkerStatus:
         coordinator = None
         if self.coordinator is not None:  # a restarted actor asks who owns what now
             coordinator = ray.get_actor(self.coordinator)
@@ -721,6 +776,7 @@ class SegmentationWorker:
         cpu_started = time.process_time()
         try:
             while not self._stop.is_set():
+                self._take_fault()
                 self._run_commands()
                 # One batch per poll: a backlog makes the poll non-blocking, and frames that
                 # arrived meanwhile join the next batch instead of waiting for a drained queue.
@@ -777,6 +833,49 @@ class SegmentationWorker:
 
     def stop(self) -> None:
         self._stop.set()
+
+    def _drop_streams(self) -> None:
+        """After a failed run: hold nothing of any stream, as a new process would, so that the
+        next run recovers them all from their checkpoints and reads their later records
+        again. Checkpoints already handed to the writer were snapshotted between steps: they
+        are written first (a failed run's writer must not write after the next run's), then
+        a new writer starts without the failed run's partitions."""
+        while not self.writer.close():
+            log.warning("worker %s: waiting for its checkpoint writer to finish", self.name)
+        for sid in [*self.processor.streams, *self.stats]:
+            self._forget(sid)
+        for held in (
+            self.stats,
+            self.previews,
+            self.skip,
+            self.positions,
+            self.partition_lag,
+            self._due,
+            self._leaving,
+            self._ended_gone,
+            self._stored,
+            self._to_store,
+            self._last_active,
+            self._progressed,
+            self._committed,
+        ):
+            held.clear()
+        self.writer = self._new_writer()
+
+    def inject_fault(self, kind: Literal["raise", "stall"], seconds: float = 0.0) -> None:
+        """For drills and tests: the loop's next pass raises :class:`InjectedFault`, as a bug
+        would (``raise``), or sleeps ``seconds`` without a heartbeat, as a call that hangs
+        would (``stall``)."""
+        self._fault = (kind, seconds)
+
+    def _take_fault(self) -> None:
+        fault, self._fault = self._fault, None
+        if fault is None:
+            return
+        kind, seconds = fault
+        if kind == "raise":
+            raise InjectedFault(f"worker {self.name}: a fault injected by inject_fault")
+        time.sleep(seconds)
 
     def alive(self) -> bool:
         return True

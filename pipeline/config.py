@@ -187,6 +187,10 @@ class WorkerConfig:
     """Streams whose latest segmented frame a worker keeps for ``GET /streams/{id}/preview.png``
     (the most recently stepped ones; a copy of one frame at the model's input size each, 48 KiB
     at 128x128). 0 keeps none."""
+    heartbeat_timeout_s: float = 30.0
+    """A worker whose loop has not pushed its heartbeat (its status, every second, from inside
+    the step loop) for this long is stuck or gone: ``GET /healthz`` answers 503 naming it.
+    Longer than the slowest step of a full batch, and than a restarted worker's recovery."""
 
     def __post_init__(self) -> None:
         if self.gpus < 0:
@@ -209,6 +213,9 @@ class ApiConfig:
     token: str | None = None
     """Bearer token every route but ``/healthz`` requires (also ``AUSM_API__TOKEN``). Unset: a
     random token is made at start and printed, so an API is never open by accident."""
+    max_body_bytes: int = 1 << 20
+    """Largest request body the API takes (413 above it, before the body is read). 1 MiB
+    holds a prompt of many objects; masks as COCO RLE are a few KiB each."""
 
 
 @dataclass(frozen=True)
@@ -310,7 +317,9 @@ POSITIVE = {
         "host_state_bytes",
         "max_queued_bytes",
         "batch_cells",
+        "heartbeat_timeout_s",
     ),
+    "api": ("max_body_bytes",),
 }
 """Keys for which 0 means nothing sensible (a division by zero, or a worker that never
 steps): 0 is an error naming the key. Other numbers may be 0 (``worker.count: 0`` = as many

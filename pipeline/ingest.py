@@ -31,6 +31,7 @@ import dataclasses
 import logging
 import math
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -62,6 +63,16 @@ LIVE_SCHEMES = (
     "tcp://",
     "srt://",
 )
+
+_USERINFO = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s'\"]*@")
+
+
+def redact_credentials(text: str) -> str:
+    """``text`` with the ``user:password@`` of every URL in it shown as ``***@``: camera
+    URLs carry credentials, which the registry keeps (ingest needs them) but nothing shows,
+    logs or returns (``rtsp://admin:pw@cam/s`` -> ``rtsp://***@cam/s``). FFmpeg's errors
+    quote the URL, so whole messages go through it."""
+    return _USERINFO.sub(r"\1***@", text)
 
 
 @dataclass
@@ -100,13 +111,15 @@ def decode_source(
 ) -> Iterator[Decoded]:
     """Frames of one session of the source, fitted (``fit``) into ``size`` (h, w)."""
     options = {"rtsp_transport": "tcp"} if url.startswith(("rtsp://", "rtsps://")) else {}
+    shown = redact_credentials(url)
     try:
         container = av.open(url, options=options, timeout=(timeout_s, timeout_s))
     except (av.FFmpegError, OSError) as exc:
-        raise SourceError(f"cannot open video source {url!r}: {exc}") from exc
+        reason = redact_credentials(str(exc))
+        raise SourceError(f"cannot open video source {shown!r}: {reason}") from None
     try:
         if not container.streams.video:
-            raise SourceError(f"video source {url!r} has no video stream")
+            raise SourceError(f"video source {shown!r} has no video stream")
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         decoded = 0
@@ -118,11 +131,12 @@ def decode_source(
             yield Decoded(place.place(content), pts if pts is not None else float("nan"), place)
         if stream.frames and decoded < stream.frames:  # the container's index promised more
             raise SourceError(
-                f"video source {url!r} ended after {decoded} of the {stream.frames} frames "
+                f"video source {shown!r} ended after {decoded} of the {stream.frames} frames "
                 "its index lists: the file is truncated or damaged"
             )
     except av.FFmpegError as exc:
-        raise SourceError(f"video source {url!r} failed while reading: {exc}") from exc
+        reason = redact_credentials(str(exc))
+        raise SourceError(f"video source {shown!r} failed while reading: {reason}") from None
     finally:
         container.close()
 
@@ -331,6 +345,7 @@ class Ingest:
         )
 
     def _drop(self, reason: str, failures: int) -> None:
+        reason = redact_credentials(reason)  # shown by the API, logged
         line = f"{time.strftime('%H:%M:%S')} after frame {self.report.frames}: {reason}"
         self.report.drops.append(line)
         self.report.reconnects += 1

@@ -19,6 +19,11 @@ from ausm_stream.pipeline.storage import ObjectStore
 PREFIX = "registry/streams/"
 EXTERNAL = "external"
 """The source of a stream whose ingest runs elsewhere (``ausm-stream ingest`` by a camera)."""
+MAX_OBJECT_ID = 2**53 - 1
+"""Highest prompt object id: exact in JSON everywhere (JavaScript's safe integers) and far
+inside the track records' int64, so the ids given after it (one more each) fit too."""
+PROBE_KEY = "registry/probe"
+"""Never written: :meth:`StreamRegistry.probe` asks the store for it."""
 
 
 @dataclass(frozen=True)
@@ -59,6 +64,11 @@ class StreamRegistry:
 
     def remove(self, stream_id: str) -> None:
         self.store.delete(self._key(stream_id))
+
+    def probe(self) -> None:
+        """One round trip to the store (a read of a key never written), however many streams
+        are registered: raises when the store does not answer."""
+        self.store.exists(PROBE_KEY)
 
     def all(self) -> list[RegisteredStream]:
         """Every registered stream, by id (objects in folders below the registry's are none)."""

@@ -5,15 +5,19 @@ One pipeline for the module: it takes ~20 s to start (test_api_restart.py restar
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import shutil
+import socket
 import subprocess
+import time
 import uuid
 from pathlib import Path
 
 import numpy as np
 import pyarrow.compute as pc
 import pytest
+import ray
 import requests
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
@@ -58,7 +62,13 @@ def setup(tmp_path_factory, broker):
             "storage": {"url": f"file://{root / 'store'}"},
             "ray": {"num_cpus": 2},
             "ingest": {"pace": True},  # files at 8 fps, as cameras: streams stay live a while
-            "worker": {"count": 1, "parquet_frames": 16, "checkpoint_seconds": 2.0},
+            # a loop without a heartbeat for 5 s is stuck (the default, 30 s, is for real models)
+            "worker": {
+                "count": 1,
+                "parquet_frames": 16,
+                "checkpoint_seconds": 2.0,
+                "heartbeat_timeout_s": 5.0,
+            },
             "api": {"port": 0, "token": TOKEN},
         }
     )
@@ -89,24 +99,192 @@ def segmented(api, sid: str) -> int:
     return seg["frames_out"] if seg else 0
 
 
+def health(api, token: str | None = None) -> requests.Response:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return requests.get(url(api, "/healthz"), headers=headers, timeout=30)
+
+
+def healthy(api) -> bool:
+    return health(api, TOKEN).status_code == 200
+
+
+def unhealthy(api) -> dict | None:
+    """The detailed health while it is 503."""
+    answer = health(api, TOKEN)
+    return answer.json() if answer.status_code == 503 else None
+
+
 def test_auth_and_health(api):
     assert requests.get(url(api, "/streams"), timeout=30).status_code == 401
     wrong = requests.get(url(api, "/streams"), headers={"Authorization": "Bearer x"}, timeout=30)
     assert wrong.status_code == 401 and "bearer token" in wrong.json()["detail"]
     assert requests.get(url(api, "/metrics"), timeout=30).status_code == 401
     assert requests.get(url(api, "/"), timeout=30).status_code == 401
-    health = requests.get(url(api, "/healthz"), timeout=30)  # no token needed
-    assert health.status_code == 200, health.text
-    assert health.json() == {
-        "ok": True,
+    wait_for("the worker's first heartbeat", lambda: healthy(api))
+    anonymous = health(api)  # no token needed, and it says no more than ok or error
+    assert anonymous.status_code == 200 and anonymous.json() == {"status": "ok"}
+    assert health(api, "wrong").json() == {"status": "ok"}
+    assert health(api, TOKEN).json() == {
+        "status": "ok",
         "broker": "ok",
         "store": "ok",
-        "workers": "ok (1 answering)",
+        "workers": "ok (1 running)",
     }
+    # The schema needs the token; no docs pages (their scripts could not send it).
+    for path in ("/openapi.json", "/docs", "/redoc", "/docs/oauth2-redirect"):
+        assert requests.get(url(api, path), timeout=30).status_code == 401, path
+    assert get(api, "/docs").status_code == 404 and get(api, "/redoc").status_code == 404
     schema = get(api, "/openapi.json").json()
     assert {"/streams", "/streams/{stream_id}", "/streams/{stream_id}/prompts"} <= set(
         schema["paths"]
     )
+
+
+def raw_post(api, path: str, head: dict[str, str], body: bytes, timeout_s: float = 20) -> str:
+    """Send a request's head and ``body`` (which may be less than its Content-Length says)
+    and return the status line of the answer, without sending anything more."""
+    host, port = api.url.removeprefix("http://").split(":")
+    lines = [f"POST {path} HTTP/1.1", f"Host: {host}:{port}"]
+    lines += [f"{k}: {v}" for k, v in head.items()]
+    with socket.create_connection((host, int(port)), timeout=timeout_s) as sock:
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+        answer = b""
+        while b"\r\n" not in answer:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            answer += chunk
+    return answer.split(b"\r\n")[0].decode()
+
+
+def test_the_token_is_checked_before_the_body_is_read(api):
+    # 40 MB announced, 1 MiB sent, and the client waits: the answer comes without the rest.
+    json_head = {"Content-Type": "application/json", "Content-Length": str(40_000_000)}
+    started = time.monotonic()
+    status = raw_post(api, "/streams", json_head, b"[" * (1 << 20))
+    assert status.split()[1] == "401", status
+    assert time.monotonic() - started < 10
+    with_token = {**json_head, "Authorization": f"Bearer {TOKEN}"}
+    status = raw_post(api, "/streams", with_token, b"[" * (1 << 20))  # over api.max_body_bytes
+    assert status.split()[1] == "413", status
+    # A whole 40 MB body without a token: refused as quickly.
+    started = time.monotonic()
+    big = requests.post(url(api, "/streams"), data=b"[" * 40_000_000, timeout=60)
+    assert big.status_code == 401 and time.monotonic() - started < 10
+    # Bad JSON: 401 with a wrong token, 422 with the right one.
+    bad = b'{"id": "x", "source": '
+    for token, status in (("wrong", 401), (TOKEN, 422)):
+        headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
+        answer = requests.post(url(api, "/streams"), data=bad, headers=headers, timeout=30)
+        assert answer.status_code == status, (token, answer.text)
+
+
+def test_bodies_over_the_limit_answer_413(api):
+    limit = PipelineConfig().api.max_body_bytes
+    over = {"id": "big", "source": "external", "pad": "x" * limit}
+    declared = requests.post(url(api, "/streams"), json=over, headers=AUTH, timeout=60)
+    assert declared.status_code == 413 and str(limit) in declared.json()["detail"]
+
+    def chunks():  # no Content-Length: counted as it arrives
+        for _ in range(3):
+            yield b" " * (limit // 2)
+        yield b"{}"
+
+    streamed = requests.post(
+        url(api, "/streams"),
+        data=chunks(),
+        headers={**AUTH, "Content-Type": "application/json"},
+        timeout=60,
+    )
+    assert streamed.status_code == 413 and str(limit) in streamed.json()["detail"]
+    assert get(api, "/streams/big").status_code == 404
+
+
+def test_prompts_are_bounded_and_a_refused_one_saves_nothing(api, setup):
+    _, cfg = setup
+    assert post(api, "/streams", {"id": "ids", "source": "external"}).status_code == 201
+    producer = kafka.make_producer(cfg.kafka, api.bootstrap)
+    value, kind = records.encode(camera_chunk("ids", 0, 8))
+    partition = kafka.partition_for("ids", cfg.kafka.partitions)
+    kafka.send(producer, cfg.kafka.frames_topic, "ids", value, kind, partition=partition)
+    producer.flush()
+    box = [10, 10, 40, 40]
+    huge = post(api, "/streams/ids/prompts", {"objects": [{"box": box, "object_id": 2**63}]})
+    assert huge.status_code == 422 and "object_id" in str(huge.json()["detail"])
+    far = post(api, "/streams/ids/prompts", {"objects": [{"box": box}], "frame": 2**63})
+    assert far.status_code == 422
+    many = post(api, "/streams/ids/prompts", {"objects": [{"box": box}] * 257})
+    assert many.status_code == 422 and "256" in str(many.json()["detail"])
+    points = post(api, "/streams/ids/prompts", {"objects": [{"points": [[20, 20]] * 1000}]})
+    assert points.status_code == 422
+    nan = requests.post(
+        url(api, "/streams/ids/prompts"),
+        data=b'{"objects": [{"box": [NaN, 0, 5, 5]}]}',
+        headers={**AUTH, "Content-Type": "application/json"},
+        timeout=60,
+    )
+    assert nan.status_code == 422
+    first = wait_for(
+        "the stream's first frames",
+        lambda: (
+            (r := post(api, "/streams/ids/prompts", {"objects": [{"box": box}]})).status_code == 202
+            and r
+        ),
+    )
+    assert first.json()["object_ids"] == [1]  # the refused prompts saved no id
+    requests.delete(url(api, "/streams/ids"), headers=AUTH, timeout=120).raise_for_status()
+
+
+def test_camera_credentials_are_never_shown_or_logged(api):
+    secret = "hunter2-" + uuid.uuid4().hex[:6]
+    source = f"rtsp://admin:{secret}@127.0.0.1:9/stream"  # nothing listens: it keeps failing
+    created = post(api, "/streams", {"id": "door", "source": source})
+    assert created.status_code == 201, created.text
+    assert created.json()["source"] == "rtsp://***@127.0.0.1:9/stream"
+    view = wait_for(
+        "a drop", lambda: (v := get(api, "/streams/door").json())["ingest"]["drops"] and v
+    )
+    assert "127.0.0.1:9" in view["ingest"]["drops"][0]
+    for text in (get(api, "/streams").text, get(api, "/streams/door").text):
+        assert secret not in text
+    requests.delete(url(api, "/streams/door"), headers=AUTH, timeout=120).raise_for_status()
+    logs = Path(ray._private.worker.global_worker.node.get_logs_dir_path())
+    leaked = [p.name for p in logs.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
+    assert not leaked
+
+
+def test_serve_prints_a_token_only_when_it_made_it(api):
+    from ausm_stream.deploy.serve import banner
+
+    shown = banner(api)
+    assert TOKEN not in shown and "?token=<api.token>" in shown
+    made = banner(dataclasses.replace(api, token_made=True))
+    assert f"?token={TOKEN}" in made and "api token (made at start" in made
+
+
+def test_health_follows_the_workers_heartbeats(api, setup):
+    """A stuck loop turns health 503 once its heartbeat is older than
+    ``worker.heartbeat_timeout_s``; a failed one while the coordinator waits to run it again;
+    then 200 again, and the pool's streams go on."""
+    root, _ = setup
+    wait_for("health", lambda: healthy(api))
+    (worker,) = api.pool.workers().values()
+    worker.inject_fault.remote("stall", 12.0)
+    stuck = wait_for("a stale heartbeat", lambda: unhealthy(api))
+    assert "worker-0: no heartbeat for" in stuck["workers"], stuck
+    assert health(api).json() == {"status": "error"}  # anonymous: no detail
+    wait_for("health again", lambda: healthy(api), timeout_s=30)
+
+    path, _ = make_video(root, "after", 7)
+    assert post(api, "/streams", {"id": "after", "source": str(path)}).status_code == 201
+    wait_for("frames", lambda: segmented(api, "after") >= 8)
+    worker.inject_fault.remote("raise")
+    failed = wait_for("the failure", lambda: unhealthy(api), timeout_s=30)
+    assert "worker-0: restart" in failed["workers"] and "InjectedFault" in failed["workers"]
+    wait_for("health again", lambda: healthy(api), timeout_s=60)
+    before = segmented(api, "after")
+    wait_for("frames after the restart", lambda: segmented(api, "after") > before + 8)
+    requests.delete(url(api, "/streams/after"), headers=AUTH, timeout=120).raise_for_status()
 
 
 def test_stream_lifecycle(api, setup):

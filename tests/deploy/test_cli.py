@@ -74,6 +74,13 @@ def test_calibrate_stores_runtime_defaults_and_keeps_the_rest(capsys, tmp_path):
     assert all(torch.equal(tuned[k], original[k]) for k in original)  # weights untouched
     assert main(args) == 2 and "at least one --set" in capsys.readouterr().err
     assert main([*args, "--set", "n_det=3"]) == 2  # architecture is fixed by the weights
+    # The input size a recipe trained at is not the one it serves at: weights are the same.
+    assert main([*args, "--image-size", "96x160"]) == 0
+    assert AUSM.read_config(out).image_size == (96, 160)
+    resized = AUSM.from_weights(out).state_dict()
+    assert all(torch.equal(resized[k], original[k]) for k in original)
+    with pytest.raises(SystemExit):
+        main([*args, "--image-size", "96by160"])
 
 
 def test_a_worker_that_cannot_fit_in_local_ray_is_a_config_error():

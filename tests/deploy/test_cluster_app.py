@@ -88,10 +88,12 @@ def test_the_cluster_app_runs_the_pipeline_and_outlives_its_replica(
         serve.run(app(args), name="ausm-stream", route_prefix="/")
         health = wait_for(
             "the pipeline's health",
-            lambda: (r := requests.get(f"{base}/healthz", timeout=30)).ok and r,
+            lambda: (r := requests.get(f"{base}/healthz", headers=AUTH, timeout=30)).ok and r,
             timeout_s=120,
         )
-        assert health.json()["ok"] and health.json()["store"] == "ok"
+        assert health.json()["status"] == "ok" and health.json()["store"] == "ok"
+        anonymous = requests.get(f"{base}/healthz", timeout=30)
+        assert anonymous.json() == {"status": "ok"}
         live = requests.get(f"{base}/healthz?probe=live", timeout=30)
         assert live.status_code == 200
         video = generate_video("test", 3, ShapesSpec(size=(128, 128), frames=24))

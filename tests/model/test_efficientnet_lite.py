@@ -104,3 +104,23 @@ def test_backbone_stays_frozen_in_train_mode() -> None:
     before = body.stem.bn.running_mean.clone()
     model.net.backbone(model.net.backbone.normalise(frames))
     assert torch.equal(body.stem.bn.running_mean, before)
+
+
+def test_the_shipped_real_weights_load_with_their_backbone_from_the_package() -> None:
+    from ausm_stream.model.ausm import DEFAULT_WEIGHTS
+
+    path = DEFAULT_WEIGHTS.parent / "real-lite0.safetensors"
+    model = AUSM.from_weights(path)
+    cfg = model.cfg
+    assert (cfg.backbone, cfg.look, cfg.image_size) == (
+        "efficientnet_lite0",
+        "features",
+        (224, 384),
+    )
+    assert cfg.class_names == ("object",)
+    body = efficientnet_lite.pretrained().state_dict()
+    ours = model.net.backbone.body.state_dict()
+    assert all(torch.equal(ours[k], body[k]) for k in body)  # the package's, not the file's
+    frames = torch.zeros(1, 224, 384, 3, dtype=torch.uint8)
+    result = model.step([model.init_state()], frames)[0]
+    assert result.masks.shape[1:] == (224, 384)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
+from ausm_stream.model import AUSM, AUSMConfig
 from ausm_stream.model.marker import masks_to_grid
 from tests.conftest import disc_mask, make_frames
 
@@ -25,8 +27,16 @@ def teacher_forced_history(n_id: int, size: tuple[int, int]):
     return masks, active
 
 
-def test_parallel_forward_equals_streaming_steps(tiny_model):
-    model = tiny_model
+@pytest.fixture(scope="module")
+def real_model() -> AUSM:
+    """The real preset (pretrained backbone, history on the 1/16 grid) on small frames."""
+    torch.manual_seed(0)
+    return AUSM(AUSMConfig.preset("real", image_size=(128, 128))).eval()
+
+
+@pytest.mark.parametrize("preset", ["tiny", "real"])
+def test_parallel_forward_equals_streaming_steps(preset, request):
+    model = request.getfixturevalue(f"{preset}_model")
     cfg = model.cfg
     frames = make_frames(T, seed=3)
     masks, active = teacher_forced_history(cfg.n_id, cfg.image_size)
@@ -46,9 +56,10 @@ def test_parallel_forward_equals_streaming_steps(tiny_model):
         assert class_diff <= 1e-4, f"frame {t}: class logits differ by {class_diff}"
 
 
-def test_history_changes_predictions(tiny_model):
+@pytest.mark.parametrize("preset", ["tiny", "real"])
+def test_history_changes_predictions(preset, request):
     """Guard against a vacuous equivalence: the history must actually reach the outputs."""
-    model = tiny_model
+    model = request.getfixturevalue(f"{preset}_model")
     frames = make_frames(T, seed=3)
     masks, active = teacher_forced_history(model.cfg.n_id, model.cfg.image_size)
     with torch.no_grad():

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
 
 from ausm_stream.errors import StateError
 from ausm_stream.model import AUSM, AUSMConfig, StreamState
+from ausm_stream.model.state import safetensors_metadata
 from tests.conftest import disc_mask, make_frames
 
 
@@ -100,3 +103,11 @@ def test_model_refuses_state_of_another_config(tiny_model):
     other = AUSM(AUSMConfig.preset("tiny", n_id=8)).eval()
     with pytest.raises(ValueError, match="another model config"):
         tiny_model.step([other.init_state()], make_frames(1))
+
+
+def test_a_blob_of_an_older_state_format_is_refused(tiny_model):
+    """Version 5 added ``slot_age``; older blobs are not migrated."""
+    blob = tiny_model.init_state().to_bytes()
+    older = st_save(st_load(blob), metadata={**safetensors_metadata(blob), "version": "4"})
+    with pytest.raises(StateError, match="version '4' is not supported"):
+        StreamState.from_bytes(older, tiny_model.cfg)

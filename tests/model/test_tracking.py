@@ -14,10 +14,10 @@ CFG = AUSMConfig.preset("tiny", n_id=4, n_det=4, max_missing=2)
 H4, W4 = CFG.mask_size
 
 
-def fresh_state(seed: int = 0) -> StreamState:
+def fresh_state(seed: int = 0, cfg: AUSMConfig = CFG) -> StreamState:
     return StreamState(
-        arch=CFG.arch_fingerprint(),
-        **empty_state_tensors(CFG),
+        arch=cfg.arch_fingerprint(),
+        **empty_state_tensors(cfg),
         seed=seed,
         frames_seen=0,
         alloc_count=0,

@@ -3,7 +3,12 @@ import json
 import pytest
 
 from ausm_stream.errors import ConfigError
-from ausm_stream.operators.coordinator import owned_streams, split_partitions, worker_count
+from ausm_stream.operators.coordinator import (
+    owned_streams,
+    restart_delay,
+    split_partitions,
+    worker_count,
+)
 from ausm_stream.operators.status import PoolStatus, StreamStatus, WorkerStatus
 from ausm_stream.pipeline.config import PipelineConfig
 
@@ -51,6 +56,10 @@ def test_worker_counts_that_cannot_work_are_config_errors_naming_the_key():
         worker_count(config(count=5), {"CPU": 16})
     with pytest.raises(ConfigError, match=r"worker\.count=2 x worker\.cpus=2 needs 4 CPUs"):
         worker_count(config(count=2, cpus=2), {"CPU": 2})
+
+
+def test_a_failed_run_starts_again_after_a_back_off_that_doubles_up_to_a_minute():
+    assert [restart_delay(n) for n in range(1, 9)] == [1, 2, 4, 8, 16, 32, 60, 60]
 
 
 def test_every_stream_belongs_to_exactly_one_worker():

@@ -65,6 +65,7 @@ def test_missing_file(tmp_path):
         ("worker", "cpus"),
         ("worker", "checkpoint_frames"),
         ("worker", "checkpoints_kept"),
+        ("api", "max_body_bytes"),
     ],
 )
 def test_zero_is_an_error_where_it_means_nothing(section, key):

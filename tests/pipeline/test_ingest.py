@@ -9,7 +9,7 @@ from ausm_stream.errors import ConflictError, SourceError
 from ausm_stream.model.data import ShapesSpec, generate_video
 from ausm_stream.pipeline import kafka, records
 from ausm_stream.pipeline.config import IngestConfig, KafkaConfig
-from ausm_stream.pipeline.ingest import Ingest
+from ausm_stream.pipeline.ingest import Ingest, decode_source, redact_credentials
 from ausm_stream.pipeline.video_files import write_h264
 
 
@@ -62,6 +62,31 @@ def test_missing_file_is_a_clear_error(broker, tmp_path):
     producer = kafka.make_producer(cfg, broker.bootstrap)
     with pytest.raises(SourceError, match="cannot open video source"):
         Ingest("cam-0", str(tmp_path / "none.mp4"), (64, 64), producer, cfg, IngestConfig()).run()
+
+
+@pytest.mark.parametrize(
+    "text, shown",
+    [
+        ("rtsp://admin:hunter2@cam-7.local/stream", "rtsp://***@cam-7.local/stream"),
+        ("rtsp://admin@cam-7.local:554/s", "rtsp://***@cam-7.local:554/s"),
+        ("http://u:p@ss@host/x?y=z@w", "http://***@host/x?y=z@w"),  # an '@' left unescaped
+        (
+            "cannot open 'rtsp://a:b@h/s': refused: 'rtsp://a:b@h/s'",
+            "cannot open 'rtsp://***@h/s': refused: 'rtsp://***@h/s'",
+        ),
+        ("rtsp://cam-7.local/stream", "rtsp://cam-7.local/stream"),
+        ("/videos/a@b.mp4", "/videos/a@b.mp4"),
+        ("mailto:someone@example.com", "mailto:someone@example.com"),
+    ],
+)
+def test_credentials_in_source_urls_are_redacted(text, shown):
+    assert redact_credentials(text) == shown
+
+
+def test_a_source_error_never_shows_the_credentials():
+    with pytest.raises(SourceError) as raised:
+        next(decode_source("rtsp://admin:hunter2@127.0.0.1:9/stream", (64, 64), timeout_s=2))
+    assert "hunter2" not in str(raised.value) and "rtsp://***@127.0.0.1:9" in str(raised.value)
 
 
 def test_a_file_that_breaks_midway_ends_the_stream_without_repeats(broker, tmp_path):
