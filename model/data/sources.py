@@ -18,6 +18,7 @@ them; the choice is a pure function of (iteration, position in batch).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -35,24 +36,25 @@ class ClipSource(Protocol):
     def clips(self, iteration: int, batch: int, frames: int) -> list[Video]: ...
 
 
+GENERATORS: dict[str, tuple[type, Callable[..., Video]]] = {
+    "synthetic": (ShapesSpec, generate_video),
+    "real": (RealSpec, generate_real_video),
+}
+"""Generated kinds of training data: their spec class and their ``(split, index, spec)``."""
+
+
 @dataclasses.dataclass
-class SyntheticSource:
-    spec: ShapesSpec
+class GeneratedSource:
+    """Fresh generated videos: batch position b of iteration i is video ``i * batch + b``."""
+
+    kind: str
+    spec: ShapesSpec | RealSpec
     split: str = "train"
 
     def clips(self, iteration: int, batch: int, frames: int) -> list[Video]:
         spec = dataclasses.replace(self.spec, frames=frames)
-        return [generate_video(self.split, iteration * batch + b, spec) for b in range(batch)]
-
-
-@dataclasses.dataclass
-class RealSource:
-    spec: RealSpec
-    split: str = "train"
-
-    def clips(self, iteration: int, batch: int, frames: int) -> list[Video]:
-        spec = dataclasses.replace(self.spec, frames=frames)
-        return [generate_real_video(self.split, iteration * batch + b, spec) for b in range(batch)]
+        generate = GENERATORS[self.kind][1]
+        return [generate(self.split, iteration * batch + b, spec) for b in range(batch)]
 
 
 @dataclasses.dataclass
@@ -75,12 +77,11 @@ class DatasetSource:
 def build_source(data: dict[str, Any], cfg: AUSMConfig) -> ClipSource:
     options = dict(data)
     kind = options.pop("kind", "synthetic")
-    if kind in ("synthetic", "real"):
+    if kind in GENERATORS:
         split = options.pop("split", "train")
         try:
-            if kind == "real":
-                return RealSource(RealSpec(size=cfg.image_size, **options), split)
-            return SyntheticSource(ShapesSpec(size=cfg.image_size, **options), split)
+            spec = GENERATORS[kind][0](size=cfg.image_size, **options)
+            return GeneratedSource(kind, spec, split)
         except TypeError as exc:
             raise InvalidInputError(f"train config data: {exc}") from exc
     if kind == "davis":

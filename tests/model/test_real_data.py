@@ -24,7 +24,7 @@ from ausm_stream.model.data.real import (
     render_scene,
     visible_masks,
 )
-from ausm_stream.model.data.sources import RealSource, build_source, videos_from_spec
+from ausm_stream.model.data.sources import GeneratedSource, build_source, videos_from_spec
 
 pytestmark = pytest.mark.skipif(
     not (imagery.OPENCV_DATA.is_dir() and imagery.MATE_NATURE.is_dir()),
@@ -233,7 +233,7 @@ def test_missing_imagery_names_the_package(monkeypatch, tmp_path):
 
 def test_training_config_and_command_line_reach_the_generator():
     source = build_source({"kind": "real", "max_objects": 2}, AUSMConfig(image_size=(64, 112)))
-    assert isinstance(source, RealSource)
+    assert isinstance(source, GeneratedSource) and source.kind == "real"
     clips = source.clips(iteration=1, batch=2, frames=6)
     assert [c.frames.shape for c in clips] == [(6, 64, 112, 3)] * 2
     assert all(1 <= c.num_instances <= 2 + 1 for c in clips)  # + a scripted occluder
