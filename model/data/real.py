@@ -37,8 +37,8 @@ from scipy import ndimage
 
 from ausm_stream.errors import InvalidInputError
 from ausm_stream.model.data import imagery
-from ausm_stream.model.data.synthetic import SPLITS, _occlusions
-from ausm_stream.model.data.video import Video
+from ausm_stream.model.data.synthetic import SPLITS
+from ausm_stream.model.data.video import Video, layered_video
 
 CLASS_NAMES = ("object",)
 _STREAM = 0x5EA1
@@ -581,27 +581,8 @@ def render_scene(scene: Scene) -> tuple[np.ndarray, np.ndarray]:
     return _develop(frames, scene.look), full
 
 
-def visible_masks(full: np.ndarray) -> np.ndarray:
-    """Each layer's mask minus what layers in front of it cover."""
-    visible = full.copy()
-    covered = np.zeros_like(full[:, 0])
-    for k in range(full.shape[1] - 1, -1, -1):
-        visible[:, k] &= ~covered
-        covered |= full[:, k]
-    return visible
-
-
 def generate_real_video(split: str, index: int, spec: RealSpec | None = None) -> Video:
     """Video ``index`` of ``split``; the same arguments always give the same pixels."""
     frames, full = render_scene(plan_scene(split, index, spec))
-    visible = visible_masks(full)
-    keep = visible.any(axis=(0, 2, 3))
-    video = Video(
-        name=f"real-{split}-{index:06d}",
-        frames=frames,
-        masks=visible[:, keep],
-        classes=np.zeros(int(keep.sum()), dtype=np.int64),
-        class_names=CLASS_NAMES,
-    )
-    video.occlusions = _occlusions(visible[:, keep], full[:, keep])
-    return video
+    classes = np.zeros(full.shape[1], dtype=np.int64)
+    return layered_video(f"real-{split}-{index:06d}", frames, full, classes, CLASS_NAMES)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ausm_stream.errors import InvalidInputError
-from ausm_stream.model.data.video import Video
+from ausm_stream.model.data.video import Video, layered_video
 
 SPLITS = {"train": 101, "val": 202, "test": 303}
 CLASS_NAMES = ("circle", "square", "triangle", "ring")
@@ -211,41 +211,10 @@ def generate_video(split: str, index: int, spec: ShapesSpec | None = None) -> Vi
             m = _shape_mask(s.cls, paths[k][t], s.radius, s.angle + s.spin * t, grid)
             full[t, k] = m
             frames[t][m] = _texture(s, grid, t)[m]
-    visible = full.copy()
-    for k in range(len(shapes)):
-        visible[:, k] &= ~full[:, k + 1 :].any(axis=1)
     noise = rng.normal(0, 0.01, size=frames.shape)
     pixels = np.clip((frames + noise) * 255, 0, 255).astype(np.uint8)
-    keep = visible.any(axis=(0, 2, 3))
-    video = Video(
-        name=f"{split}-{index:06d}",
-        frames=pixels,
-        masks=visible[:, keep],
-        classes=np.array([s.cls for s in shapes], dtype=np.int64)[keep],
-        class_names=CLASS_NAMES,
-    )
-    video.occlusions = _occlusions(visible[:, keep], full[:, keep])
-    return video
-
-
-def _occlusions(visible: np.ndarray, full: np.ndarray) -> list[tuple[int, int, int]]:
-    """Spans where an instance is in the frame but entirely hidden, seen before and after."""
-    spans = []
-    seen = visible.any(axis=(2, 3))
-    present = full.any(axis=(2, 3))
-    for k in range(visible.shape[1]):
-        t = 0
-        while t < len(seen):
-            if present[t, k] and not seen[t, k] and t > 0 and seen[t - 1, k]:
-                end = t
-                while end + 1 < len(seen) and present[end + 1, k] and not seen[end + 1, k]:
-                    end += 1
-                if end + 1 < len(seen) and seen[end + 1, k]:
-                    spans.append((k, t, end))
-                t = end + 1
-            else:
-                t += 1
-    return spans
+    classes = np.array([s.cls for s in shapes], dtype=np.int64)
+    return layered_video(f"{split}-{index:06d}", pixels, full, classes, CLASS_NAMES)
 
 
 def split_videos(split: str, count: int, spec: ShapesSpec | None = None) -> list[Video]:

@@ -64,3 +64,51 @@ class Video:
             self.classes[keep],
             self.class_names,
         )
+
+
+def visible_masks(full: np.ndarray) -> np.ndarray:
+    """(T, K, H, W) whole masks of layers drawn in order (later on top) -> each layer's
+    visible mask: its whole mask minus what the layers in front of it cover."""
+    visible = full.copy()
+    covered = np.zeros_like(full[:, 0])
+    for k in range(full.shape[1] - 1, -1, -1):
+        visible[:, k] &= ~covered
+        covered |= full[:, k]
+    return visible
+
+
+def occlusion_spans(visible: np.ndarray, full: np.ndarray) -> list[tuple[int, int, int]]:
+    """Spans where an instance is in the frame but entirely hidden, seen before and after."""
+    spans = []
+    seen = visible.any(axis=(2, 3))
+    present = full.any(axis=(2, 3))
+    for k in range(visible.shape[1]):
+        t = 0
+        while t < len(seen):
+            if present[t, k] and not seen[t, k] and t > 0 and seen[t - 1, k]:
+                end = t
+                while end + 1 < len(seen) and present[end + 1, k] and not seen[end + 1, k]:
+                    end += 1
+                if end + 1 < len(seen) and seen[end + 1, k]:
+                    spans.append((k, t, end))
+                t = end + 1
+            else:
+                t += 1
+    return spans
+
+
+def layered_video(
+    name: str,
+    frames: np.ndarray,
+    full: np.ndarray,
+    classes: np.ndarray,
+    class_names: tuple[str, ...],
+) -> Video:
+    """A generated video from its layers' whole masks (T, K, H, W), later layers on top:
+    masks are the visible parts, layers never seen are left out, and full occlusions are
+    listed (``Video.occlusions``)."""
+    visible = visible_masks(full)
+    keep = visible.any(axis=(0, 2, 3))
+    video = Video(name, frames, visible[:, keep], classes[keep], class_names)
+    video.occlusions = occlusion_spans(visible[:, keep], full[:, keep])
+    return video

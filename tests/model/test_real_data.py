@@ -22,9 +22,9 @@ from ausm_stream.model.data.real import (
     generate_real_video,
     plan_scene,
     render_scene,
-    visible_masks,
 )
 from ausm_stream.model.data.sources import GeneratedSource, build_source, videos_from_spec
+from ausm_stream.model.data.video import visible_masks
 
 pytestmark = pytest.mark.skipif(
     not (imagery.OPENCV_DATA.is_dir() and imagery.MATE_NATURE.is_dir()),
