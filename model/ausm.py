@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from ausm_stream.errors import InvalidInputError
 from ausm_stream.model.config import AUSMConfig
 from ausm_stream.model.mamba import MambaState
+from ausm_stream.model.memory import receive_labels, remember_frame, stream_memory
 from ausm_stream.model.network import AUSMNet, NetOutputs, RecurrentTensors
 from ausm_stream.model.state import StreamState, empty_state_tensors
 from ausm_stream.model.tracking import StepResult, update_stream
@@ -162,26 +163,37 @@ class AUSM(nn.Module):
 
     @torch.no_grad()  # grad mode is per thread: lanes need it too
     def _step_group(self, states: list[StreamState], frames: Tensor) -> list[StepResult]:
+        for s in states:
+            receive_labels(s)
+        prompted = [bool((s.pending_object_id >= 0).any()) for s in states]
         with self._autocast():
             outputs, recurrent = self.net.step(
                 frames,
                 torch.stack([s.slot_active for s in states]),
                 torch.stack([s.slot_masks for s in states]),
                 _stack_recurrent(states),
+                memory=stream_memory(states),
             )
         _unstack_recurrent(recurrent, states, self.cfg.state_torch_dtype)
         looks = outputs.look_features  # the backbone's, for feature looks (cfg.look)
-        return [
-            update_stream(
-                self.cfg,
-                s,
-                outputs.class_logits[i],
-                outputs.mask_logits[i],
-                frames[i],
-                looks[i] if looks is not None and looks.shape[1] else None,
+        results = []
+        for i, s in enumerate(states):
+            look = looks[i] if looks is not None and looks.shape[1] else None
+            propagated = None if outputs.propagated is None else outputs.propagated[i]
+            results.append(
+                update_stream(
+                    self.cfg,
+                    s,
+                    outputs.class_logits[i],
+                    outputs.mask_logits[i],
+                    frames[i],
+                    look,
+                    propagated,
+                )
             )
-            for i, s in enumerate(states)
-        ]
+            if look is not None:
+                remember_frame(s, look, prompted[i])
+        return results
 
     def iter_video(
         self,

@@ -13,6 +13,10 @@ Both compute, per frame t::
     F_t = HistoryCompressor(E_<=t)
     G_t = HistoryDecoder(query=X_t, memory=F_t)
     preds = PixelDecoder(queries=[ID slots..., detection queries...], memory=G_t)
+
+With ``cfg.memory_frames`` (ours), the ID slots' masks propagated from a memory of frames,
+P_t (model/memory.py), are also painted onto the history decoder's X_t and added to the ID
+slots' predictions (:class:`PropagationReadout`).
 """
 
 from __future__ import annotations
@@ -31,7 +35,8 @@ from ausm_stream.model.config import AUSMConfig
 from ausm_stream.model.layers import DecoderLayer, sine_position_embedding
 from ausm_stream.model.mamba import MambaState
 from ausm_stream.model.marker import HistoryMarker, masks_to_grid
-from ausm_stream.model.pixel_decoder import PixelDecoder, QueryPredictions
+from ausm_stream.model.memory import Memory, clip_memory, propagate
+from ausm_stream.model.pixel_decoder import PixelDecoder, QueryPredictions, SlotBias
 
 
 @dataclass
@@ -42,6 +47,7 @@ class NetOutputs:
     mask_logits: Tensor  # (..., Q, h4, w4)
     aux: list[QueryPredictions]
     look_features: Tensor | None = None  # (b, C_look, h8, w8), streaming step only
+    propagated: Tensor | None = None  # (b, N_id, h8, w8): P_t, streaming step with a memory
 
 
 @dataclass
@@ -65,6 +71,39 @@ def frame_by_frame(fn: Callable[..., tuple[Tensor, ...]], *batched: Tensor) -> t
     return tuple(torch.cat(parts) for parts in zip(*outs, strict=True))
 
 
+class PropagationReadout(nn.Module):
+    """How the network reads the propagated masks P_t (b, N_id, h8, w8) of its ID slots.
+
+    Three learnt gains: P painted with the slots' ID vectors onto X_t before the history
+    decoder (so the queries attend where the memory puts each object; starts at 0, as an
+    untrained painting would only disturb), logit(P) added to the slots' mask logits, and
+    logit(max P) taken from their no-object logits (a slot whose object the memory finds
+    is shown). The last two start at 2 and 1, the best of a few pairs for the stage-2
+    network on ``vos-dev`` before the readout was trained.
+    """
+
+    EPS = 1e-3
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.paint_gain = nn.Parameter(torch.zeros(()))
+        self.mask_gain = nn.Parameter(torch.full((), 2.0))
+        self.presence_gain = nn.Parameter(torch.ones(()))
+
+    def paint(self, id_vectors: Tensor, slot_active: Tensor, propagated: Tensor) -> Tensor:
+        """(b, D, h8, w8): each slot's ID vector weighted by its propagated mask."""
+        weights = propagated * slot_active[..., None, None].to(propagated.dtype)
+        return self.paint_gain * torch.einsum("bkhw,kd->bdhw", weights, id_vectors)
+
+    def bias(self, propagated: Tensor, mask_size: tuple[int, int]) -> SlotBias:
+        up = F.interpolate(propagated, size=mask_size, mode="bilinear", align_corners=False)
+        presence = propagated.flatten(2).amax(-1)
+        return SlotBias(
+            mask=self.mask_gain * torch.logit(up.clamp(self.EPS, 1 - self.EPS)),
+            no_object=-self.presence_gain * torch.logit(presence.clamp(self.EPS, 1 - self.EPS)),
+        )
+
+
 class AUSMNet(nn.Module):
     def __init__(self, cfg: AUSMConfig) -> None:
         super().__init__()
@@ -83,6 +122,7 @@ class AUSMNet(nn.Module):
         )
         self.history_norm = nn.LayerNorm(d)
         self.pixel_decoder = PixelDecoder(cfg, self.backbone.channels_4)
+        self.readout = PropagationReadout() if cfg.memory_frames else None
         self.register_buffer("pos", sine_position_embedding(*cfg.grid_size, d), persistent=False)
         self.register_buffer(
             "pos_history", sine_position_embedding(*cfg.history_grid_size, d), persistent=False
@@ -97,10 +137,15 @@ class AUSMNet(nn.Module):
         slot_active: Tensor,
         grid_masks: Tensor,
         batch_invariant: bool = False,
+        propagated: Tensor | None = None,
     ) -> NetOutputs:
         """History Decoder + Pixel Decoder for a batch of frames (b, D, h8, w8); ``f`` is F_t
-        as tokens of the history grid."""
+        as tokens of the history grid; ``propagated`` is P_t when the model keeps a memory."""
         b = x.shape[0]
+        slot_bias = None
+        if propagated is not None:
+            x = x + self.readout.paint(self.id_vectors, slot_active, propagated)
+            slot_bias = self.readout.bias(propagated, feats_4.shape[-2:])
         xh = self._to_history_grid(x)
         g = rearrange(xh, "b d h w -> b (h w) d")
         for layer in self.history_decoder:
@@ -125,14 +170,27 @@ class AUSMNet(nn.Module):
         prior = None
         if cfg.track_prior:
             dilated = F.max_pool2d(grid_masks, 3, stride=1, padding=1) > 0
+            if propagated is not None:  # and where the memory puts the object now
+                dilated = dilated | (F.max_pool2d(propagated, 3, stride=1, padding=1) > 0.5)
             prior = dilated.flatten(2) & slot_active[..., None]
-        stages = self.pixel_decoder(queries, query_pos, valid, g, self.pos, mask_features, prior)
+        stages = self.pixel_decoder(
+            queries, query_pos, valid, g, self.pos, mask_features, prior, slot_bias
+        )
         return NetOutputs(stages[-1].class_logits, stages[-1].mask_logits, stages[:-1])
 
     def _to_history_grid(self, grid: Tensor) -> Tensor:
         """(b, D, h8, w8) -> the history grid (``cfg.history_stride``), area-averaged."""
         factor = self.cfg.history_stride // 8
         return F.avg_pool2d(grid, factor) if factor > 1 else grid
+
+    def _propagate(self, look: Tensor, memory: Memory | None) -> Tensor | None:
+        """P_t from the memory (no gradient: the look features are frozen, the labels data)."""
+        if self.readout is None:
+            return None
+        if memory is None:
+            raise ValueError("this model keeps a propagation memory: step() needs memory=")
+        with torch.no_grad():
+            return propagate(look, memory, self.cfg.memory_topk, self.cfg.memory_temperature)
 
     def _history(self, x_prev: Tensor, slot_active: Tensor, grid_masks: Tensor) -> Tensor:
         """E = X_{t-1} + marker, painted at 1/8, as tokens of the history grid (b, n, D)."""
@@ -156,13 +214,15 @@ class AUSMNet(nn.Module):
         grid_masks: Tensor,
         recurrent: RecurrentTensors,
         batch_invariant: bool = True,
+        memory: Memory | None = None,
     ) -> tuple[NetOutputs, RecurrentTensors]:
         """One frame for each of b streams.
 
         frames (b, H, W, 3) uint8; slot_active (b, N_id) bool and grid_masks (b, N_id, h8, w8)
         are A_{t-1} and M_{t-1} on the 1/8 grid. ``batch_invariant`` (serving) runs the
         convolutions frame by frame so outputs do not depend on batch mates; iterative
-        training turns it off.
+        training turns it off. ``memory``: the streams' propagation memories, when the
+        model keeps them (``cfg.memory_frames``).
         """
 
         def backbone(fr: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -171,8 +231,10 @@ class AUSMNet(nn.Module):
         feats_4, x, look = frame_by_frame(backbone, frames) if batch_invariant else backbone(frames)
         e = self._history(recurrent.x_prev, slot_active, grid_masks)
         f, states = self.compressor.step(e, self.pos_history, recurrent.mamba)
-        outputs = self._decode(x, f, feats_4, slot_active, grid_masks, batch_invariant)
+        propagated = self._propagate(look, memory)
+        outputs = self._decode(x, f, feats_4, slot_active, grid_masks, batch_invariant, propagated)
         outputs.look_features = look
+        outputs.propagated = propagated
         return outputs, RecurrentTensors(x, states)
 
     def forward_parallel(
@@ -185,7 +247,7 @@ class AUSMNet(nn.Module):
         Outputs have leading dims (b, T).
         """
         b, t = frames.shape[:2]
-        feats_4, x, _ = self.backbone(self.backbone.normalise(frames.flatten(0, 1)))
+        feats_4, x, look = self.backbone(self.backbone.normalise(frames.flatten(0, 1)))
         x_seq = x.unflatten(0, (b, t))
         x0 = self.x_init.view(1, 1, -1, 1, 1).expand(b, 1, *x_seq.shape[2:])
         x_prev = torch.cat([x0, x_seq[:, :-1]], dim=1).flatten(0, 1)
@@ -193,7 +255,13 @@ class AUSMNet(nn.Module):
         grid = masks_to_grid(history_masks.flatten(0, 1))
         e = self._history(x_prev, active, grid)
         f, _ = self.compressor(e.unflatten(0, (b, t)), self.pos_history)
-        out = self._decode(x, f.flatten(0, 1), feats_4, active, grid)
+        propagated = None
+        if self.readout is not None:
+            memory = clip_memory(
+                look.unflatten(0, (b, t)), history_masks, history_active, self.cfg.memory_frames
+            )
+            propagated = self._propagate(look, memory)
+        out = self._decode(x, f.flatten(0, 1), feats_4, active, grid, propagated=propagated)
         return NetOutputs(
             out.class_logits.unflatten(0, (b, t)),
             out.mask_logits.unflatten(0, (b, t)),

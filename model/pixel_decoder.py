@@ -26,6 +26,15 @@ class QueryPredictions:
     mask_logits: Tensor
 
 
+@dataclass
+class SlotBias:
+    """What another cue adds to the ID slots' outputs: mask logits (b, N_id, h4, w4) and
+    no-object logits (b, N_id)."""
+
+    mask: Tensor
+    no_object: Tensor
+
+
 class PixelDecoder(nn.Module):
     def __init__(self, cfg: AUSMConfig, channels_4: int) -> None:
         super().__init__()
@@ -47,10 +56,20 @@ class PixelDecoder(nn.Module):
         up = F.interpolate(g_grid, size=feats_4.shape[-2:], mode="bilinear", align_corners=False)
         return self.mask_proj(self.fuse(up + self.lateral(feats_4)))
 
-    def predict(self, queries: Tensor, mask_features: Tensor) -> QueryPredictions:
+    def predict(
+        self, queries: Tensor, mask_features: Tensor, slot_bias: SlotBias | None = None
+    ) -> QueryPredictions:
         h = self.norm(queries)
         masks = torch.einsum("bqc,bchw->bqhw", self.mask_head(h), mask_features)
-        return QueryPredictions(self.class_head(h), masks)
+        logits = self.class_head(h)
+        if slot_bias is not None:
+            n_id = slot_bias.mask.shape[1]
+            masks = torch.cat([masks[:, :n_id] + slot_bias.mask, masks[:, n_id:]], dim=1)
+            no_object = logits[:, :n_id, -1:] + slot_bias.no_object[..., None]
+            logits = torch.cat(
+                [torch.cat([logits[:, :n_id, :-1], no_object], dim=2), logits[:, n_id:]], dim=1
+            )
+        return QueryPredictions(logits, masks)
 
     @staticmethod
     def attention_mask(mask_logits: Tensor) -> Tensor:
@@ -72,6 +91,7 @@ class PixelDecoder(nn.Module):
         memory_pos: Tensor,
         mask_features: Tensor,
         track_prior: Tensor | None = None,
+        slot_bias: SlotBias | None = None,
     ) -> list[QueryPredictions]:
         """Predictions before the first layer and after each one (deep supervision).
 
@@ -79,9 +99,11 @@ class PixelDecoder(nn.Module):
         attention mask of the ID-slot queries: each tracking query first looks where its
         object was (its history mask, dilated by one cell) instead of where its untrained
         initial guess points. An empty prior (a hidden object) sees everything.
+        ``slot_bias``, when given, is added to the ID slots' predictions at every stage, so
+        the masked attention of each layer already sees it.
         """
         self_mask = query_valid[:, None, None, :]
-        stages = [self.predict(queries, mask_features)]
+        stages = [self.predict(queries, mask_features, slot_bias)]
         for i, layer in enumerate(self.layers):
             cross_mask = self.attention_mask(stages[-1].mask_logits)
             if i == 0 and track_prior is not None:
@@ -89,5 +111,5 @@ class PixelDecoder(nn.Module):
                 prior = track_prior | ~track_prior.any(-1, keepdim=True)
                 cross_mask = torch.cat([prior.unsqueeze(1), cross_mask[:, :, n_id:]], dim=2)
             queries = layer(queries, query_pos, memory, memory_pos, cross_mask, self_mask)
-            stages.append(self.predict(queries, mask_features))
+            stages.append(self.predict(queries, mask_features, slot_bias))
         return stages

@@ -31,8 +31,9 @@ from ausm_stream.errors import StateError
 from ausm_stream.model.config import AUSMConfig, StateDtype
 
 STATE_FORMAT = "ausm-stream-state"
-STATE_VERSION = "5"
-"""5: ``slot_age``, and ``slot_appearance`` sized by ``AUSMConfig.look_dim``. Blobs of older
+STATE_VERSION = "6"
+"""6: the propagation memory (``memory_*``, empty unless ``AUSMConfig.memory_frames``);
+5: ``slot_age``, and ``slot_appearance`` sized by ``AUSMConfig.look_dim``. Blobs of older
 versions are refused (no migration is provided: such a stream starts afresh)."""
 _COUNTERS = ("seed", "frames_seen", "alloc_count", "next_track_id")
 RECURRENT = ("x_prev", "conv", "ssm")
@@ -61,6 +62,11 @@ class StreamState:
     slot_age: Tensor  # (N_id,) int64: frames the identity has been visible
     pending_object_id: Tensor  # (N_id,) int64: prompts for the next frame, -1 = none
     pending_masks: Tensor  # (N_id, H, W) bool
+    slot_soft_masks: Tensor  # (N_id or 0, h8, w8) float32: M_t as probabilities (memory labels)
+    memory_features: Tensor  # (F, look_dim, h8, w8) float16: anchor, then newest first
+    memory_labels: Tensor  # (F, N_id, h8, w8) float16: each slot's mask on those frames
+    memory_valid: Tensor  # (F,) bool; F = 1 + memory_frames, or 0 (model/memory.py)
+    memory_anchor_due: Tensor  # (1,) bool: the newest frame is the anchor, labels pending
     seed: int
     frames_seen: int
     alloc_count: int
@@ -178,6 +184,7 @@ def empty_state_tensors(cfg: AUSMConfig) -> dict[str, Tensor]:
     n = cfg.n_id
     layers = cfg.compressor_layers
     dtype = cfg.state_torch_dtype
+    frames = 1 + cfg.memory_frames if cfg.memory_frames else 0
     return {
         "x_prev": torch.zeros(cfg.d_model, h, w, dtype=dtype),
         "conv": torch.zeros(layers, cells, cfg.d_inner, cfg.d_conv, dtype=dtype),
@@ -194,6 +201,11 @@ def empty_state_tensors(cfg: AUSMConfig) -> dict[str, Tensor]:
         "slot_age": torch.zeros(n, dtype=torch.int64),
         "pending_object_id": torch.full((n,), -1, dtype=torch.int64),
         "pending_masks": torch.zeros(n, *cfg.image_size, dtype=torch.bool),
+        "slot_soft_masks": torch.zeros(n if frames else 0, h, w),
+        "memory_features": torch.zeros(frames, cfg.look_dim, h, w, dtype=torch.float16),
+        "memory_labels": torch.zeros(frames, n, h, w, dtype=torch.float16),
+        "memory_valid": torch.zeros(frames, dtype=torch.bool),
+        "memory_anchor_due": torch.zeros(1, dtype=torch.bool),
     }
 
 

@@ -65,6 +65,8 @@ class Frame:
         self.emitted: dict[int, tuple[Tensor, float, int]] = {}
         # slots whose identity starts its look this frame (new tracks, prompts)
         self.fresh_look: set[int] = set()
+        # slots shown with a prompt's mask this frame
+        self.prompted: set[int] = set()
         # looks are compared (twin merges, re-identification, the remembered look's gate)
         # only where this step came with what they are made of, and reid_look is on
         self.by_look = look is not None and cfg.reid_look > 0
@@ -117,6 +119,7 @@ class Frame:
         s.slot_class_evidence[slot] = 0.0
         s.slot_appearance[slot] = 0.0
         s.slot_age[slot] = 0
+        s.memory_labels[:, slot] = 0.0  # its history ends: a later track starts afresh
         self.emitted.pop(slot, None)
 
 

@@ -30,6 +30,7 @@ from ausm_stream.model.config import AUSMConfig
 from ausm_stream.model.data.sources import ClipSource, build_source
 from ausm_stream.model.device import resolve_device
 from ausm_stream.model.marker import masks_to_grid
+from ausm_stream.model.memory import Memory, clip_memory
 from ausm_stream.model.network import NetOutputs
 from ausm_stream.model.pixel_decoder import QueryPredictions
 from ausm_stream.model.training.objective import clip_loss
@@ -140,14 +141,28 @@ def forward_iterative(model: AUSM, batch: ClipBatch) -> NetOutputs:
     net = model.net
     b, t_len = batch.frames.shape[:2]
     rec = net.initial_recurrent(b)
+    memory = None
+    if net.readout is not None:  # each step's memory, as the parallel pass builds it
+        with torch.no_grad():
+            _, _, looks = net.backbone(net.backbone.normalise(batch.frames.flatten(0, 1)))
+        memory = clip_memory(
+            looks.unflatten(0, (b, t_len)),
+            batch.history_masks,
+            batch.history_active,
+            model.cfg.memory_frames,
+        )
     outs = []
     for t in range(t_len):
+        rows = torch.arange(b) * t_len + t
         out, rec = net.step(
             batch.frames[:, t],
             batch.history_active[:, t],
             masks_to_grid(batch.history_masks[:, t]),
             rec,
             batch_invariant=False,
+            memory=None
+            if memory is None
+            else Memory(memory.features[rows], memory.labels[rows], memory.valid[rows]),
         )
         outs.append(out)
 
@@ -268,13 +283,22 @@ def load_checkpoint(path: Path, model: AUSM, opt: torch.optim.Optimizer) -> int:
 def load_initial_weights(model: AUSM, path: str) -> None:
     """Weights from ``save_weights`` of a model with the same architecture, at any input size:
     no weight depends on it (positions are normalised), so a recipe may train its first
-    stage on smaller frames, where an iteration costs a fraction, and finish at full size."""
-    theirs = dataclasses.replace(AUSM.read_config(path), image_size=model.cfg.image_size)
+    stage on smaller frames, where an iteration costs a fraction, and finish at full size.
+    Weights trained without a propagation memory may start a model with one
+    (``memory_frames``): its readout starts from its initial gains."""
+    theirs = AUSM.read_config(path)
+    adds_memory = theirs.memory_frames == 0 and model.cfg.memory_frames > 0
+    theirs = dataclasses.replace(
+        theirs,
+        image_size=model.cfg.image_size,
+        memory_frames=model.cfg.memory_frames if adds_memory else theirs.memory_frames,
+    )
     if theirs.arch_fingerprint() != model.cfg.arch_fingerprint():
         raise InvalidInputError(
             f"init_weights {path!r} were trained for another architecture than this config's"
         )
-    load_matching(model, load_file(path), f"init_weights {path!r}", model.packaged_keys())
+    new = {k for k in model.state_dict() if k.startswith("net.readout.")} if adds_memory else set()
+    load_matching(model, load_file(path), f"init_weights {path!r}", model.packaged_keys() | new)
 
 
 def train(

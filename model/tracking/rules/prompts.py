@@ -41,6 +41,7 @@ def apply_prompts(f: Frame) -> list[Tensor]:
                 slot = f.allocate(object_id)
             s.slot_object_id[slot] = object_id
         f.fresh_look.add(slot)  # a prompt says what the object looks like now
+        f.prompted.add(slot)
         small = F.avg_pool2d(mask[None, None].float(), 4)[0] > 0.5
         f.show(slot, mask, 1.0, int(mask_iou(small, query_masks).argmax()))
         installed.append(mask)
