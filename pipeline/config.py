@@ -40,6 +40,8 @@ Autocast = Literal["off", "bfloat16", "float16"]
 """``AUSMConfig.autocast``'s choices."""
 ScanBackend = Literal["auto", "torch", "mamba_ssm"]
 """``AUSMConfig.scan_backend``'s choices."""
+KafkaProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,73 @@ class KafkaConfig:
     kafka-python's default of 500 ms, a worker that had caught up got each new chunk about
     0.15-0.5 s late (measured 150 ms, against 4 ms at 100 ms). An idle consumer pays for a
     short wait with more, tiny, fetch requests (20 a second at 50 ms)."""
+    security_protocol: KafkaProtocol = "PLAINTEXT"
+    """How every client (workers, ingest, the API, topic set-up) talks to the brokers: TLS
+    (``SSL``), SASL authentication (``SASL_PLAINTEXT``), or both (``SASL_SSL``, what a
+    managed Kafka asks for). The embedded broker speaks ``PLAINTEXT`` on loopback only."""
+    ssl_cafile: str | None = None
+    """PEM file of the CA that signed the brokers' certificates (the system's CAs when unset)."""
+    ssl_certfile: str | None = None
+    """PEM client certificate, for brokers that require mutual TLS (with ``ssl_keyfile``)."""
+    ssl_keyfile: str | None = None
+    ssl_check_hostname: bool = True
+    """Check that a broker's certificate names the host connected to. Leave on."""
+    sasl_mechanism: SaslMechanism | None = None
+    """With a ``SASL_*`` protocol: ``PLAIN`` (over TLS only, in practice) or ``SCRAM-SHA-256``
+    / ``SCRAM-SHA-512``."""
+    sasl_username: str | None = None
+    sasl_password: str | None = field(default=None, repr=False)
+    """Best given as ``AUSM_KAFKA__SASL_PASSWORD`` (a Secret in the chart), not in a file."""
+
+    def __post_init__(self) -> None:
+        sasl = self.security_protocol.startswith("SASL_")
+        tls = self.security_protocol.endswith("SSL")
+        if self.bootstrap == "embedded" and self.security_protocol != "PLAINTEXT":
+            raise ConfigError(
+                "kafka.security_protocol must be PLAINTEXT with the embedded broker (it listens "
+                "on loopback without TLS or SASL); set kafka.bootstrap to your brokers"
+            )
+        if sasl and not (self.sasl_mechanism and self.sasl_username and self.sasl_password):
+            raise ConfigError(
+                f"kafka.security_protocol {self.security_protocol} needs kafka.sasl_mechanism, "
+                "kafka.sasl_username and kafka.sasl_password (AUSM_KAFKA__SASL_PASSWORD)"
+            )
+        if not sasl and (self.sasl_mechanism or self.sasl_username or self.sasl_password):
+            raise ConfigError(
+                "kafka.sasl_* settings need kafka.security_protocol SASL_SSL or SASL_PLAINTEXT, "
+                f"got {self.security_protocol}"
+            )
+        files = {"ssl_cafile": self.ssl_cafile, "ssl_certfile": self.ssl_certfile}
+        files["ssl_keyfile"] = self.ssl_keyfile
+        given = {k: v for k, v in files.items() if v is not None}
+        if given and not tls:
+            raise ConfigError(
+                f"kafka.{next(iter(given))} needs kafka.security_protocol SSL or SASL_SSL, "
+                f"got {self.security_protocol}"
+            )
+        for key, path in given.items():
+            if not Path(path).is_file():
+                raise ConfigError(f"kafka.{key} {path!r} is not a file")
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ConfigError("kafka.ssl_certfile and kafka.ssl_keyfile go together (mutual TLS)")
+
+    def client_settings(self) -> dict[str, Any]:
+        """The security settings as kafka-python's client arguments (every client gets them)."""
+        settings: dict[str, Any] = {"security_protocol": self.security_protocol}
+        if self.security_protocol.endswith("SSL"):
+            settings.update(
+                ssl_cafile=self.ssl_cafile,
+                ssl_certfile=self.ssl_certfile,
+                ssl_keyfile=self.ssl_keyfile,
+                ssl_check_hostname=self.ssl_check_hostname,
+            )
+        if self.security_protocol.startswith("SASL_"):
+            settings.update(
+                sasl_mechanism=self.sasl_mechanism,
+                sasl_plain_username=self.sasl_username,
+                sasl_plain_password=self.sasl_password,
+            )
+        return settings
 
 
 @dataclass(frozen=True)

@@ -75,7 +75,9 @@ def error_header(reason: str) -> bytes:
 
 
 def ensure_topics(cfg: KafkaConfig, bootstrap: str) -> None:
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="ausm-admin")
+    admin = KafkaAdminClient(
+        bootstrap_servers=bootstrap, client_id="ausm-admin", **cfg.client_settings()
+    )
     try:
         existing = set(admin.list_topics())
         wanted = [
@@ -104,6 +106,7 @@ def make_producer(cfg: KafkaConfig, bootstrap: str, max_block_ms: int = 60_000) 
         acks="all",
         retries=5,
         max_block_ms=max_block_ms,
+        **cfg.client_settings(),
     )
 
 
@@ -120,6 +123,7 @@ def make_consumer(cfg: KafkaConfig, bootstrap: str, group_id: str | None = None)
         max_partition_fetch_bytes=cfg.max_message_bytes,
         fetch_max_wait_ms=cfg.fetch_max_wait_ms,
         auto_offset_reset="earliest",
+        **cfg.client_settings(),
     )
 
 
