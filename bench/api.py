@@ -175,7 +175,7 @@ def main() -> None:
             {
                 "storage": {"url": f"file://{root / 'store'}"},
                 "ray": {"num_cpus": 2},
-                "ingest": {"pace": True},
+                "ingest": {"pace": True, "media_root": str(root)},
                 "worker": {"count": 1},
                 "api": {"port": 0, "token": TOKEN},
             }

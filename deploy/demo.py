@@ -97,6 +97,7 @@ def run_demo(
         {
             "storage": {"url": f"file://{out / 'store'}"},
             "model": {"weights": weights},
+            "ingest": {"media_root": str(out / "videos")},  # the API reads the demo's videos
             "api": {"port": port if port and port_is_free("127.0.0.1", port) else 0},
         }
     )

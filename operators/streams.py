@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import os
 import threading
 from collections import defaultdict
 from dataclasses import dataclass
@@ -41,7 +40,6 @@ from ausm_stream.pipeline import kafka, records
 from ausm_stream.pipeline.config import PipelineConfig
 from ausm_stream.pipeline.geometry import Placement
 from ausm_stream.pipeline.ingest import (
-    LIVE_SCHEMES,
     IngestReport,
     check_prompt_frame,
     ingest_actor,
@@ -54,6 +52,7 @@ from ausm_stream.pipeline.registry import (
     StreamRegistry,
     new_stream,
 )
+from ausm_stream.pipeline.sources import check_source
 from ausm_stream.pipeline.storage import open_store
 
 log = logging.getLogger(__name__)
@@ -112,6 +111,7 @@ class StreamManager:
         model_cfg = weights_info(cfg.model.weights)[0]
         self.model_size = model_cfg.image_size
         self.max_objects = model_cfg.n_id
+        self.source_policy = cfg.ingest.source_policy()
         self.registry = StreamRegistry(open_store(cfg.storage))
         # A health check asks this producer for metadata: 5 s at most when the broker is gone.
         self.producer = kafka.make_producer(cfg.kafka, bootstrap, max_block_ms=5_000)
@@ -187,12 +187,11 @@ class StreamManager:
                     f"stream {stream_id!r} exists; remove it first (DELETE /streams/{stream_id})"
                 )
             stream = new_stream(stream_id, source, fps)
-            if not (stream.external or source.startswith(LIVE_SCHEMES) or os.path.isfile(source)):
-                raise InvalidInputError(
-                    f"source {redact_credentials(source)!r} of stream {stream_id!r} is neither "
-                    "an existing file, a "
-                    f"URL ({', '.join(s[:-3] for s in LIVE_SCHEMES)}) nor 'external'"
-                )
+            if not stream.external:
+                try:
+                    check_source(source, self.source_policy)
+                except InvalidInputError as exc:
+                    raise InvalidInputError(f"stream {stream_id!r}: {exc}") from None
             last = newest_record(self.cfg.kafka, self.reader, stream_id)
             if isinstance(last, records.ControlRecord):  # it ended (or was reset): a new life
                 stream = dataclasses.replace(stream, first_frame=last.frame_idx)

@@ -27,9 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ausm_stream.errors import ConfigError
+from ausm_stream.errors import ConfigError, InvalidInputError
 from ausm_stream.pipeline.geometry import Fit
 from ausm_stream.pipeline.records import MAX_CHUNK_FRAMES
+from ausm_stream.pipeline.sources import SourcePolicy
 
 ENV_PREFIX = "AUSM_"
 LagPolicy = Literal["process_all", "skip_to_live"]
@@ -175,6 +176,26 @@ class IngestConfig:
     """How frames fit the model's square input: ``letterbox`` scales them by one factor and
     pads the rest with black bands that never produce tracks (shapes keep their
     proportions); ``stretch`` fills the input, squeezing shapes (``pipeline/geometry.py``)."""
+    source_schemes: str = "rtsp,rtsps,rtmp,http,https,srt,udp,tcp"
+    """URL schemes ``POST /streams`` accepts as sources, comma-separated (pipeline/sources.py)."""
+    source_hosts: str | None = None
+    """Hosts a source URL may name although they resolve to loopback, private or link-local
+    addresses, which are refused otherwise (the server would fetch internal URLs for whoever
+    holds the token): comma-separated host patterns (``*.cameras.local``) and networks
+    (``10.20.0.0/16``, ``127.0.0.1``). Cameras usually sit on private networks: list them.
+    Public addresses need no entry."""
+    media_root: str | None = None
+    """Directory under which ``POST /streams`` accepts local video files (links resolved);
+    unset, the API opens no local file. ``ausm-stream ingest --source`` is not limited."""
+
+    def __post_init__(self) -> None:
+        try:
+            self.source_policy()
+        except InvalidInputError as exc:
+            raise ConfigError(str(exc)) from None
+
+    def source_policy(self) -> SourcePolicy:
+        return SourcePolicy.parse(self.source_schemes, self.source_hosts, self.media_root)
 
 
 @dataclass(frozen=True)

@@ -48,9 +48,12 @@ from ausm_stream.pipeline import kafka, records
 from ausm_stream.pipeline.config import IngestConfig, KafkaConfig
 from ausm_stream.pipeline.geometry import Fit, Placement
 from ausm_stream.pipeline.ids import check_stream_id
+from ausm_stream.pipeline.sources import protocol_whitelist
 
 log = logging.getLogger(__name__)
 
+MAX_SOURCE_PIXELS = 8192 * 8192
+"""Largest source frame decoded (64 Mpx: 8K video is 33 Mpx)."""
 PROMPT_WAIT_S = 30.0
 """Longest a prompt waits for a starting ingest, and for the broker to take it."""
 LIVE_SCHEMES = (
@@ -110,7 +113,9 @@ def decode_source(
     url: str, size: tuple[int, int], fit: Fit = "letterbox", timeout_s: float = 10.0
 ) -> Iterator[Decoded]:
     """Frames of one session of the source, fitted (``fit``) into ``size`` (h, w)."""
-    options = {"rtsp_transport": "tcp"} if url.startswith(("rtsp://", "rtsps://")) else {}
+    options = {"protocol_whitelist": protocol_whitelist(url)}
+    if url.startswith(("rtsp://", "rtsps://")):
+        options["rtsp_transport"] = "tcp"
     shown = redact_credentials(url)
     try:
         container = av.open(url, options=options, timeout=(timeout_s, timeout_s))
@@ -122,6 +127,9 @@ def decode_source(
             raise SourceError(f"video source {shown!r} has no video stream")
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
+        # FFmpeg refuses frames above this before allocating them (a hostile stream's header
+        # may declare any size); records hold sources up to MAX_SOURCE_SIDE a side.
+        stream.codec_context.options = {"max_pixels": str(MAX_SOURCE_PIXELS)}
         decoded = 0
         for frame in container.decode(stream):
             pts = float(frame.time) if frame.time is not None else None

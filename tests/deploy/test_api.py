@@ -61,7 +61,9 @@ def setup(tmp_path_factory, broker):
             },
             "storage": {"url": f"file://{root / 'store'}"},
             "ray": {"num_cpus": 2},
-            "ingest": {"pace": True},  # files at 8 fps, as cameras: streams stay live a while
+            # files at 8 fps, as cameras: streams stay live a while; the API may read files
+            # under root and name loopback (ffmpeg serves the live streams there)
+            "ingest": {"pace": True, "media_root": str(root), "source_hosts": "127.0.0.1"},
             # a loop without a heartbeat for 5 s is stuck (the default, 30 s, is for real models)
             "worker": {
                 "count": 1,
@@ -378,6 +380,12 @@ def test_bad_requests(api, setup):
     assert bad_id.status_code == 422 and "id" in str(bad_id.json()["detail"])
     no_file = post(api, "/streams", {"id": "x", "source": str(root / "none.mp4")})
     assert no_file.status_code == 422 and "none.mp4" in no_file.json()["detail"]
+    # The server fetches no internal URL and reads no file outside ingest.media_root.
+    metadata = {"id": "x", "source": "http://169.254.169.254/latest/meta-data"}
+    internal = post(api, "/streams", metadata)
+    assert internal.status_code == 422 and "source_hosts" in internal.json()["detail"]
+    outside = post(api, "/streams", {"id": "x", "source": "/etc/hostname"})
+    assert outside.status_code == 422 and "media_root" in outside.json()["detail"]
     for method, path_ in [
         ("GET", "/streams/ghost"),
         ("DELETE", "/streams/ghost"),

@@ -73,6 +73,7 @@ def test_the_cluster_app_runs_the_pipeline_and_outlives_its_replica(
                 },
                 "storage": {"url": f"s3://{bucket}/data", "endpoint": s3_endpoint},
                 "worker": {"count": 1, "parquet_frames": 16},
+                "ingest": {"media_root": str(tmp_path)},
             }
         )
     )
