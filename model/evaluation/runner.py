@@ -81,6 +81,10 @@ class EvalReport:
     """torch's intra-op thread count during the run."""
     scored_at: str = ""
     """The annotation size(s) scored at, and the model's input size."""
+    longest: str = ""
+    """The longest video (most frames): long-stream quality on one real stream."""
+    longest_window_j: list[float] = field(default_factory=list)
+    """Its prompted mean J per window of ``WINDOW`` frames."""
 
     @property
     def jf(self) -> float:
@@ -93,7 +97,12 @@ class EvalReport:
     @property
     def last_over_first(self) -> float:
         """Mean J of the last window over the first: 1 when quality holds over the stream."""
-        return self.window_j[-1] / self.window_j[0] if len(self.window_j) > 1 else float("nan")
+        return _last_over_first(self.window_j)
+
+    @property
+    def longest_last_over_first(self) -> float:
+        """The same on the longest video alone."""
+        return _last_over_first(self.longest_window_j)
 
     def table(self) -> str:
         rows = [
@@ -126,6 +135,15 @@ class EvalReport:
                 (f"prompted J, last / first {WINDOW} frames", f"{self.last_over_first:.3f}"),
                 ("prompted objects lost for good", f"{self.lost_for_good:.3f}"),
             ]
+        if len(self.longest_window_j) > 1:
+            windows = " ".join(f"{j:.3f}" for j in self.longest_window_j)
+            rows.append(
+                (
+                    f"longest video ({self.longest}), last / first {WINDOW} frames",
+                    f"{self.longest_last_over_first:.3f}",
+                )
+            )
+            rows.append((f"  its mean J per {WINDOW} frames", windows))
         rows.append((f"model frames / s ({self.threads} torch threads)", f"{self.fps:.1f}"))
         width = max(len(k) for k, _ in rows)
         lines = [f"{k:<{width}}  {v:>9}" for k, v in rows]
@@ -254,6 +272,7 @@ def pool_scores(
     coverage = sum((s.coverage for s in scores), Coverage())
     cases = sum(s.occlusions for s in scores)
     lost = [x for s in scores for x in s.lost]
+    longest = max(scores, key=lambda s: s.frames) if scores else None
     return EvalReport(
         videos=len(scores),
         frames=frames,
@@ -281,7 +300,13 @@ def pool_scores(
         fps=clock.fps,
         threads=torch.get_num_threads(),
         scored_at=_sizes(scores, model_size),
+        longest=f"{longest.name}, {longest.frames} frames" if scores else "",
+        longest_window_j=[float(np.mean(w)) for w in longest.windows if w] if scores else [],
     )
+
+
+def _last_over_first(window_j: list[float]) -> float:
+    return window_j[-1] / window_j[0] if len(window_j) > 1 else float("nan")
 
 
 def _mean(per_video: Iterable[np.ndarray]) -> float:

@@ -104,3 +104,23 @@ def test_evaluate_reports_annotation_size_baseline_recall_and_speed():
     table = report.table()
     assert "copy-first-mask baseline J&F" in table and "object recall" in table
     assert "96x160" in table and "torch threads" in table
+
+
+def test_the_longest_video_gets_its_own_window_figures():
+    from ausm_stream.model.evaluation.runner import ModelClock, pool_scores
+
+    def scores(name: str, frames: int, quality: float) -> object:
+        video = square_video()
+        t = np.arange(frames)
+        masks = np.zeros((frames, 1, 4, 4), dtype=bool)
+        masks[:, 0, :3, :3] = True
+        long = Video(name, np.zeros((frames, 4, 4, 3), np.uint8), masks, video.classes, ("o",))
+        pred = masks.copy()
+        pred[t >= frames * quality, 0, :3, 2] = False  # the tail loses a column: J 6/9
+        return score_video(long, pred, [])
+
+    report = pool_scores([scores("short", 30, 1.0), scores("long", 72, 0.5)], ModelClock(), (4, 4))
+    assert report.longest == "long, 72 frames"
+    assert report.longest_window_j == pytest.approx([1.0, 0.5 * (1 + 6 / 9), 6 / 9])
+    assert report.longest_last_over_first == pytest.approx(6 / 9)
+    assert "longest video (long, 72 frames)" in report.table()
