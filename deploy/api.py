@@ -129,7 +129,9 @@ def _masks(body: PromptCreate, geometry: Placement) -> np.ndarray:
     return np.stack(masks)
 
 
-def build_app(backend: Backend, token: str, max_body_bytes: int) -> FastAPI:
+def build_app(
+    backend: Backend, token: str, max_body_bytes: int, metrics_token: str | None = None
+) -> FastAPI:
     app = FastAPI(
         title="ausm-stream control plane",
         description="Add, remove, inspect and prompt video streams segmented by AUSM.",
@@ -137,7 +139,9 @@ def build_app(backend: Backend, token: str, max_body_bytes: int) -> FastAPI:
         docs_url=None,  # pages whose scripts fetch /openapi.json without the token
         redoc_url=None,
     )
-    app.add_middleware(RequestGuard, token=token, max_body_bytes=max_body_bytes)
+    app.add_middleware(
+        RequestGuard, token=token, max_body_bytes=max_body_bytes, metrics_token=metrics_token
+    )
 
     @app.exception_handler(InvalidInputError)
     def invalid(request: Request, exc: InvalidInputError) -> JSONResponse:
@@ -254,7 +258,8 @@ class ControlPlaneApp:
         self.token = token
 
     def __serve_build_asgi_app__(self) -> FastAPI:
-        return build_app(self.backend, self.token, self.backend.cfg.api.max_body_bytes)
+        api = self.backend.cfg.api
+        return build_app(self.backend, self.token, api.max_body_bytes, api.metrics_token)
 
     def check_health(self) -> None:
         """Serve's periodic check: a replica whose stream manager or coordinator died (their

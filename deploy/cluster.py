@@ -67,6 +67,10 @@ def cluster_token(cfg: PipelineConfig) -> str:
         )
     if not cfg.api.token:
         raise ConfigError("api.token is not set: give it with AUSM_API__TOKEN (from a Secret)")
+    if cfg.api.metrics_token == cfg.api.token:
+        raise ConfigError(
+            "api.metrics_token equals api.token: the scraper's token must open /metrics only"
+        )
     return cfg.api.token
 
 

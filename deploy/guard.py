@@ -29,6 +29,8 @@ PUBLIC_PATHS = frozenset({"/healthz"})
 QUERY_TOKEN_PATHS = frozenset({"/"})
 """Where the token may also come as ``?token=``: the live page, opened from a link (its
 script then sends the header)."""
+METRICS_PATH = "/metrics"
+"""What ``api.metrics_token`` opens (GET only)."""
 UNAUTHORIZED = "missing or wrong bearer token: send 'Authorization: Bearer <api.token>'"
 
 
@@ -57,10 +59,13 @@ class RequestGuard:
     """ASGI middleware: 401 without the token (but on ``PUBLIC_PATHS``), 413 for a body
     over ``max_body_bytes``, both before the app reads the body."""
 
-    def __init__(self, app: ASGIApp, token: str, max_body_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, token: str, max_body_bytes: int, metrics_token: str | None = None
+    ) -> None:
         self.app = app
         self.token = token
         self.max_body_bytes = max_body_bytes
+        self.metrics_token = metrics_token
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -103,7 +108,15 @@ class RequestGuard:
         if not given and scope["path"] in QUERY_TOKEN_PATHS:
             query = parse_qs(scope.get("query_string", b"").decode(errors="replace"))
             given = (query.get("token") or [""])[0]
-        return token_matches(given, self.token)
+        if token_matches(given, self.token):
+            return True
+        # The metrics token reads the metrics, and nothing else.
+        return (
+            self.metrics_token is not None
+            and scope["path"] == METRICS_PATH
+            and scope["method"] in ("GET", "HEAD")
+            and token_matches(given, self.metrics_token)
+        )
 
 
 async def _answer(scope: Scope, receive: Receive, send: Send, exc: HTTPException) -> None:

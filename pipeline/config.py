@@ -300,9 +300,13 @@ class ApiConfig:
     """Address the HTTP server binds to: loopback unless told otherwise (``0.0.0.0`` in a pod)."""
     port: int = 8000
     """0 picks a free port (printed at start)."""
-    token: str | None = None
+    token: str | None = field(default=None, repr=False)
     """Bearer token every route but ``/healthz`` requires (also ``AUSM_API__TOKEN``). Unset: a
     random token is made at start and printed, so an API is never open by accident."""
+    metrics_token: str | None = field(default=None, repr=False)
+    """A second token that opens ``GET /metrics`` and nothing else (also
+    ``AUSM_API__METRICS_TOKEN``): what a metrics scraper holds, so that a leaked scraper
+    configuration cannot add, prompt or remove streams. Unset: only ``api.token``."""
     max_body_bytes: int = 1 << 20
     """Largest request body the API takes (413 above it, before the body is read). 1 MiB
     holds a prompt of many objects; masks as COCO RLE are a few KiB each."""
