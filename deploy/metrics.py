@@ -85,6 +85,11 @@ class PipelineCollector:
         dead = CounterMetricFamily(
             "ausm_dead_letters", "Records sent to the dead-letter topic", labels=["worker"]
         )
+        store_errors = CounterMetricFamily(
+            "ausm_store_errors",
+            "Object-store calls that failed (retried with back-off)",
+            labels=["worker"],
+        )
         partition_lag = GaugeMetricFamily(
             "ausm_partition_lag_records",
             "Records in Kafka a worker has not read yet",
@@ -96,9 +101,10 @@ class PipelineCollector:
             batch.add_metric([name], _buckets(w.batch_size), w.batch_size.total)
             checkpoints.add_metric([name], w.checkpoints_written)
             dead.add_metric([name], w.dead_letters)
+            store_errors.add_metric([name], w.store_errors)
             for p, lag in sorted(w.partition_lag.items()):
                 partition_lag.add_metric([name, str(p)], lag)
-        yield from (step, batch, checkpoints, dead, partition_lag)
+        yield from (step, batch, checkpoints, dead, store_errors, partition_lag)
 
 
 def render_metrics(status: PoolStatus, streams: list[StreamInfo]) -> tuple[bytes, str]:

@@ -20,6 +20,11 @@ offset of the next record to read. The last ``keep`` checkpoints of a stream are
 the tracks producer is flushed), then the state object is written, then its manifest, then
 ``latest.json``, then the partition manifest; Kafka offsets are committed last and only for
 lag monitoring. A crash between any two steps leaves the previous checkpoint in force.
+When the store fails a window's Parquet file, the window stays in its sink and the stream is
+not snapshotted until the file is written (``SegmentationWorker._checkpoint_due``;
+``WindowedSink.pending`` refuses a stream that owes a window), so no checkpoint ever covers
+frames whose Parquet file is missing. Every step here is idempotent (same keys, same bytes),
+so a write the store failed halfway is simply written again.
 
 **Loading** tries ``latest.json`` and then the numbered manifests, newest first, and refuses
 a checkpoint whose manifest cannot be read, names another stream or an object outside the

@@ -7,6 +7,14 @@ delivered), then each state object and manifest, then the partition manifests. A
 snapshotted again before its previous checkpoint was written replaces it (the newer one
 covers more), so slow storage costs replay length, never step time.
 
+A store outage costs the same, no more: a write the store fails
+(:func:`~ausm_stream.pipeline.storage.is_store_error`) is logged, counted in the worker's
+:class:`~ausm_stream.pipeline.storage.StoreHealth` and tried again after a back-off
+(``storage.retry_initial_s`` doubling to ``storage.retry_max_s``), the checkpoints not yet
+written kept in order (or replaced by newer ones of their streams), until the store answers.
+Any other error (a bug) loses that one checkpoint (the previous one stays in force), is
+raised once to the step loop at its next call, and does not stop later writes.
+
 :func:`recovery_plan` reads a partition's manifest and its streams' newest valid
 checkpoints and says where to seek: the smallest offset any stream still needs.
 """
@@ -26,6 +34,7 @@ from ausm_stream.operators.checkpoint import (
     PartitionManifest,
 )
 from ausm_stream.pipeline.ids import is_stream_id, shown
+from ausm_stream.pipeline.storage import Backoff, StoreHealth, is_store_error
 
 log = logging.getLogger(__name__)
 
@@ -37,16 +46,22 @@ class CheckpointWriter:
         topic: str,
         flush_sinks: Callable[[], None],
         on_written: Callable[[str, int], None] | None = None,
+        backoff: Backoff | None = None,
+        health: StoreHealth | None = None,
     ) -> None:
         """``on_written(stream_id, frame)`` is called on the writer thread once a stream's
-        checkpoint (resuming at ``frame``) is stored."""
+        checkpoint (resuming at ``frame``) is stored. ``backoff`` paces the tries while the
+        store fails, ``health`` counts the failures."""
         self.store = store
         self.topic = topic
         self.flush_sinks = flush_sinks
         self.on_written = on_written
+        self.backoff = backoff or Backoff()
+        self.health = health or StoreHealth()
         self.partitions: dict[int, PartitionManifest] = {}
         self.written = 0
         self._jobs: dict[str, tuple[Checkpoint, int]] = {}
+        self._dirty: set[int] = set()  # partitions whose manifest is still to be written
         self._lock = threading.Condition()
         self._busy = 0  # checkpoints being written now
         self._closed = False
@@ -63,6 +78,7 @@ class CheckpointWriter:
     def untrack(self, partition: int) -> None:
         with self._lock:
             self.partitions.pop(partition, None)
+            self._dirty.discard(partition)
 
     def note_stream(self, partition: int, stream_id: str, offset: int) -> None:
         """A stream's first record on the partition, read at ``offset``."""
@@ -82,19 +98,27 @@ class CheckpointWriter:
             self._lock.notify_all()
 
     def wait(self, timeout_s: float = 120.0) -> None:
-        """Block until everything submitted is written."""
+        """Block until everything submitted is written (during a store outage, until the
+        store is back, or ``TimeoutError`` after ``timeout_s``)."""
         deadline = time.monotonic() + timeout_s
         with self._lock:
-            while self._jobs or self._busy:
+            while self._jobs or self._busy or self._dirty:
                 self._raise_error()
                 if not self._lock.wait(timeout=max(0.0, deadline - time.monotonic())):
-                    raise TimeoutError(f"checkpoints not written within {timeout_s} s")
+                    outage = self.health.outage_s
+                    failing = (
+                        f"; the object store has been failing for {outage:.0f} s "
+                        f"({self.health.last_error})"
+                        if outage
+                        else ""
+                    )
+                    raise TimeoutError(f"checkpoints not written within {timeout_s} s{failing}")
             self._raise_error()
 
     def idle(self) -> bool:
         """Everything submitted is written."""
         with self._lock:
-            return not self._jobs and not self._busy
+            return not self._jobs and not self._busy and not self._dirty
 
     @property
     def backlog(self) -> int:
@@ -118,42 +142,84 @@ class CheckpointWriter:
 
     # the writer thread ---------------------------------------------------------------------
     def _raise_error(self) -> None:
-        if self._error is not None:
-            raise RuntimeError("the checkpoint writer failed") from self._error
+        """Raise a bug's error once to the step loop; later writes go on regardless."""
+        error, self._error = self._error, None
+        if error is not None:
+            raise RuntimeError("the checkpoint writer failed") from error
 
     def _run(self) -> None:
         while True:
             with self._lock:
-                while not self._jobs and not self._closed:
+                while not self._jobs and not self._dirty and not self._closed:
                     self._lock.wait()
-                if not self._jobs:
+                if not self._jobs and not self._dirty:
                     return
                 jobs, self._jobs = self._jobs, {}
                 self._busy = len(jobs)
+            left = list(jobs.items())
             try:
-                self._write(list(jobs.values()))
-            except BaseException as exc:  # reported to the step loop at its next submit
-                log.exception("writing checkpoints failed")
-                with self._lock:
-                    self._error = exc
+                self._write(left)
+            except Exception as exc:
+                if not is_store_error(exc):  # a bug: reported to the step loop
+                    log.exception("writing checkpoints failed")
+                    with self._lock:
+                        self._error = exc
+                        if not left:  # met writing partition manifests: the next
+                            self._dirty.clear()  # checkpoint writes them again
+                self._requeue(left)
+                self._pause(exc, left)
+            else:
+                self.backoff.succeeded()
+                self.health.ok()
             finally:
                 with self._lock:
                     self._busy = 0
                     self._lock.notify_all()
 
-    def _write(self, jobs: list[tuple[Checkpoint, int]]) -> None:
-        self.flush_sinks()
-        touched = set()
-        for ckpt, partition in jobs:
+    def _requeue(self, left: list[tuple[str, tuple[Checkpoint, int]]]) -> None:
+        """Put back what was not written, before anything submitted since, unless a newer
+        checkpoint of the same stream replaced it meanwhile."""
+        with self._lock:
+            newer, self._jobs = self._jobs, {}
+            for sid, job in left:
+                if sid not in newer:
+                    self._jobs[sid] = job
+            self._jobs.update(newer)
+            self._busy = 0
+            self._lock.notify_all()
+
+    def _pause(self, exc: BaseException, left: list) -> None:
+        """Wait out the back-off before the next try (after a bug too, so that one that
+        repeats does not spin); only store errors count as the store's."""
+        delay = self.backoff.failed()
+        if is_store_error(exc):
+            what = f"writing {len(left)} checkpoint(s)" if left else "writing partition manifests"
+            self.health.failed(what, exc, delay)
+        time.sleep(delay)
+
+    def _write(self, jobs: list[tuple[str, tuple[Checkpoint, int]]]) -> None:
+        """Write ``jobs`` in order, removing each from the list once written, then the
+        manifests of the partitions they touched."""
+        if jobs:
+            self.flush_sinks()
+        while jobs:
+            ckpt, partition = jobs[0][1]
             snap = ckpt.snapshot
-            manifest = self.store.write(ckpt, self.topic, partition)
+            try:
+                manifest = self.store.write(ckpt, self.topic, partition)
+            except Exception as exc:
+                if not is_store_error(exc):  # this checkpoint's bug: it is lost (the stream's
+                    jobs.pop(0)  # previous one stays in force), the others are not
+                raise
+            jobs.pop(0)
             self.written += 1
             if self.on_written is not None:
                 self.on_written(snap.stream_id, snap.next_frame)
             with self._lock:
+                self._busy = len(jobs)
                 known = self.partitions.get(partition)
                 if known is not None:
-                    touched.add(partition)
+                    self._dirty.add(partition)
                     if snap.ended:  # nothing left to recover: its records come again only
                         known.streams.pop(snap.stream_id, None)  # if it restarts (page-in)
                         continue
@@ -161,11 +227,15 @@ class CheckpointWriter:
                         snap.stream_id, {"first": manifest.offset, "resume": manifest.offset}
                     )
                     entry["resume"] = manifest.offset
-        for partition in sorted(touched):
+        with self._lock:
+            dirty = sorted(self._dirty)
+        for partition in dirty:
             with self._lock:
                 manifest = copy.deepcopy(self.partitions.get(partition))
             if manifest is not None:
                 self.store.write_partition(manifest)
+            with self._lock:
+                self._dirty.discard(partition)
 
 
 def _watermark(manifest: PartitionManifest) -> int:

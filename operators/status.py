@@ -123,6 +123,10 @@ class WorkerStatus:
     page_ins: int
     """States paged in from host memory, and (``store_page_ins``) from the object store."""
     store_page_ins: int
+    store_errors: int
+    """Object-store calls that failed (retried with back-off: ``storage.retry_*``)."""
+    store_outage_s: float
+    """Seconds the store has been failing, summed over outages."""
     run_seconds: float
     """Wall time of the finished runs."""
     step_seconds: float

@@ -22,6 +22,17 @@ held of its streams, so that the next run (the coordinator starts one after a ba
 recovers them all from their checkpoints, as a restarted process would. While the loop runs
 it pushes its status to the coordinator every second: that is its heartbeat, which
 ``GET /healthz`` reads (a loop stuck in a call stops it).
+
+Store outages are none of those failures: the loop goes on stepping what it holds while the
+object store fails, and nothing is dropped. Checkpoints wait in the writer (:mod:`.recovery`),
+Parquet windows in their sink (:mod:`~ausm_stream.pipeline.sinks`), each tried again after a
+back-off; a stream that owes a window is not checkpointed until it is written (the commit
+order, :meth:`SegmentationWorker._checkpoint_due`); the records of a stream that cannot be
+paged in from its checkpoint wait in the worker, in order, and the page-in is tried again
+after a back-off while the other streams go on (:meth:`SegmentationWorker._retry_deferred`).
+Every S3 call has bounded timeouts (``storage.timeout_s``), so a black-holed store costs the
+loop one call's timeout per back-off, not minutes. :attr:`SegmentationWorker.store_health`
+counts the failures and how long the store has been failing.
 """
 
 from __future__ import annotations
@@ -64,7 +75,7 @@ from ausm_stream.pipeline import kafka, records
 from ausm_stream.pipeline.config import PipelineConfig, WorkerConfig
 from ausm_stream.pipeline.ids import shown
 from ausm_stream.pipeline.sinks import KafkaTrackSink, ParquetSink, TrackSinks
-from ausm_stream.pipeline.storage import open_store
+from ausm_stream.pipeline.storage import Backoff, StoreHealth, is_store_error, open_store
 from ausm_stream.pipeline.tracks import FrameTracks
 
 log = logging.getLogger(__name__)
@@ -242,13 +253,22 @@ class SegmentationWorker:
             cfg.model.weights, cfg.worker.device, **model_settings(cfg.worker)
         )
         self.store = open_store(cfg.storage)
+        self.store_health = StoreHealth()
+        """Failed object-store calls of this worker (checkpoints, Parquet, page-ins) and how
+        long the store has been failing."""
         self.checkpoints = CheckpointStore(
             self.store, self.model.cfg, self.model_version, keep=cfg.worker.checkpoints_kept
         )
         self.producer = kafka.make_producer(cfg.kafka, bootstrap)
         self.sinks = TrackSinks(
             self.model_version,
-            parquet=ParquetSink(self.store, self.model_version, cfg.worker.parquet_frames),
+            parquet=ParquetSink(
+                self.store,
+                self.model_version,
+                cfg.worker.parquet_frames,
+                Backoff.of(cfg.storage),
+                self.store_health,
+            ),
             kafka=KafkaTrackSink(
                 self.producer, cfg.kafka.tracks_topic, cfg.ingest.chunk_frames, self.model_version
             ),
@@ -289,6 +309,10 @@ class SegmentationWorker:
         self._ended_gone: dict[str, None] = {}  # out of memory, oldest first
         self._stored: dict[str, None] = {}  # paged out to the object store (idle or budget)
         self._to_store: set[str] = set()  # chosen to page out, checkpoint not yet submitted
+        self._deferred: dict[str, list[ConsumerRecord]] = {}
+        """Per stream whose page-in the store failed, its records read since, in order."""
+        self._deferred_bytes = 0
+        self._page_in_backoff = Backoff.of(cfg.storage)
         self._last_active: dict[str, float] = {}
         self._last_idle_check = time.monotonic()
         self._progressed: set[str] = set()
@@ -306,6 +330,8 @@ class SegmentationWorker:
             self.cfg.kafka.frames_topic,
             flush_sinks=self.producer.flush,
             on_written=self._checkpoint_written,
+            backoff=Backoff.of(self.cfg.storage),
+            health=self.store_health,
         )
 
     # -- sinks (in emit order) ----------------------------------------------------------------
@@ -418,10 +444,15 @@ class SegmentationWorker:
             )
         )
         self._due |= self._to_store
+        self.sinks.retry()  # windows the store failed, once their back-off is over
         room = CHECKPOINT_BACKLOG - self.writer.backlog
-        if self._due and room > 0:
+        # The commit order: a stream that owes a window (the store failed its Parquet file) is
+        # not snapshotted, so no checkpoint covers frames before their Parquet file is written.
+        # It stays due until the window is written.
+        ready = {sid for sid in self._due if not self.sinks.owes(sid)}
+        if ready and room > 0:
             # Those leaving memory first; the rest wait for room (a few loops at most).
-            order = sorted(self._due & self._to_store) + sorted(self._due - self._to_store)
+            order = sorted(ready & self._to_store) + sorted(ready - self._to_store)
             taken = set(order[:room])
             self._due -= taken
             self._checkpoint(taken)
@@ -434,18 +465,38 @@ class SegmentationWorker:
 
     def _checkpoint_all(self, stream_ids: set[str]) -> None:
         """Checkpoint many streams and wait until all are written, ``CHECKPOINT_BACKLOG`` at a
-        time (a release or a stop of a worker with thousands of streams)."""
+        time (a release or a stop of a worker with thousands of streams). Windows the store
+        failed are written first (the commit order)."""
+        self._write_owed_windows()
         order = sorted(stream_ids)
         for i in range(0, len(order), CHECKPOINT_BACKLOG):
             self._checkpoint(set(order[i : i + CHECKPOINT_BACKLOG]))
             self.writer.wait()
         self.writer.wait()  # and those submitted before
 
+    def _write_owed_windows(self, timeout_s: float = 120.0) -> None:
+        """Write the windows the store failed, trying again after each back-off until it
+        takes them (``TimeoutError`` after ``timeout_s``)."""
+        deadline = time.monotonic() + timeout_s
+        while not self.sinks.retry():
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"Parquet windows not written within {timeout_s} s: the object store has "
+                    f"been failing for {self.store_health.outage_s:.0f} s "
+                    f"({self.store_health.last_error})"
+                )
+            time.sleep(0.1)
+
     def _is_movable(self, stream_id: str) -> bool:
         """A stream may leave memory for the object store: nothing queued (its checkpoint
         then holds all of it) and not ended (those leave anyway)."""
         entry = self.processor.streams.get(stream_id)
-        return entry is not None and not entry.queue and not entry.closed
+        return (
+            entry is not None
+            and not entry.queue
+            and not entry.closed
+            and not self.sinks.owes(stream_id)
+        )
 
     def _idle(self, now: float, after_s: float) -> set[str]:
         """Movable streams without a record or step for more than ``after_s``."""
@@ -464,7 +515,7 @@ class SegmentationWorker:
         status, the oldest dropped past ``ENDED_STATS_KEPT``."""
         for sid in sorted(self._leaving):
             entry = self.processor.streams.get(sid)
-            if entry is None or entry.queue or sid in self._progressed:
+            if entry is None or entry.queue or sid in self._progressed or self.sinks.owes(sid):
                 continue
             self.stats[sid].gaps = entry.gaps
             self._forget(sid)
@@ -481,19 +532,31 @@ class SegmentationWorker:
         self.sinks.forget(stream_id)
         self._last_active.pop(stream_id, None)
 
-    def _page_in(self, stream_id: str, offset: int) -> None:
+    def _page_in(self, stream_id: str, offset: int) -> bool:
         """A record of a stream not in memory, read at ``offset``: if the stream has a
         checkpoint (it left memory, ended, or its partition's manifest no longer lists it
-        because it ended), resume it from there; else it is new.
+        because it ended), resume it from there; else it is new. ``False`` when the object
+        store failed (or fails now, within its back-off): the stream stays out of memory.
 
         A checkpoint taken past ``offset`` belongs to an earlier life of the topic (an
         embedded broker restarted): it is ignored with a log line, and the stream starts
         over, as :meth:`_recover` does for whole partitions."""
+        if not self._page_in_backoff.ready():
+            return False
+        try:
+            loaded = self.checkpoints.load(stream_id)
+        except Exception as exc:
+            if not is_store_error(exc):
+                raise
+            delay = self._page_in_backoff.failed()
+            self.store_health.failed(f"paging in stream {stream_id}", exc, delay)
+            return False
+        self._page_in_backoff.succeeded()
+        self.store_health.ok()
         self._ended_gone.pop(stream_id, None)
         self._stored.pop(stream_id, None)
-        loaded = self.checkpoints.load(stream_id)
         if loaded is None:
-            return
+            return True
         if loaded[0].snapshot.offset > offset:
             log.error(
                 "stream %s: its checkpoint resumes at offset %d, past the record at %d: the "
@@ -502,8 +565,40 @@ class SegmentationWorker:
                 loaded[0].snapshot.offset,
                 offset,
             )
-            return
+            return True
         self._restore(loaded[0], recovered=False)
+        return True
+
+    def _defer(self, stream_id: str, msg: ConsumerRecord) -> None:
+        """Keep a record of a stream whose page-in failed, behind its earlier ones. Its
+        partition's manifest holds the stream from this offset on, so that a worker that
+        fails meanwhile replays the record instead of skipping it."""
+        waiting = self._deferred.setdefault(stream_id, [])
+        if not waiting:
+            log.warning(
+                "stream %s: not paged in (the object store failed); its records wait here and "
+                "the page-in is tried again",
+                stream_id,
+            )
+        waiting.append(msg)
+        self._deferred_bytes += len(msg.value or b"")
+        self.writer.note_stream(msg.partition, stream_id, msg.offset)
+
+    def _retry_deferred(self) -> None:
+        """Page in the streams whose records wait (once the back-off allows), then queue their
+        records in order; the first failure leaves the rest for the next try."""
+        for sid in list(self._deferred):
+            if not self._page_in(sid, self._deferred[sid][0].offset):
+                return
+            msgs = self._deferred.pop(sid)
+            self._deferred_bytes -= sum(len(m.value or b"") for m in msgs)
+            log.info("stream %s: paged in; its %d waiting records are queued", sid, len(msgs))
+            for msg in msgs:
+                self._queue(msg, kafka.header(msg.headers, records.KIND_HEADER), sid)
+
+    def _forget_deferred(self, stream_ids: set[str]) -> None:
+        for sid in stream_ids & set(self._deferred):
+            self._deferred_bytes -= sum(len(m.value or b"") for m in self._deferred.pop(sid))
 
     def _commit_lag(self, wait: bool = False) -> None:
         """Commit to Kafka what the written checkpoints cover: the last step of the commit
@@ -603,6 +698,7 @@ class SegmentationWorker:
         out_of_memory = {
             s for s in [*self._stored, *self._ended_gone] if self._partition_of(s) in gone
         }
+        self._forget_deferred({s for s in self._deferred if self._partition_of(s) in gone})
         for sid in streams | out_of_memory:
             self._forget(sid)
             self.stats.pop(sid, None)
@@ -667,8 +763,21 @@ class SegmentationWorker:
         kind = kafka.header(msg.headers, records.KIND_HEADER)
         try:
             key = kafka.stream_key(msg, self.cfg.kafka.partitions)
-            if key not in self.processor.streams:
-                self._page_in(key, msg.offset)
+        except RecordError as exc:
+            self._dead_letter_msg(msg, kind, exc)
+        else:
+            if key in self._deferred or (
+                key not in self.processor.streams and not self._page_in(key, msg.offset)
+            ):
+                self._defer(key, msg)  # the store failed its page-in: it waits here
+            else:
+                self._queue(msg, kind, key)
+        self.positions[p] = msg.offset + 1
+        self.writer.note_position(p, msg.offset + 1)
+
+    def _queue(self, msg: ConsumerRecord, kind: str | None, key: str) -> None:
+        """Queue a record of a stream in memory (or new), unless its checkpoint covers it."""
+        try:
             if msg.offset >= self.skip.get(key, -1):
                 record = self._take(msg, kind, key)
                 if isinstance(record, records.ControlRecord) and record.kind == "reset":
@@ -678,19 +787,20 @@ class SegmentationWorker:
                         tracks=self.stats[record.stream_id].tracks
                     )
                     self.previews.pop(record.stream_id, None)
-                self.writer.note_stream(p, record.stream_id, msg.offset)
+                self.writer.note_stream(msg.partition, record.stream_id, msg.offset)
                 self._progressed.add(record.stream_id)
                 self._last_active[record.stream_id] = time.monotonic()
         except RecordError as exc:
-            self._dead_letter(
-                (msg.key or b"").decode(errors="replace"),
-                msg.value or b"",
-                kind or "unknown",
-                f"{msg.topic}/{p}/{msg.offset}",
-                str(exc),
-            )
-        self.positions[p] = msg.offset + 1
-        self.writer.note_position(p, msg.offset + 1)
+            self._dead_letter_msg(msg, kind, exc)
+
+    def _dead_letter_msg(self, msg: ConsumerRecord, kind: str | None, exc: RecordError) -> None:
+        self._dead_letter(
+            (msg.key or b"").decode(errors="replace"),
+            msg.value or b"",
+            kind or "unknown",
+            f"{msg.topic}/{msg.partition}/{msg.offset}",
+            str(exc),
+        )
 
     def _take(self, msg: ConsumerRecord, kind: str | None, key: str) -> records.Record:
         """Decode a record and queue it. An error on the way is the record's (a bug it
@@ -726,7 +836,8 @@ class SegmentationWorker:
         """Fetched frames waiting past ``worker.max_queued_bytes`` (``process_all`` only)."""
         if self.cfg.worker.lag_policy != "process_all":
             return False
-        return self.processor.backlog() * self.frame_bytes >= self.cfg.worker.max_queued_bytes
+        queued = self.processor.backlog() * self.frame_bytes + self._deferred_bytes
+        return queued >= self.cfg.worker.max_queued_bytes
 
     def _owned(self, stream_ids: set[str]) -> set[str]:
         mine = set(self.partitions)
@@ -794,13 +905,14 @@ class SegmentationWorker:
                 for msgs in polled.values():
                     for msg in msgs:
                         self.handle(msg)
+                self._retry_deferred()
                 self._note_highwater()
                 stepped = self.processor.step_ready()
                 self._checkpoint_due()
                 self._commit_lag()
                 self._push_status(coordinator)
                 now = time.monotonic()
-                if polled or stepped:
+                if polled or stepped or self._deferred:
                     last_activity = now
                 if until_ended is not None and all(
                     self.stats[s].ended for s in self._owned(until_ended)
@@ -814,6 +926,9 @@ class SegmentationWorker:
             self._let_streams_go()
             self._commit_lag(wait=True)
         finally:
+            # Records still waiting for a page-in are read again by the next run: its recovery
+            # seeks to where the partition's manifest holds them (:meth:`_defer`).
+            self._forget_deferred(set(self._deferred))
             self.producer.flush()  # dead letters and tracks are delivered
             self._consumer.close()
             self._consumer = None
@@ -844,6 +959,7 @@ class SegmentationWorker:
             log.warning("worker %s: waiting for its checkpoint writer to finish", self.name)
         for sid in [*self.processor.streams, *self.stats]:
             self._forget(sid)
+        self._forget_deferred(set(self._deferred))
         for held in (
             self.stats,
             self.previews,
@@ -927,6 +1043,8 @@ class SegmentationWorker:
             page_outs=paging.stats.page_outs,
             page_ins=paging.stats.page_ins,
             store_page_ins=self.store_page_ins,
+            store_errors=self.store_health.errors,
+            store_outage_s=round(self.store_health.outage_s, 3),
             run_seconds=round(self.run_seconds, 3),
             step_seconds=round(self.processor.step_seconds, 3),
             cpu_seconds=round(self.cpu_seconds, 3),

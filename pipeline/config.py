@@ -143,6 +143,31 @@ class StorageConfig:
     access_key: str | None = None
     secret_key: str | None = None
     region: str = "us-east-1"
+    timeout_s: float = 10.0
+    """Connect and read timeout of one S3 request. A store that stops answering (a
+    black-holed endpoint) then costs a call this long, not the client's default of 300 s."""
+    request_retries: int = 2
+    """Times the S3 clients (minio's, pyarrow's) retry one request before it fails; the
+    worker's own back-off (``retry_initial_s``) then takes over. minio's default is 5."""
+    retry_initial_s: float = 0.5
+    """After a store write or page-in fails, the first wait before it is tried again;
+    each further failure doubles the wait, up to ``retry_max_s``. Nothing is dropped while
+    the store is out: checkpoints, Parquet windows and records wait in memory."""
+    retry_max_s: float = 15.0
+    """The longest wait between two tries during a store outage (how late a worker notices
+    that the store is back)."""
+
+    def __post_init__(self) -> None:
+        for key in ("timeout_s", "retry_initial_s", "retry_max_s"):
+            if not getattr(self, key) > 0:
+                raise ConfigError(f"storage.{key} must be positive, got {getattr(self, key)}")
+        if self.request_retries < 0:
+            raise ConfigError(f"storage.request_retries must be >= 0, got {self.request_retries}")
+        if self.retry_max_s < self.retry_initial_s:
+            raise ConfigError(
+                f"storage.retry_max_s ({self.retry_max_s}) must be at least "
+                f"storage.retry_initial_s ({self.retry_initial_s})"
+            )
 
 
 @dataclass(frozen=True)

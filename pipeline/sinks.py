@@ -12,6 +12,14 @@ starts (after a gap) or the stream ends, never because the worker stops. What a 
 buffers travels in the stream's checkpoint instead (:meth:`WindowedSink.pending`,
 :meth:`WindowedSink.restore`), so a stream stopped mid-window and resumed elsewhere writes
 the same files, and the same tracks messages, as one that never stopped.
+
+A window leaves its sink's buffer only once it is written. A write the object store fails
+(:func:`~.storage.is_store_error`) keeps the window, in order, among the stream's *owed*
+windows, and is tried again after a back-off (:meth:`WindowedSink.retry`, which the worker
+calls every pass, and any later write); nothing is dropped however long the store is out.
+While a stream owes a window, :meth:`WindowedSink.pending` refuses: a checkpoint covers a
+window's frames only after its Parquet file is written (the commit order,
+:mod:`ausm_stream.operators.checkpoint`).
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ from kafka import KafkaProducer
 from ausm_stream.pipeline import kafka
 from ausm_stream.pipeline.ids import check_stream_id
 from ausm_stream.pipeline.records import to_ipc
-from ausm_stream.pipeline.storage import ObjectStore
+from ausm_stream.pipeline.storage import Backoff, ObjectStore, StoreHealth, is_store_error
 from ausm_stream.pipeline.tracks import (
     TRACKS_SCHEMA,
     FrameInfo,
@@ -50,11 +58,20 @@ Buffered = list[tuple[FrameInfo, pa.RecordBatch]]
 
 class WindowedSink(ABC):
     """Buffers each stream's frames by window (``frame_idx // window``) and writes a window
-    when its last frame arrives, a later window starts (after a gap) or the stream ends."""
+    when its last frame arrives, a later window starts (after a gap) or the stream ends.
 
-    def __init__(self, window: int) -> None:
+    A window whose write fails with a store error stays owed (:attr:`owed`) and is written,
+    before any later one of its stream, once ``backoff`` allows another try."""
+
+    def __init__(
+        self, window: int, backoff: Backoff | None = None, health: StoreHealth | None = None
+    ) -> None:
         self.window = window
         self.buffers: dict[str, Buffered] = defaultdict(list)
+        self.owed: dict[str, list[Buffered]] = {}
+        """Per stream, complete windows not written yet (the store failed them), oldest first."""
+        self.backoff = backoff or Backoff()
+        self.health = health or StoreHealth()
 
     def add(self, frame: FrameTracks, rows: pa.RecordBatch) -> None:
         """Buffer one frame and its track rows (:func:`~.tracks.encode_tracks`)."""
@@ -72,7 +89,15 @@ class WindowedSink(ABC):
 
     def pending(self, stream_id: str) -> tuple[pa.Table, pa.Table]:
         """The stream's buffered frames (``FRAME_INFO_SCHEMA``) and their track rows: what a
-        checkpoint carries so that the window is written whole after a restart."""
+        checkpoint carries so that the window is written whole after a restart.
+
+        ``RuntimeError`` while the stream owes a window: a checkpoint must not cover frames
+        whose window is not written (the worker checks :meth:`owes` first)."""
+        if self.owes(stream_id):
+            raise RuntimeError(
+                f"stream {stream_id!r} has {len(self.owed[stream_id])} window(s) not written "
+                "yet: no checkpoint may cover them before they are (commit order)"
+            )
         buf = self.buffers.get(stream_id, [])
         infos = frames_table([i for i, _ in buf])
         return infos, pa.Table.from_batches([r for _, r in buf], schema=TRACKS_SCHEMA)
@@ -96,13 +121,55 @@ class WindowedSink(ABC):
             self.buffers[stream_id].append((info, batch))
 
     def forget(self, stream_id: str) -> None:
-        """Drop what is buffered for a stream (it moved; its checkpoint carries it)."""
+        """Drop what is buffered for a stream (it moved; its checkpoint carries it, and owed
+        windows come again from the replay after that checkpoint)."""
         self.buffers.pop(stream_id, None)
+        self.owed.pop(stream_id, None)
+
+    def owes(self, stream_id: str) -> bool:
+        """Whether a complete window of the stream is still to be written."""
+        return bool(self.owed.get(stream_id))
+
+    def retry(self) -> bool:
+        """Write owed windows if the back-off allows a try now; whether none is left owed."""
+        for stream_id in sorted(self.owed):
+            if not self._write_owed(stream_id):
+                break
+        return not self.owed
 
     def _write_pending(self, stream_id: str) -> None:
         buffered = self.buffers.pop(stream_id, [])
         if buffered:
-            self._write(stream_id, buffered)
+            self.owed.setdefault(stream_id, []).append(buffered)
+            self._write_owed(stream_id)
+
+    def _write_owed(self, stream_id: str) -> bool:
+        """Write the stream's owed windows in order while the store takes them; whether all
+        are written. Without a try (the back-off is not over), they stay owed."""
+        windows = self.owed.get(stream_id)
+        while windows:
+            if not self.backoff.ready():
+                return False
+            try:
+                self._write(stream_id, windows[0])
+            except Exception as exc:
+                if not is_store_error(exc):  # a bug: dropped, the caller's run fails and
+                    windows.pop(0)  # the replay from the last checkpoint writes it again
+                    if not windows:
+                        del self.owed[stream_id]
+                    raise
+                first = windows[0][0][0].frame_idx
+                self.health.failed(
+                    f"writing {stream_id} frames {first}-{windows[0][-1][0].frame_idx}",
+                    exc,
+                    self.backoff.failed(),
+                )
+                return False
+            windows.pop(0)
+            self.backoff.succeeded()
+            self.health.ok()
+        self.owed.pop(stream_id, None)
+        return True
 
     @abstractmethod
     def _write(self, stream_id: str, buffered: Buffered) -> None:
@@ -110,8 +177,15 @@ class WindowedSink(ABC):
 
 
 class ParquetSink(WindowedSink):
-    def __init__(self, store: ObjectStore, model_version: str, parquet_frames: int) -> None:
-        super().__init__(parquet_frames)
+    def __init__(
+        self,
+        store: ObjectStore,
+        model_version: str,
+        parquet_frames: int,
+        backoff: Backoff | None = None,
+        health: StoreHealth | None = None,
+    ) -> None:
+        super().__init__(parquet_frames, backoff, health)
         self.fs, self.base = store.arrow_fs()
         self.model_version = model_version
         self.files_written = 0
@@ -201,6 +275,15 @@ class TrackSinks:
     def forget(self, stream_id: str) -> None:
         for sink in self.sinks.values():
             sink.forget(stream_id)
+
+    def owes(self, stream_id: str) -> bool:
+        """Whether a sink still has a complete window of the stream to write."""
+        return any(sink.owes(stream_id) for sink in self.sinks.values())
+
+    def retry(self) -> bool:
+        """Try the owed windows of every sink again (each after its back-off); whether none
+        is left owed."""
+        return all([sink.retry() for sink in self.sinks.values()])
 
     def pending(self, stream_id: str) -> dict[str, tuple[pa.Table, pa.Table]]:
         return {name: sink.pending(stream_id) for name, sink in self.sinks.items()}

@@ -6,20 +6,139 @@ a local file is written beside and renamed over; an S3 PUT is atomic by itself.
 
 :meth:`ObjectStore.arrow_fs` gives the ``pyarrow.fs`` filesystem and base path of the same
 place, so Parquet datasets land next to the checkpoints and analysts read both alike.
+
+Outages: every S3 request has bounded timeouts and a few retries inside the client
+(``storage.timeout_s``, ``storage.request_retries``), so a store that stops answering fails
+a call in seconds instead of blocking its caller for minutes. What then fails is a
+:func:`is_store_error`; callers keep what they were writing and try again after a
+:class:`Backoff`, and report to a :class:`StoreHealth` (the worker's status).
 """
 
 from __future__ import annotations
 
+import functools
 import io
+import logging
 import os
+import threading
+import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 import pyarrow.fs as pafs
 
 from ausm_stream.errors import ConfigError
 from ausm_stream.pipeline.config import StorageConfig
+
+if TYPE_CHECKING:
+    import urllib3
+
+log = logging.getLogger(__name__)
+
+
+@functools.cache
+def _store_error_types() -> tuple[type[BaseException], ...]:
+    types: list[type[BaseException]] = [OSError]  # files, sockets, pyarrow.fs (ArrowIOError)
+    try:
+        from minio.error import MinioException
+        from urllib3.exceptions import HTTPError
+
+        types += [MinioException, HTTPError]  # S3 answers an error; no answer at all
+    except ImportError:  # pragma: no cover (minio is a dependency)
+        pass
+    return tuple(types)
+
+
+def is_store_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is the object store failing (unreachable, timing out, answering an
+    error), which a later try may not meet, rather than a bug of the caller's."""
+    return isinstance(exc, _store_error_types())
+
+
+class Backoff:
+    """When to try a failing store call again: ``initial_s`` after the first failure,
+    doubling with each further one, at most ``max_s``; back to the start after a success."""
+
+    def __init__(
+        self,
+        initial_s: float = 0.5,
+        max_s: float = 15.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.initial_s = initial_s
+        self.max_s = max_s
+        self.clock = clock
+        self.failures = 0
+        """Failures in a row."""
+        self._next = 0.0
+
+    @classmethod
+    def of(cls, cfg: StorageConfig) -> Backoff:
+        return cls(cfg.retry_initial_s, cfg.retry_max_s)
+
+    def ready(self) -> bool:
+        """The wait after the last failure is over (always, without failures)."""
+        return self.clock() >= self._next
+
+    def wait_s(self) -> float:
+        """Seconds until :meth:`ready`."""
+        return max(0.0, self._next - self.clock())
+
+    def failed(self) -> float:
+        """Note a failure; returns the wait before the next try."""
+        delay = min(self.max_s, self.initial_s * 2 ** min(self.failures, 30))
+        self.failures += 1
+        self._next = self.clock() + delay
+        return delay
+
+    def succeeded(self) -> None:
+        self.failures = 0
+        self._next = 0.0
+
+
+class StoreHealth:
+    """A worker's object-store failures, for its status: how many calls failed, and since
+    when the store has been failing (the outage ends with the next call that succeeds).
+    Shared by the step loop and the checkpoint writer's thread."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.errors = 0
+        self.last_error: str | None = None
+        self._failing_since: float | None = None
+        self._lock = threading.Lock()
+
+    def failed(self, what: str, exc: BaseException, retry_in_s: float) -> None:
+        with self._lock:
+            self.errors += 1
+            self.last_error = f"{what}: {type(exc).__name__}: {exc}"
+            if self._failing_since is None:
+                self._failing_since = self.clock()
+        log.warning(
+            "object store: %s failed (%s: %s); kept, tried again in %.1f s",
+            what,
+            type(exc).__name__,
+            exc,
+            retry_in_s,
+        )
+
+    def ok(self) -> None:
+        with self._lock:
+            if self._failing_since is None:
+                return
+            lasted = self.clock() - self._failing_since
+            self._failing_since = None
+        log.warning("object store: answering again after %.1f s of failures", lasted)
+
+    @property
+    def outage_s(self) -> float:
+        """Seconds since the store started failing; 0 while it answers."""
+        with self._lock:
+            since = self._failing_since
+        return 0.0 if since is None else self.clock() - since
 
 
 class ObjectStore(ABC):
@@ -129,6 +248,7 @@ class S3Store(ObjectStore):
             secret_key=cfg.secret_key,
             secure=self.secure,
             region=cfg.region,
+            http_client=_http_client(cfg),
         )
         self.url = cfg.url
         if not self.client.bucket_exists(self.bucket):
@@ -170,8 +290,31 @@ class S3Store(ObjectStore):
             endpoint_override=self.endpoint_netloc if self.cfg.endpoint else None,
             scheme="https" if self.secure else "http",
             region=self.cfg.region,
+            connect_timeout=self.cfg.timeout_s,
+            request_timeout=self.cfg.timeout_s,
+            retry_strategy=pafs.AwsStandardS3RetryStrategy(
+                max_attempts=self.cfg.request_retries + 1
+            ),
         )
         return fs, f"{self.bucket}/{self.prefix}".rstrip("/")
+
+
+def _http_client(cfg: StorageConfig) -> urllib3.PoolManager:
+    """minio's own client, with bounded timeouts and retries (with minio's defaults, 300 s to
+    connect and to read and 5 retries, one call to a black-holed endpoint could hang for half
+    an hour)."""
+    import certifi
+    import urllib3
+
+    return urllib3.PoolManager(
+        timeout=urllib3.Timeout(connect=cfg.timeout_s, read=cfg.timeout_s),
+        maxsize=10,
+        cert_reqs="CERT_REQUIRED",
+        ca_certs=os.environ.get("SSL_CERT_FILE") or certifi.where(),
+        retries=urllib3.Retry(
+            total=cfg.request_retries, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]
+        ),
+    )
 
 
 def open_store(cfg: StorageConfig) -> ObjectStore:

@@ -90,6 +90,8 @@ def test_the_pool_status_merges_its_workers():
             recovered_streams=1,
             **counters,
             **paging,
+            store_errors=0,
+            store_outage_s=0.0,
             run_seconds=2.0,
             step_seconds=1.5,
             cpu_seconds=1.8,

@@ -1,4 +1,5 @@
-"""The worker's sinks: the tracks topic's windows, and windows carried across a restart."""
+"""The worker's sinks: the tracks topic's windows, windows carried across a restart, and
+windows kept while the object store fails."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ from ausm_stream.errors import InvalidInputError
 from ausm_stream.pipeline import kafka
 from ausm_stream.pipeline.config import KafkaConfig
 from ausm_stream.pipeline.sinks import KafkaTrackSink, ParquetSink
-from ausm_stream.pipeline.storage import FileStore
+from ausm_stream.pipeline.storage import Backoff, FileStore, StoreHealth
 from ausm_stream.pipeline.tracks import FrameTracks, decode_tracks, encode_tracks, track_message_id
 from tests.pipeline.test_ids import HOSTILE_IDS
+from tests.pipeline.test_storage import FlakyStore
 
 
 def frame_tracks(stream_id: str, frame_idx: int, tracks: int) -> FrameTracks:
@@ -113,3 +115,64 @@ def test_a_hostile_stream_id_never_names_a_parquet_path(tmp_path, bad):
     with pytest.raises(InvalidInputError, match="stream id"):
         sink.end(bad)
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+
+
+def test_a_window_the_store_fails_stays_buffered_until_written_with_the_same_bytes(tmp_path):
+    """A failed Parquet write keeps its window (in order, ahead of later ones), tried again
+    only after the back-off; while the stream owes it, no checkpoint may take its buffer."""
+    now = [0.0]
+    health = StoreHealth(clock=lambda: now[0])
+
+    def add(sink: ParquetSink, frames: range) -> None:
+        for i in frames:
+            frame = frame_tracks("cam", i, tracks=i % 3)
+            sink.add(frame, encode_tracks([frame], "m@1"))
+
+    straight = ParquetSink(FileStore(tmp_path / "straight"), "m@1", parquet_frames=4)
+    add(straight, range(14))
+    straight.end("cam")
+    store = FlakyStore(tmp_path / "flaky")
+    backoff = Backoff(1.0, 4.0, clock=lambda: now[0])
+    sink = ParquetSink(store, "m@1", parquet_frames=4, backoff=backoff, health=health)
+    store.down = True
+    add(sink, range(6))  # window 0-3 fails once; frames 4-5 are buffered
+    assert sink.owes("cam") and store.failures == 1 and health.errors == 1
+    with pytest.raises(RuntimeError, match="not written yet"):
+        sink.pending("cam")  # the commit order: no checkpoint covers an unwritten window
+    add(sink, range(6, 10))  # window 4-7 completes within the back-off: no try, kept behind
+    assert [len(w) for w in sink.owed["cam"]] == [4, 4] and store.failures == 1
+    now[0] += 1.0
+    assert not sink.retry() and store.failures == 2  # tried after the back-off: still down
+    now[0] += 1.5
+    assert not sink.retry() and store.failures == 2  # the next wait is 2 s
+    store.down = False
+    now[0] += 0.5
+    assert sink.retry() and not sink.owes("cam")  # both windows, in order
+    assert health.outage_s == 0 and health.errors == 2
+    infos, _ = sink.pending("cam")
+    assert infos.column("frame_idx").to_pylist() == [8, 9]  # the open window only
+    add(sink, range(10, 14))
+    store.fail_next = 1
+    sink.end("cam")  # the last, partial window fails once ...
+    assert sink.owes("cam")
+    now[0] += 1.0
+    assert sink.retry()  # ... and is written after its back-off
+
+    def files(root: Path) -> dict[str, bytes]:
+        return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*.parquet"))}
+
+    assert files(tmp_path / "flaky") == files(tmp_path / "straight")
+    assert len(files(tmp_path / "straight")) == 2 * 4
+
+
+def test_a_bug_in_a_window_write_is_raised_and_does_not_hold_the_stream(tmp_path):
+    """Only store errors keep a window: anything else is the caller's bug, raised as before
+    (the worker's run fails and replays from its last checkpoint)."""
+    sink = ParquetSink(FlakyStore(tmp_path), "m@1", parquet_frames=4)
+    frame = frame_tracks("cam", 3, tracks=1)
+    rows = encode_tracks([frame], "m@1")
+    sink.add(frame_tracks("cam", 2, tracks=1), rows.slice(0, 0))
+    with pytest.raises(Exception) as raised:
+        sink.add(frame, rows.drop_columns(["score"]))  # rows that do not fit the schema
+    assert not isinstance(raised.value, OSError)
+    assert not sink.owes("cam")

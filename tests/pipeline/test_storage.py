@@ -1,13 +1,22 @@
-"""Object stores: a directory and a real S3 endpoint (moto) via minio and pyarrow.fs."""
+"""Object stores: a directory and a real S3 endpoint (moto) via minio and pyarrow.fs; and
+stores that fail (:class:`FlakyStore`, :class:`StoreProxy`) for the outage tests."""
 
 from __future__ import annotations
 
+import dataclasses
+import select
+import socket
+import threading
+import time
+
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
+from ausm_stream.errors import ConfigError
 from ausm_stream.pipeline.config import StorageConfig
-from ausm_stream.pipeline.storage import FileStore, open_store
+from ausm_stream.pipeline.storage import Backoff, FileStore, is_store_error, open_store
 from tests.conftest import s3_storage
 
 
@@ -59,3 +68,260 @@ def test_a_listing_without_descending_leaves_out_the_folders_below(store):
     ]
     assert "checkpoints/a/b/00000009.json" in store.list("checkpoints/a/")
     assert store.list("checkpoints/none/", recursive=False) == []
+
+
+# -- stores that fail -----------------------------------------------------------------------
+class FlakyStore(FileStore):
+    """A real :class:`FileStore` that fails on demand, as an unreachable S3 endpoint does
+    (``ConnectionError``): the next ``fail_next`` calls, or every call while ``down``. Its
+    ``pyarrow.fs`` (the Parquet sink's) fails its writes alike."""
+
+    def __init__(self, root) -> None:
+        super().__init__(root)
+        self.down = False
+        self.fail_next = 0
+        self.failures = 0
+        self._lock = threading.Lock()
+
+    def check(self, op: str, key: str) -> None:
+        with self._lock:
+            if not (self.down or self.fail_next > 0):
+                return
+            self.fail_next = max(0, self.fail_next - 1)
+            self.failures += 1
+        raise ConnectionError(f"store unreachable ({op} {key})")
+
+    def put(self, key: str, data: bytes) -> None:
+        self.check("put", key)
+        super().put(key, data)
+
+    def put_atomic(self, key: str, data: bytes) -> None:
+        self.check("put", key)
+        super().put_atomic(key, data)
+
+    def get(self, key: str) -> bytes:
+        self.check("get", key)
+        return super().get(key)
+
+    def list(self, prefix: str = "", recursive: bool = True) -> list[str]:
+        self.check("list", prefix)
+        return super().list(prefix, recursive)
+
+    def delete(self, key: str) -> None:
+        self.check("delete", key)
+        super().delete(key)
+
+    def arrow_fs(self) -> tuple[pafs.FileSystem, str]:
+        return pafs.PyFileSystem(FailingFS(self)), str(self.root)
+
+
+class StoreProxy:
+    """A TCP proxy in front of an S3 endpoint that can black-hole it: during
+    :meth:`black_hole` the connections open through it stop being forwarded and new ones
+    are accepted and never answered (what a dead node behind a load balancer, or a
+    dropped route, looks like to a client: requests hang until their timeouts), and
+    :meth:`restore` forwards again (the held connections are closed)."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.up = threading.Event()
+        self.up.set()
+        self._held: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def black_hole(self) -> None:
+        self.up.clear()
+
+    def restore(self) -> None:
+        with self._lock:
+            held, self._held = self._held, []
+        for sock in held:
+            sock.close()
+        self.up.set()
+
+    def close(self) -> None:
+        self._closed = True
+        self.listener.close()
+        self.restore()
+
+    def _hold(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._held.append(sock)
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if not self.up.is_set():
+                self._hold(client)
+                continue
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=5)
+            except OSError:
+                client.close()
+                continue
+            threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
+
+    def _pump(self, client: socket.socket, upstream: socket.socket) -> None:
+        peers = {client: upstream, upstream: client}
+        try:
+            while True:
+                if not self.up.is_set():  # cut upstream, leave the client hanging
+                    upstream.close()
+                    self._hold(client)
+                    return
+                readable, _, _ = select.select(list(peers), [], [], 0.1)
+                for sock in readable:
+                    data = sock.recv(65536)
+                    if not data:
+                        client.close()
+                        upstream.close()
+                        return
+                    peers[sock].sendall(data)
+        except OSError:
+            client.close()
+            upstream.close()
+
+
+class FailingFS(pafs.FileSystemHandler):
+    """A local filesystem for ``pyarrow.fs`` whose writes fail while its store is down."""
+
+    def __init__(self, store: FlakyStore) -> None:
+        self.store = store
+        self.local = pafs.LocalFileSystem()
+
+    def __eq__(self, other):
+        return self is other
+
+    def __ne__(self, other):
+        return self is not other
+
+    def get_type_name(self):
+        return "failing"
+
+    def normalize_path(self, path):
+        return path
+
+    def get_file_info(self, paths):
+        return self.local.get_file_info(paths)
+
+    def get_file_info_selector(self, selector):
+        return self.local.get_file_info(selector)
+
+    def create_dir(self, path, recursive):
+        self.store.check("create_dir", path)
+        self.local.create_dir(path, recursive=recursive)
+
+    def delete_dir(self, path):
+        self.local.delete_dir(path)
+
+    def delete_dir_contents(self, path, missing_dir_ok=False):
+        self.local.delete_dir_contents(path, missing_dir_ok=missing_dir_ok)
+
+    def delete_root_dir_contents(self):
+        raise NotImplementedError
+
+    def delete_file(self, path):
+        self.local.delete_file(path)
+
+    def move(self, src, dest):
+        self.local.move(src, dest)
+
+    def copy_file(self, src, dest):
+        self.local.copy_file(src, dest)
+
+    def open_input_stream(self, path):
+        return self.local.open_input_stream(path)
+
+    def open_input_file(self, path):
+        return self.local.open_input_file(path)
+
+    def open_output_stream(self, path, metadata):
+        self.store.check("open_output_stream", path)
+        return self.local.open_output_stream(path, metadata=metadata)
+
+    def open_append_stream(self, path, metadata):
+        raise NotImplementedError
+
+
+# -- outages ---------------------------------------------------------------------------------
+def test_storage_config_refuses_timeouts_and_back_offs_that_mean_nothing():
+    assert StorageConfig().timeout_s == 10.0 and StorageConfig().request_retries == 2
+    for bad, match in [
+        ({"timeout_s": 0}, "storage.timeout_s must be positive"),
+        ({"retry_initial_s": 0}, "storage.retry_initial_s must be positive"),
+        ({"retry_initial_s": 5, "retry_max_s": 1}, "retry_max_s .* at least"),
+        ({"request_retries": -1}, "request_retries must be >= 0"),
+    ]:
+        with pytest.raises(ConfigError, match=match):
+            StorageConfig(**bad)
+
+
+def test_back_off_doubles_to_its_cap_and_starts_over_after_a_success():
+    now = [100.0]
+    backoff = Backoff(0.5, 3.0, clock=lambda: now[0])
+    assert backoff.ready()
+    assert [backoff.failed() for _ in range(5)] == [0.5, 1.0, 2.0, 3.0, 3.0]
+    assert not backoff.ready() and backoff.wait_s() == 3.0
+    now[0] += 3.0
+    assert backoff.ready()
+    backoff.succeeded()
+    assert backoff.failed() == 0.5
+
+
+def test_a_black_holed_s3_endpoint_fails_each_call_within_its_timeouts(s3_endpoint):
+    """Between the clients and moto, a proxy that stops answering: minio's defaults (300 s
+    to connect and to read, 5 retries) held such a call for half an hour; with
+    ``storage.timeout_s`` and ``request_retries`` every call fails in seconds, as a store
+    error, and works again once the endpoint answers."""
+    proxy = StoreProxy(int(s3_endpoint.rsplit(":", 1)[1]))
+    try:
+        cfg = dataclasses.replace(
+            s3_storage(proxy.url, "black-holed"), timeout_s=1.0, request_retries=1
+        )
+        store = open_store(cfg)
+        fs, base = store.arrow_fs()
+        table = pa.table({"x": [1]})
+        store.put("a", b"x")
+        proxy.black_hole()
+        calls = {
+            "put": lambda: store.put("b", b"y"),
+            "get": lambda: store.get("a"),
+            "list": lambda: store.list(""),
+            "parquet": lambda: pq.write_table(table, f"{base}/p.parquet", filesystem=fs),
+        }
+        for name, call in calls.items():
+            started = time.monotonic()
+            with pytest.raises(Exception) as failed:
+                call()
+            assert is_store_error(failed.value), (name, failed.value)
+            assert time.monotonic() - started < 20, name  # 2 attempts of 1 s, and pyarrow's
+        proxy.restore()
+        assert store.get("a") == b"x"
+        pq.write_table(pa.table({"x": [1]}), f"{base}/p.parquet", filesystem=fs)
+        assert store.list("p") == ["p.parquet"]
+    finally:
+        proxy.close()
+
+
+def test_a_flaky_store_fails_as_an_unreachable_endpoint_does(tmp_path):
+    store = FlakyStore(tmp_path)
+    store.fail_next = 1
+    with pytest.raises(ConnectionError) as failed:
+        store.put("k", b"v")
+    assert is_store_error(failed.value)
+    store.put("k", b"v")
+    fs, base = store.arrow_fs()
+    store.down = True
+    with pytest.raises(OSError):
+        pq.write_table(pa.table({"x": [1]}), f"{base}/p.parquet", filesystem=fs)
+    store.down = False
+    pq.write_table(pa.table({"x": [1]}), f"{base}/p.parquet", filesystem=fs)
+    assert store.list("") == ["k", "p.parquet"] and store.failures == 2
