@@ -96,6 +96,10 @@ class Manifest:
     object: str
     sha256: str
     ended: bool
+    topic_id: str = ""
+    """The frames topic's id when this was written (Kafka's topic id, new each time a topic
+    is created): offsets of a recreated topic mean other records. "" where the broker gives
+    none, and in manifests of builds before it: not checked then."""
 
     @classmethod
     def parse(cls, data: bytes) -> Manifest:
@@ -115,6 +119,8 @@ class PartitionManifest:
     streams: dict[str, dict[str, int]] = field(default_factory=dict)
     """Stream id -> {"first": offset of its first record, "resume": where its newest written
     checkpoint resumes, or its first record's offset when it has none}."""
+    topic_id: str = ""
+    """As :attr:`Manifest.topic_id`."""
 
 
 def stream_prefix(stream_id: str) -> str:
@@ -251,7 +257,7 @@ class CheckpointStore:
         self.keep = keep
 
     # writing (one thread: the worker's CheckpointWriter) -----------------------------------
-    def write(self, ckpt: Checkpoint, topic: str, partition: int) -> Manifest:
+    def write(self, ckpt: Checkpoint, topic: str, partition: int, topic_id: str = "") -> Manifest:
         """State object, then its manifest, then ``latest.json``; then older ones go."""
         snap = ckpt.snapshot
         prefix = stream_prefix(snap.stream_id)
@@ -269,6 +275,7 @@ class CheckpointStore:
             object=obj,
             sha256=hashlib.sha256(blob).hexdigest(),
             ended=snap.ended,
+            topic_id=topic_id,
         )
         text = json.dumps(asdict(manifest), indent=1).encode()
         self.store.put(obj, blob)
@@ -297,8 +304,10 @@ class CheckpointStore:
             reverse=True,
         )
 
-    def load(self, stream_id: str) -> tuple[Checkpoint, Manifest] | None:
-        """The stream's newest valid checkpoint, or ``None`` when it has none."""
+    def load(self, stream_id: str, topic_id: str = "") -> tuple[Checkpoint, Manifest] | None:
+        """The stream's newest valid checkpoint, or ``None`` when it has none. With
+        ``topic_id``, checkpoints written for another topic of the same name (one deleted
+        and created again) are refused."""
         prefix = stream_prefix(stream_id)
         candidates = [f"{prefix}latest.json", *self._numbered_manifests(stream_id)]
         tried: set[str] = set()
@@ -310,6 +319,18 @@ class CheckpointStore:
             try:
                 manifest = Manifest.parse(raw)
                 _check_manifest(manifest, stream_id)
+                if topic_id and manifest.topic_id and manifest.topic_id != topic_id:
+                    # Its older checkpoints are of the old topic too: none is taken.
+                    log.error(
+                        "stream %s: checkpoint %s was written for topic id %s, and %s is now "
+                        "topic id %s (created again): the stream starts afresh",
+                        stream_id,
+                        key,
+                        manifest.topic_id,
+                        manifest.topic,
+                        topic_id,
+                    )
+                    return None
                 if manifest.object in tried:
                     continue
                 tried.add(manifest.object)

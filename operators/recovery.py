@@ -205,8 +205,11 @@ class CheckpointWriter:
         while jobs:
             ckpt, partition = jobs[0][1]
             snap = ckpt.snapshot
+            with self._lock:
+                known = self.partitions.get(partition)
+            topic_id = known.topic_id if known is not None else ""
             try:
-                manifest = self.store.write(ckpt, self.topic, partition)
+                manifest = self.store.write(ckpt, self.topic, partition, topic_id)
             except Exception as exc:
                 if not is_store_error(exc):  # this checkpoint's bug: it is lost (the stream's
                     jobs.pop(0)  # previous one stays in force), the others are not
@@ -253,11 +256,23 @@ class RecoveryPlan:
 
 
 def recovery_plan(
-    store: CheckpointStore, topic: str, partition: int, partitions: int
+    store: CheckpointStore, topic: str, partition: int, partitions: int, topic_id: str = ""
 ) -> RecoveryPlan:
     """The newest valid checkpoint of every stream known on the partition, and the smallest
-    offset any of them (or a stream without one) still needs."""
+    offset any of them (or a stream without one) still needs. ``topic_id`` (the topic's
+    now): what was written for an earlier topic of the same name is refused, its streams
+    start afresh from the new topic's records."""
     known = store.load_partition(topic, partition)
+    if known is not None and topic_id and known.topic_id and known.topic_id != topic_id:
+        log.error(
+            "%s/%d: its manifest was written for topic id %s, the topic is now %s (created "
+            "again): its checkpoints are refused, its streams start from the new records",
+            topic,
+            partition,
+            known.topic_id,
+            topic_id,
+        )
+        known = None
     if known is None:
         streams = store.discover(topic, partition, partitions)
         known_first: dict[str, int | None] = dict.fromkeys(streams)
@@ -266,7 +281,7 @@ def recovery_plan(
         known_first = {sid: s["first"] for sid, s in known.streams.items()}
         position = known.position
     restored, needs = [], []
-    manifest = PartitionManifest(topic, partition, position)
+    manifest = PartitionManifest(topic, partition, position, topic_id=topic_id)
     for sid, first in sorted(known_first.items()):
         if not is_stream_id(sid):  # written by a build that did not check ids
             log.error(
@@ -276,7 +291,7 @@ def recovery_plan(
                 shown(sid),
             )
             continue
-        loaded = store.load(sid)
+        loaded = store.load(sid, topic_id)
         if loaded is None:
             needs.append(first)  # replayed from its first record (None: from the start)
             if first is not None:

@@ -628,8 +628,9 @@ class SegmentationWorker:
         topic = self.cfg.kafka.frames_topic
         seeks: dict[int, int | None] = {}
         ends = kafka.end_offsets(self.cfg.kafka, self.bootstrap, topic, partitions)
+        topic_id = kafka.topic_id(self.cfg.kafka, self.bootstrap, topic)
         for p in partitions:
-            plan = recovery_plan(self.checkpoints, topic, p, self.cfg.kafka.partitions)
+            plan = recovery_plan(self.checkpoints, topic, p, self.cfg.kafka.partitions, topic_id)
             end = ends[p]
             taken_at = max([plan.manifest.position, *(c.snapshot.offset for c in plan.restored)])
             if taken_at > end:
@@ -642,7 +643,7 @@ class SegmentationWorker:
                     end,
                     taken_at,
                 )
-                plan = RecoveryPlan(p, None, PartitionManifest(topic, p, 0))
+                plan = RecoveryPlan(p, None, PartitionManifest(topic, p, 0, topic_id=topic_id))
             for ckpt in plan.restored:
                 self._restore(ckpt)
             self.writer.track(plan.manifest)

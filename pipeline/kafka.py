@@ -97,6 +97,21 @@ def ensure_topics(cfg: KafkaConfig, bootstrap: str) -> None:
         admin.close()
 
 
+def topic_id(cfg: KafkaConfig, bootstrap: str, topic: str) -> str:
+    """The topic's id: Kafka gives each topic a new one when it is created, so a topic
+    deleted and created again under the same name is told apart (its offsets start over and
+    mean other records). "" where the broker gives none."""
+    admin = KafkaAdminClient(
+        bootstrap_servers=bootstrap, client_id="ausm-admin", **cfg.client_settings()
+    )
+    try:
+        (described,) = admin.describe_topics([topic])
+    finally:
+        admin.close()
+    value = str(described.get("topic_id") or "")
+    return "" if value.strip("0-") == "" or value == "AAAAAAAAAAAAAAAAAAAAAA" else value
+
+
 def make_producer(cfg: KafkaConfig, bootstrap: str, max_block_ms: int = 60_000) -> KafkaProducer:
     """``max_block_ms``: longest a send (or a metadata question) waits for a broker."""
     return KafkaProducer(

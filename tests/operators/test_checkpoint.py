@@ -165,3 +165,25 @@ def test_a_manifest_naming_another_stream_or_its_object_is_refused(tmp_path, cap
         _, manifest = ckpts.load("a")
     assert manifest.object == f"{stream_prefix('a')}{4:012d}.safetensors"
     assert any("outside checkpoints/a/" in r.getMessage() for r in caplog.records)
+
+
+def test_checkpoints_of_a_topic_created_again_are_refused(tmp_path, caplog):
+    """Offsets of a recreated topic mean other records: manifests name the topic's id."""
+    store = FileStore(tmp_path)
+    ckpts = CheckpointStore(store, MODEL.cfg, "m@1")
+    old = checkpoints_at(store, [4, 8])  # written without an id (an older build): accepted
+    assert recovery_plan(old, "t", 0, partitions=1, topic_id="id-2").restored
+    ckpt, _ = ckpts.load("a")
+    ckpts.write(ckpt, "t", 0, topic_id="id-1")
+    manifest = PartitionManifest("t", 0, position=20, topic_id="id-1")
+    manifest.streams = {"a": {"first": 0, "resume": 9}}
+    ckpts.write_partition(manifest)
+    same = recovery_plan(ckpts, "t", 0, partitions=1, topic_id="id-1")
+    assert [c.snapshot.stream_id for c in same.restored] == ["a"] and same.seek == 9
+    assert same.manifest.topic_id == "id-1"
+    with caplog.at_level(logging.ERROR):
+        again = recovery_plan(ckpts, "t", 0, partitions=1, topic_id="id-2")
+    assert again.restored == [] and again.seek is None  # the new topic from its start
+    assert again.manifest.topic_id == "id-2"
+    messages = " ".join(r.getMessage() for r in caplog.records)
+    assert "created again" in messages and "id-1" in messages

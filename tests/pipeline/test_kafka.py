@@ -61,3 +61,20 @@ def test_a_dead_letters_reason_is_cut_to_4_kib():
     assert len(cut) <= kafka.MAX_ERROR_HEADER_BYTES == 4096
     text = cut.decode()  # still UTF-8: not cut inside a character
     assert text.startswith("frames record schema does not match") and "cut" in text[-60:]
+
+
+def test_a_topic_created_again_has_another_id(broker):
+    from kafka import KafkaAdminClient
+
+    cfg = KafkaConfig(bootstrap=broker.bootstrap, frames_topic=f"life-{uuid.uuid4().hex[:6]}")
+    kafka.ensure_topics(cfg, broker.bootstrap)
+    first = kafka.topic_id(cfg, broker.bootstrap, cfg.frames_topic)
+    assert first and first == kafka.topic_id(cfg, broker.bootstrap, cfg.frames_topic)
+    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    try:
+        admin.delete_topics([cfg.frames_topic])
+    finally:
+        admin.close()
+    kafka.ensure_topics(cfg, broker.bootstrap)
+    second = kafka.topic_id(cfg, broker.bootstrap, cfg.frames_topic)
+    assert second and second != first
