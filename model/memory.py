@@ -112,11 +112,9 @@ def receive_labels(state: StreamState) -> None:
     if state.memory_labels.shape[0] == 0:
         return
     labels = (state.slot_soft_masks * state.slot_active[:, None, None]).to(MEMORY_DTYPE)
-    ring = state.memory_labels
-    ring[2:] = ring[1:-1].clone()
-    ring[1] = labels
+    _push_newest(state.memory_labels, labels)
     if bool(state.memory_anchor_due[0]):
-        ring[0] = labels
+        state.memory_labels[0] = labels
         state.memory_valid[0] = True
         state.memory_anchor_due[0] = False
 
@@ -128,14 +126,17 @@ def remember_frame(state: StreamState, look: Tensor, prompted: bool) -> None:
     if state.memory_features.shape[0] == 0:
         return
     features = look.to(MEMORY_DTYPE)
-    ring, valid = state.memory_features, state.memory_valid
-    ring[2:] = ring[1:-1].clone()
-    valid[2:] = valid[1:-1].clone()
-    ring[1] = features
-    valid[1] = True
+    _push_newest(state.memory_features, features)
+    _push_newest(state.memory_valid, True)
     if prompted or state.frames_seen == 1:
-        ring[0] = features
+        state.memory_features[0] = features
         state.memory_anchor_due[0] = True
+
+
+def _push_newest(ring: Tensor, item: Tensor | bool) -> None:
+    """Frames 1.. of a memory tensor (0 is the anchor) move one older; ``item`` is frame 1."""
+    ring[2:] = ring[1:-1].clone()
+    ring[1] = item
 
 
 def stream_memory(states: list[StreamState]) -> Memory | None:

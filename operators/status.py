@@ -126,7 +126,7 @@ class WorkerStatus:
     store_errors: int
     """Object-store calls that failed (retried with back-off: ``storage.retry_*``)."""
     store_outage_s: float
-    """Seconds the store has been failing, summed over outages."""
+    """Seconds the store has been failing now (since its last answer); 0 while it answers."""
     run_seconds: float
     """Wall time of the finished runs."""
     step_seconds: float

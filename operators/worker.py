@@ -311,7 +311,6 @@ class SegmentationWorker:
         self._to_store: set[str] = set()  # chosen to page out, checkpoint not yet submitted
         self._deferred: dict[str, list[ConsumerRecord]] = {}
         """Per stream whose page-in the store failed, its records read since, in order."""
-        self._deferred_bytes = 0
         self._page_in_backoff = Backoff.of(cfg.storage)
         self._last_active: dict[str, float] = {}
         self._last_idle_check = time.monotonic()
@@ -581,7 +580,6 @@ class SegmentationWorker:
                 stream_id,
             )
         waiting.append(msg)
-        self._deferred_bytes += len(msg.value or b"")
         self.writer.note_stream(msg.partition, stream_id, msg.offset)
 
     def _retry_deferred(self) -> None:
@@ -591,14 +589,17 @@ class SegmentationWorker:
             if not self._page_in(sid, self._deferred[sid][0].offset):
                 return
             msgs = self._deferred.pop(sid)
-            self._deferred_bytes -= sum(len(m.value or b"") for m in msgs)
             log.info("stream %s: paged in; its %d waiting records are queued", sid, len(msgs))
             for msg in msgs:
                 self._queue(msg, kafka.header(msg.headers, records.KIND_HEADER), sid)
 
     def _forget_deferred(self, stream_ids: set[str]) -> None:
         for sid in stream_ids & set(self._deferred):
-            self._deferred_bytes -= sum(len(m.value or b"") for m in self._deferred.pop(sid))
+            del self._deferred[sid]
+
+    def _deferred_bytes(self) -> int:
+        """Bytes of the records waiting for their stream's page-in (usually none)."""
+        return sum(len(m.value or b"") for msgs in self._deferred.values() for m in msgs)
 
     def _commit_lag(self, wait: bool = False) -> None:
         """Commit to Kafka what the written checkpoints cover: the last step of the commit
@@ -837,7 +838,7 @@ class SegmentationWorker:
         """Fetched frames waiting past ``worker.max_queued_bytes`` (``process_all`` only)."""
         if self.cfg.worker.lag_policy != "process_all":
             return False
-        queued = self.processor.backlog() * self.frame_bytes + self._deferred_bytes
+        queued = self.processor.backlog() * self.frame_bytes + self._deferred_bytes()
         return queued >= self.cfg.worker.max_queued_bytes
 
     def _owned(self, stream_ids: set[str]) -> set[str]:

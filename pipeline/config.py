@@ -30,7 +30,7 @@ from typing import Any, Literal
 from ausm_stream.errors import ConfigError, InvalidInputError
 from ausm_stream.pipeline.geometry import Fit
 from ausm_stream.pipeline.records import MAX_CHUNK_FRAMES
-from ausm_stream.pipeline.sources import SourcePolicy
+from ausm_stream.pipeline.sources import NETWORK_SCHEMES, SourcePolicy
 
 ENV_PREFIX = "AUSM_"
 LagPolicy = Literal["process_all", "skip_to_live"]
@@ -101,8 +101,11 @@ class KafkaConfig:
                 "kafka.sasl_* settings need kafka.security_protocol SASL_SSL or SASL_PLAINTEXT, "
                 f"got {self.security_protocol}"
             )
-        files = {"ssl_cafile": self.ssl_cafile, "ssl_certfile": self.ssl_certfile}
-        files["ssl_keyfile"] = self.ssl_keyfile
+        files = {
+            "ssl_cafile": self.ssl_cafile,
+            "ssl_certfile": self.ssl_certfile,
+            "ssl_keyfile": self.ssl_keyfile,
+        }
         given = {k: v for k, v in files.items() if v is not None}
         if given and not tls:
             raise ConfigError(
@@ -201,7 +204,7 @@ class IngestConfig:
     """How frames fit the model's square input: ``letterbox`` scales them by one factor and
     pads the rest with black bands that never produce tracks (shapes keep their
     proportions); ``stretch`` fills the input, squeezing shapes (``pipeline/geometry.py``)."""
-    source_schemes: str = "rtsp,rtsps,rtmp,http,https,srt,udp,tcp"
+    source_schemes: str = ",".join(NETWORK_SCHEMES)
     """URL schemes ``POST /streams`` accepts as sources, comma-separated (pipeline/sources.py)."""
     source_hosts: str | None = None
     """Hosts a source URL may name although they resolve to loopback, private or link-local

@@ -48,7 +48,7 @@ from ausm_stream.pipeline import kafka, records
 from ausm_stream.pipeline.config import IngestConfig, KafkaConfig
 from ausm_stream.pipeline.geometry import Fit, Placement
 from ausm_stream.pipeline.ids import check_stream_id
-from ausm_stream.pipeline.sources import protocol_whitelist
+from ausm_stream.pipeline.sources import NETWORK_SCHEMES, protocol_whitelist
 
 log = logging.getLogger(__name__)
 
@@ -56,16 +56,7 @@ MAX_SOURCE_PIXELS = 8192 * 8192
 """Largest source frame decoded (64 Mpx: 8K video is 33 Mpx)."""
 PROMPT_WAIT_S = 30.0
 """Longest a prompt waits for a starting ingest, and for the broker to take it."""
-LIVE_SCHEMES = (
-    "rtsp://",
-    "rtsps://",
-    "rtmp://",
-    "http://",
-    "https://",
-    "udp://",
-    "tcp://",
-    "srt://",
-)
+LIVE_SCHEMES = tuple(f"{scheme}://" for scheme in NETWORK_SCHEMES)
 
 _USERINFO = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s'\"]*@")
 

@@ -74,10 +74,14 @@ def error_header(reason: str) -> bytes:
     return head + tail
 
 
-def ensure_topics(cfg: KafkaConfig, bootstrap: str) -> None:
-    admin = KafkaAdminClient(
+def _admin(cfg: KafkaConfig, bootstrap: str) -> KafkaAdminClient:
+    return KafkaAdminClient(
         bootstrap_servers=bootstrap, client_id="ausm-admin", **cfg.client_settings()
     )
+
+
+def ensure_topics(cfg: KafkaConfig, bootstrap: str) -> None:
+    admin = _admin(cfg, bootstrap)
     try:
         existing = set(admin.list_topics())
         wanted = [
@@ -101,15 +105,13 @@ def topic_id(cfg: KafkaConfig, bootstrap: str, topic: str) -> str:
     """The topic's id: Kafka gives each topic a new one when it is created, so a topic
     deleted and created again under the same name is told apart (its offsets start over and
     mean other records). "" where the broker gives none."""
-    admin = KafkaAdminClient(
-        bootstrap_servers=bootstrap, client_id="ausm-admin", **cfg.client_settings()
-    )
+    admin = _admin(cfg, bootstrap)
     try:
         (described,) = admin.describe_topics([topic])
     finally:
         admin.close()
     value = str(described.get("topic_id") or "")
-    return "" if value.strip("0-") == "" or value == "AAAAAAAAAAAAAAAAAAAAAA" else value
+    return "" if value.strip("0-") == "" else value  # none, or the all-zero id
 
 
 def make_producer(cfg: KafkaConfig, bootstrap: str, max_block_ms: int = 60_000) -> KafkaProducer:

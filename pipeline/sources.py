@@ -50,6 +50,8 @@ _PROTOCOLS = {
     "file": "file",
 }
 """FFmpeg protocols each scheme needs (HTTP(S) sources may be HLS playlists)."""
+NETWORK_SCHEMES = tuple(s for s in _PROTOCOLS if s != "file")
+"""The URL schemes of live sources (cameras, streaming servers)."""
 
 
 def protocol_whitelist(source: str) -> str:
@@ -69,11 +71,11 @@ class SourcePolicy:
     def parse(cls, schemes: str, hosts: str | None, media_root: str | None) -> SourcePolicy:
         """From the comma-separated ``ingest.source_schemes`` and ``ingest.source_hosts``."""
         names = frozenset(s.strip().lower() for s in schemes.split(",") if s.strip())
-        unknown = sorted(names - set(_PROTOCOLS) - {"file"})
+        unknown = sorted(names - set(NETWORK_SCHEMES))
         if unknown:
             raise InvalidInputError(
                 f"ingest.source_schemes names unknown scheme(s) {unknown}; "
-                f"known: {sorted(set(_PROTOCOLS) - {'file'})}"
+                f"known: {sorted(NETWORK_SCHEMES)}"
             )
         patterns, networks = [], []
         for entry in (e.strip() for e in (hosts or "").split(",")):
