@@ -31,6 +31,10 @@ class SourceError(AUSMStreamError):
     """A video source could not be opened or read (after the retries it was allowed)."""
 
 
+class DeliveryError(AUSMStreamError):
+    """The Kafka brokers did not take a record within ``kafka.delivery_timeout_s``."""
+
+
 class NotFoundError(InvalidInputError):
     """The caller named something that does not exist (a stream id): the API's 404."""
 

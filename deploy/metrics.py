@@ -90,6 +90,11 @@ class PipelineCollector:
             "Object-store calls that failed (retried with back-off)",
             labels=["worker"],
         )
+        broker_errors = CounterMetricFamily(
+            "ausm_broker_errors",
+            "Tracks windows the Kafka brokers failed to take or acknowledge (sent again)",
+            labels=["worker"],
+        )
         partition_lag = GaugeMetricFamily(
             "ausm_partition_lag_records",
             "Records in Kafka a worker has not read yet",
@@ -102,9 +107,10 @@ class PipelineCollector:
             checkpoints.add_metric([name], w.checkpoints_written)
             dead.add_metric([name], w.dead_letters)
             store_errors.add_metric([name], w.store_errors)
+            broker_errors.add_metric([name], w.broker_errors)
             for p, lag in sorted(w.partition_lag.items()):
                 partition_lag.add_metric([name, str(p)], lag)
-        yield from (step, batch, checkpoints, dead, store_errors, partition_lag)
+        yield from (step, batch, checkpoints, dead, store_errors, broker_errors, partition_lag)
 
 
 def render_metrics(status: PoolStatus, streams: list[StreamInfo]) -> tuple[bytes, str]:

@@ -13,7 +13,7 @@ import ray
 
 from ausm_stream.errors import ConfigError
 from ausm_stream.pipeline import kafka
-from ausm_stream.pipeline.broker import EmbeddedBroker
+from ausm_stream.pipeline.broker import MEMORY, EmbeddedBroker, s3_storage
 from ausm_stream.pipeline.config import PipelineConfig
 
 log = logging.getLogger(__name__)
@@ -51,11 +51,32 @@ def local_cpus(cfg: PipelineConfig) -> int:
     return cpus
 
 
+def embedded_broker(cfg: PipelineConfig, log_file: Path | None) -> EmbeddedBroker:
+    """The embedded broker ``kafka.embedded_log`` asks for, creating the topics again after a
+    restart (with a log in memory, they are gone)."""
+    storage, env = MEMORY, {}
+    if cfg.kafka.embedded_log == "store":
+        store = cfg.storage
+        if not store.url.startswith("s3://"):
+            raise ConfigError(
+                "kafka.embedded_log 'store' keeps the embedded broker's log in the S3 bucket "
+                f"of storage.url, which is {store.url!r}: use an s3:// store, or "
+                "kafka.embedded_log 'memory'"
+            )
+        bucket = store.url.removeprefix("s3://").split("/", 1)[0]
+        storage, env = s3_storage(
+            bucket, store.endpoint, store.access_key, store.secret_key, store.region
+        )
+    broker = EmbeddedBroker(log_file=log_file, storage=storage, env=env)
+    broker.on_restart = lambda: kafka.ensure_topics(cfg.kafka, broker.bootstrap)
+    return broker
+
+
 def start_runtime(cfg: PipelineConfig, log_dir: Path | None = None) -> Runtime:
     cpus = local_cpus(cfg) if cfg.ray.address == "local" else None  # fail before starting
     broker = None
     if cfg.kafka.bootstrap == "embedded":
-        broker = EmbeddedBroker(log_file=log_dir / "broker.log" if log_dir else None).start()
+        broker = embedded_broker(cfg, log_dir / "broker.log" if log_dir else None).start()
         bootstrap = broker.bootstrap
     else:
         bootstrap = cfg.kafka.bootstrap

@@ -9,7 +9,7 @@ covers more), so slow storage costs replay length, never step time.
 
 A store outage costs the same, no more: a write the store fails
 (:func:`~ausm_stream.pipeline.storage.is_store_error`) is logged, counted in the worker's
-:class:`~ausm_stream.pipeline.storage.StoreHealth` and tried again after a back-off
+:class:`~ausm_stream.pipeline.storage.ServiceHealth` and tried again after a back-off
 (``storage.retry_initial_s`` doubling to ``storage.retry_max_s``), the checkpoints not yet
 written kept in order (or replaced by newer ones of their streams), until the store answers.
 Any other error (a bug) loses that one checkpoint (the previous one stays in force), is
@@ -34,7 +34,7 @@ from ausm_stream.operators.checkpoint import (
     PartitionManifest,
 )
 from ausm_stream.pipeline.ids import is_stream_id, shown
-from ausm_stream.pipeline.storage import Backoff, StoreHealth, is_store_error
+from ausm_stream.pipeline.storage import Backoff, ServiceHealth, is_store_error
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ class CheckpointWriter:
         flush_sinks: Callable[[], None],
         on_written: Callable[[str, int], None] | None = None,
         backoff: Backoff | None = None,
-        health: StoreHealth | None = None,
+        health: ServiceHealth | None = None,
     ) -> None:
         """``on_written(stream_id, frame)`` is called on the writer thread once a stream's
         checkpoint (resuming at ``frame``) is stored. ``backoff`` paces the tries while the
@@ -57,7 +57,7 @@ class CheckpointWriter:
         self.flush_sinks = flush_sinks
         self.on_written = on_written
         self.backoff = backoff or Backoff()
-        self.health = health or StoreHealth()
+        self.health = health or ServiceHealth()
         self.partitions: dict[int, PartitionManifest] = {}
         self.written = 0
         self._jobs: dict[str, tuple[Checkpoint, int]] = {}

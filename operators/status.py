@@ -127,6 +127,10 @@ class WorkerStatus:
     """Object-store calls that failed (retried with back-off: ``storage.retry_*``)."""
     store_outage_s: float
     """Seconds the store has been failing now (since its last answer); 0 while it answers."""
+    broker_errors: int
+    """Tracks windows the Kafka brokers failed to take or acknowledge (sent again later)."""
+    broker_outage_s: float
+    """Seconds the brokers have been failing the worker's sends now; 0 while they answer."""
     run_seconds: float
     """Wall time of the finished runs."""
     step_seconds: float

@@ -33,6 +33,12 @@ after a back-off while the other streams go on (:meth:`SegmentationWorker._retry
 Every S3 call has bounded timeouts (``storage.timeout_s``), so a black-holed store costs the
 loop one call's timeout per back-off, not minutes. :attr:`SegmentationWorker.store_health`
 counts the failures and how long the store has been failing.
+
+Broker outages neither: the producer retries each tracks window in order until the brokers
+take it (``kafka.delivery_timeout_s``); a window stays owed in its sink until acknowledged,
+so no checkpoint covers it, and :attr:`SegmentationWorker.broker_health` reports the outage
+(a window unacknowledged for ``kafka.ACK_STALL_S``, or given up and sent again). A failed
+run gets a new producer, as a new process would.
 """
 
 from __future__ import annotations
@@ -53,10 +59,9 @@ import numpy as np
 import pyarrow as pa
 import ray
 import torch
-from kafka import KafkaConsumer, TopicPartition
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
-from kafka.errors import KafkaError
-from kafka.structs import OffsetAndMetadata
+from kafka.errors import KafkaTimeoutError
 
 from ausm_stream.errors import ConfigError, RecordError
 from ausm_stream.model import AUSM, DEFAULT_WEIGHTS, AUSMConfig
@@ -75,7 +80,7 @@ from ausm_stream.pipeline import kafka, records
 from ausm_stream.pipeline.config import PipelineConfig, WorkerConfig
 from ausm_stream.pipeline.ids import shown
 from ausm_stream.pipeline.sinks import KafkaTrackSink, ParquetSink, TrackSinks
-from ausm_stream.pipeline.storage import Backoff, StoreHealth, is_store_error, open_store
+from ausm_stream.pipeline.storage import Backoff, ServiceHealth, is_store_error, open_store
 from ausm_stream.pipeline.tracks import FrameTracks
 
 log = logging.getLogger(__name__)
@@ -253,13 +258,15 @@ class SegmentationWorker:
             cfg.model.weights, cfg.worker.device, **model_settings(cfg.worker)
         )
         self.store = open_store(cfg.storage)
-        self.store_health = StoreHealth()
+        self.store_health = ServiceHealth()
         """Failed object-store calls of this worker (checkpoints, Parquet, page-ins) and how
         long the store has been failing."""
         self.checkpoints = CheckpointStore(
             self.store, self.model.cfg, self.model_version, keep=cfg.worker.checkpoints_kept
         )
-        self.producer = kafka.make_producer(cfg.kafka, bootstrap)
+        self.broker_health = ServiceHealth("Kafka brokers")
+        """Tracks windows the brokers did not take or acknowledge (retried with back-off)."""
+        self.producer = self._new_producer()
         self.sinks = TrackSinks(
             self.model_version,
             parquet=ParquetSink(
@@ -270,7 +277,12 @@ class SegmentationWorker:
                 self.store_health,
             ),
             kafka=KafkaTrackSink(
-                self.producer, cfg.kafka.tracks_topic, cfg.ingest.chunk_frames, self.model_version
+                self.producer,
+                cfg.kafka.tracks_topic,
+                cfg.ingest.chunk_frames,
+                self.model_version,
+                Backoff.of(cfg.storage),
+                self.broker_health,
             ),
         )
         self.processor = StreamProcessor(
@@ -317,17 +329,23 @@ class SegmentationWorker:
         self._progressed: set[str] = set()
         self._last_periodic = time.monotonic()
         self._last_push = 0.0
-        self._committed: dict[int, int] = {}
+        self._lag: kafka.LagCommitter | None = None
         self._consumer: KafkaConsumer | None = None
         self._commands: queue.Queue[tuple[str, list[int], threading.Event]] = queue.Queue()
         self._stop = threading.Event()
         self._fault: tuple[str, float] | None = None
 
+    def _new_producer(self) -> KafkaProducer:
+        """The producer of tracks and dead letters. A full buffer (the brokers away for long)
+        fails a send after a second instead of holding the loop: the window stays owed and
+        is sent again later."""
+        return kafka.make_producer(self.cfg.kafka, self.bootstrap, max_block_ms=1000)
+
     def _new_writer(self) -> CheckpointWriter:
         return CheckpointWriter(
             self.checkpoints,
             self.cfg.kafka.frames_topic,
-            flush_sinks=self.producer.flush,
+            flush_sinks=lambda: self.producer.flush(),  # the producer of the moment
             on_written=self._checkpoint_written,
             backoff=Backoff.of(self.cfg.storage),
             health=self.store_health,
@@ -452,15 +470,19 @@ class SegmentationWorker:
         if ready and room > 0:
             # Those leaving memory first; the rest wait for room (a few loops at most).
             order = sorted(ready & self._to_store) + sorted(ready - self._to_store)
-            taken = set(order[:room])
-            self._due -= taken
-            self._checkpoint(taken)
-            entries = self.processor.streams
-            closed = {sid for sid in taken if sid in entries and entries[sid].closed}
-            self._leaving |= (taken & self._to_store) | closed
-            self._to_store -= taken
+            self._checkpoint_leaving(set(order[:room]))
         if self._leaving and self.writer.idle():
             self._let_streams_go()
+
+    def _checkpoint_leaving(self, taken: set[str]) -> None:
+        """Checkpoint ``taken``; those chosen to page out, and ended ones, then leave memory
+        once written (:meth:`_let_streams_go`)."""
+        self._due -= taken
+        self._checkpoint(taken)
+        entries = self.processor.streams
+        closed = {sid for sid in taken if sid in entries and entries[sid].closed}
+        self._leaving |= (taken & self._to_store) | closed
+        self._to_store -= taken
 
     def _checkpoint_all(self, stream_ids: set[str]) -> None:
         """Checkpoint many streams and wait until all are written, ``CHECKPOINT_BACKLOG`` at a
@@ -469,7 +491,7 @@ class SegmentationWorker:
         self._write_owed_windows()
         order = sorted(stream_ids)
         for i in range(0, len(order), CHECKPOINT_BACKLOG):
-            self._checkpoint(set(order[i : i + CHECKPOINT_BACKLOG]))
+            self._checkpoint_leaving(set(order[i : i + CHECKPOINT_BACKLOG]))
             self.writer.wait()
         self.writer.wait()  # and those submitted before
 
@@ -601,26 +623,12 @@ class SegmentationWorker:
         """Bytes of the records waiting for their stream's page-in (usually none)."""
         return sum(len(m.value or b"") for msgs in self._deferred.values() for m in msgs)
 
-    def _commit_lag(self, wait: bool = False) -> None:
-        """Commit to Kafka what the written checkpoints cover: the last step of the commit
-        order, for lag monitoring only (recovery never reads it)."""
-        assert self._consumer is not None
-        topic = self.cfg.kafka.frames_topic
+    def _commit_lag(self) -> None:
+        """Offer Kafka what the written checkpoints cover: the last step of the commit
+        order, for lag monitoring only (recovery never reads it), committed off the loop."""
+        assert self._lag is not None
         marks = self.writer.watermarks()
-        changed = {
-            TopicPartition(topic, p): OffsetAndMetadata(offset, "", -1)
-            for p, offset in marks.items()
-            if p in self.partitions and self._committed.get(p) != offset
-        }
-        if changed:
-            try:
-                if wait:
-                    self._consumer.commit(changed)
-                else:
-                    self._consumer.commit_async(changed)
-            except KafkaError as exc:
-                log.warning("committing offsets for lag monitoring failed: %s", exc)
-            self._committed.update({tp.partition: o.offset for tp, o in changed.items()})
+        self._lag.offer({p: offset for p, offset in marks.items() if p in self.partitions})
 
     # -- partitions ----------------------------------------------------------------------------
     def _recover(self, partitions: list[int]) -> None:
@@ -703,6 +711,7 @@ class SegmentationWorker:
         self._forget_deferred({s for s in self._deferred if self._partition_of(s) in gone})
         for sid in streams | out_of_memory:
             self._forget(sid)
+            self._leaving.discard(sid)
             self.stats.pop(sid, None)
             self.skip.pop(sid, None)
             self._stored.pop(sid, None)
@@ -880,9 +889,8 @@ class SegmentationWorker:
         if self.coordinator is not None:  # a restarted actor asks who owns what now
             coordinator = ray.get_actor(self.coordinator)
             self.partitions = ray.get(coordinator.partitions_of.remote(self.name))
-        self._consumer = kafka.make_consumer(
-            self.cfg.kafka, self.bootstrap, group_id=self.cfg.kafka.lag_group
-        )
+        self._consumer = kafka.make_consumer(self.cfg.kafka, self.bootstrap)
+        self._lag = kafka.LagCommitter(self.cfg.kafka, self.bootstrap, self.cfg.kafka.frames_topic)
         owned, self.partitions = self.partitions, []
         self._recover(owned)
         started = last_activity = time.monotonic()
@@ -926,17 +934,27 @@ class SegmentationWorker:
                     break
             self._checkpoint_all(self._progressed | self._due)  # a clean stop resumes exactly
             self._let_streams_go()
-            self._commit_lag(wait=True)
+            self._commit_lag()
         finally:
             # Records still waiting for a page-in are read again by the next run: its recovery
             # seeks to where the partition's manifest holds them (:meth:`_defer`).
             self._forget_deferred(set(self._deferred))
-            self.producer.flush()  # dead letters and tracks are delivered
+            self._deliver()
+            self._lag.close()
             self._consumer.close()
             self._consumer = None
             self.run_seconds += time.monotonic() - started
             self.cpu_seconds += time.process_time() - cpu_started
         return self.status()
+
+    def _deliver(self) -> None:
+        """Wait for the brokers to take the dead letters and tracks sent, ``kafka.STOP_FLUSH_S``
+        at most: tracks not acknowledged by then are owed, so no checkpoint covers them and
+        the next run sends them again."""
+        try:
+            self.producer.flush(timeout=kafka.STOP_FLUSH_S)
+        except KafkaTimeoutError:
+            log.warning("worker %s: the Kafka brokers did not take everything sent", self.name)
 
     def _push_status(self, coordinator: ray.actor.ActorHandle | None) -> None:
         """Hand the coordinator this worker's status every ``STATUS_PUSH_S``, from the loop's
@@ -975,10 +993,13 @@ class SegmentationWorker:
             self._to_store,
             self._last_active,
             self._progressed,
-            self._committed,
         ):
             held.clear()
         self.writer = self._new_writer()
+        # As a new process would: a producer the brokers failed for good (one whose producer
+        # id a restarted broker forgot) sends nothing again.
+        self.producer.close(timeout=0)
+        self.producer = self.sinks.sinks["kafka"].producer = self._new_producer()
 
     def inject_fault(self, kind: Literal["raise", "stall"], seconds: float = 0.0) -> None:
         """For drills and tests: the loop's next pass raises :class:`InjectedFault`, as a bug
@@ -1047,6 +1068,8 @@ class SegmentationWorker:
             store_page_ins=self.store_page_ins,
             store_errors=self.store_health.errors,
             store_outage_s=round(self.store_health.outage_s, 3),
+            broker_errors=self.broker_health.errors,
+            broker_outage_s=round(self.broker_health.outage_s, 3),
             run_seconds=round(self.run_seconds, 3),
             step_seconds=round(self.processor.step_seconds, 3),
             cpu_seconds=round(self.cpu_seconds, 3),

@@ -41,6 +41,8 @@ Autocast = Literal["off", "bfloat16", "float16"]
 """``AUSMConfig.autocast``'s choices."""
 ScanBackend = Literal["auto", "torch", "mamba_ssm"]
 """``AUSMConfig.scan_backend``'s choices."""
+MIN_DELIVERY_TIMEOUT_S = 31.0
+"""kafka-python's request timeout (30 s) plus the producer's linger, rounded up."""
 KafkaProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 
@@ -49,6 +51,9 @@ SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 class KafkaConfig:
     bootstrap: str = "embedded"
     """``host:port[,host:port]``, or ``embedded`` to start a Tansu broker on loopback."""
+    embedded_log: Literal["memory", "store"] = "memory"
+    """Where the embedded broker keeps its log: in memory (lost when it restarts), or in the
+    S3 bucket of ``storage.url`` (``store``: it outlives the broker; needs an ``s3://`` store)."""
     frames_topic: str = "ausm.frames"
     tracks_topic: str = "ausm.tracks"
     dead_letter_topic: str = "ausm.dead-letter"
@@ -82,6 +87,22 @@ class KafkaConfig:
     sasl_username: str | None = None
     sasl_password: str | None = field(default=None, repr=False)
     """Best given as ``AUSM_KAFKA__SASL_PASSWORD`` (a Secret in the chart), not in a file."""
+    replication_factor: int = 1
+    """Copies of each partition the brokers keep, for the topics ausm-stream creates: 3 on a
+    production cluster, so that a topic outlives a broker (the embedded broker is one node).
+    Topics that already exist are left as they are."""
+    topic_configs: dict[str, str] = field(default_factory=dict, hash=False)
+    """Settings of the topics ausm-stream creates (``retention.ms``, ``min.insync.replicas``,
+    ...), over ``max.message.bytes``, which follows ``max_message_bytes``."""
+    delivery_timeout_s: float = 86400.0
+    """How long a producer keeps retrying a record through a broker outage before it gives
+    the record up (a day: outages are waited out). Order is kept (the producer is
+    idempotent); what waits is bounded by the producer's buffer, and a full buffer makes
+    ingest wait (back-pressure: a file pauses, a camera's session drops and is reconnected).
+    A record given up is not lost: ingest starts again from what the topic holds, as after a
+    crash, and a worker sends the tracks window again, checkpointing nothing past it
+    meanwhile. Shorter timeouts risk a gap: records given up while later ones get through.
+    At least the 30 s of one request."""
 
     def __post_init__(self) -> None:
         sasl = self.security_protocol.startswith("SASL_")
@@ -112,6 +133,22 @@ class KafkaConfig:
                 f"kafka.{next(iter(given))} needs kafka.security_protocol SSL or SASL_SSL, "
                 f"got {self.security_protocol}"
             )
+        if self.delivery_timeout_s < MIN_DELIVERY_TIMEOUT_S:
+            raise ConfigError(
+                f"kafka.delivery_timeout_s must be at least {MIN_DELIVERY_TIMEOUT_S} s (one "
+                f"request's timeout and the producer's linger), got {self.delivery_timeout_s}"
+            )
+        if not isinstance(self.topic_configs, Mapping):
+            raise ConfigError(
+                f"kafka.topic_configs must be a mapping (setting: value), got "
+                f"{self.topic_configs!r}"
+            )
+        for key, value in self.topic_configs.items():
+            if not isinstance(key, str) or not isinstance(value, str | int | float):
+                raise ConfigError(
+                    f"kafka.topic_configs maps topic setting names to values, got {key!r}: "
+                    f"{value!r}"
+                )
         for key, path in given.items():
             if not Path(path).is_file():
                 raise ConfigError(f"kafka.{key} {path!r} is not a file")
@@ -423,7 +460,7 @@ AT_MOST = {"ingest": {"chunk_frames": MAX_CHUNK_FRAMES}}
 """Keys bounded by what a record may hold: above it, every record would be refused."""
 
 POSITIVE = {
-    "kafka": ("partitions", "max_message_bytes", "fetch_max_wait_ms"),
+    "kafka": ("partitions", "max_message_bytes", "fetch_max_wait_ms", "replication_factor"),
     "ingest": ("chunk_frames", "fps", "reconnect_initial_s", "reconnect_max_s"),
     "worker": (
         "checkpoint_seconds",

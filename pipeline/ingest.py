@@ -20,6 +20,13 @@ produced are dropped, so the frames that follow, their chunking and their timest
 exactly those of an uninterrupted run; a file whose stream already ended is not produced
 again. A live source continues at the next index, its downtime reported as a drop.
 
+**Broker outages.** The producer retries a record through an outage by itself, in order
+(``kafka.delivery_timeout_s``); while its buffer is full, ingest waits for room, retrying
+with the reconnect back-off, and reports the wait as a drop (``reconnecting``) without losing
+a frame of a file. A record the producer gave up ends the run with :class:`DeliveryError`;
+:class:`IngestJob` then starts again, with a new producer and after the back-off, from what
+the topic holds, exactly as after a crash.
+
 A stream added again after it ended (the control plane's ``reset`` record, then a new
 ingest with ``first_frame``) numbers its frames on from ``first_frame``: the old stream's
 rows are never replaced.
@@ -27,6 +34,7 @@ rows are never replaced.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 import math
@@ -41,9 +49,10 @@ from typing import Literal
 import av
 import numpy as np
 from kafka import KafkaProducer
+from kafka.errors import KafkaError, KafkaTimeoutError
 from kafka.producer.future import FutureRecordMetadata
 
-from ausm_stream.errors import ConflictError, RecordError, SourceError
+from ausm_stream.errors import ConflictError, DeliveryError, RecordError, SourceError
 from ausm_stream.pipeline import kafka, records
 from ausm_stream.pipeline.config import IngestConfig, KafkaConfig
 from ausm_stream.pipeline.geometry import Fit, Placement
@@ -56,6 +65,8 @@ MAX_SOURCE_PIXELS = 8192 * 8192
 """Largest source frame decoded (64 Mpx: 8K video is 33 Mpx)."""
 PROMPT_WAIT_S = 30.0
 """Longest a prompt waits for a starting ingest, and for the broker to take it."""
+CONNECT_MS = 5000
+"""How long ingest waits for a first broker before it reports them away and backs off."""
 LIVE_SCHEMES = tuple(f"{scheme}://" for scheme in NETWORK_SCHEMES)
 
 _USERINFO = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s'\"]*@")
@@ -148,7 +159,7 @@ class Ingest:
         stream_id: str,
         url: str,
         size: tuple[int, int],
-        producer: KafkaProducer,
+        producer: KafkaProducer | None,
         kafka_cfg: KafkaConfig,
         cfg: IngestConfig,
         live: bool | None = None,
@@ -178,13 +189,19 @@ class Ingest:
         self._next_pick = 0.0
         self._resume_at = first_frame  # frames below this index came from an earlier run
         self._base_wall: int | None = None
+        self._unacked: collections.deque[tuple[FutureRecordMetadata, float]] = collections.deque()
+        """Frames, end and reset records sent and not yet acknowledged (and when), oldest
+        first."""
+        self._broker_stalled = False  # reported that acknowledgements stopped
         self._paced_from: tuple[float, float] | None = None  # (pts, monotonic) of pacing
         self._stopped = False  # by stop(), not by the source or max_frames
+        self._halt = threading.Event()  # set by stop() only: ends waits for the brokers
 
     def stop(self) -> None:
         """Stop producing without ending the stream: a later ingest of the same stream
         resumes after the last frame produced (the source, not a stop, ends a stream)."""
         self._stopped = True
+        self._halt.set()
         self._stop.set()
 
     def resume(self, last: records.Record | None) -> bool:
@@ -285,20 +302,40 @@ class Ingest:
             # The next session's clock starts one frame after everything seen so far.
             if session_last is not None:
                 self._offset_s += session_last + (1 / self.cfg.fps if self.cfg.fps else 0.04)
-            backoff = min(
-                self.cfg.reconnect_max_s, self.cfg.reconnect_initial_s * 2 ** (failures - 1)
-            )
-            self._stop.wait(backoff)
+            self._stop.wait(self._backoff(failures))
         with self._sending:  # no prompt between the last chunk and the end
             self._flush()
             if self._stopped:
                 self.report.state = "stopped"
-            else:
-                self._produce(records.ControlRecord("end", self.stream_id, self.report.frames))
-                if self.report.state != "failed":
-                    self.report.state = "ended"
-        self.producer.flush()
+            elif (
+                self._send(records.ControlRecord("end", self.stream_id, self.report.frames))
+                and self.report.state != "failed"
+            ):
+                self.report.state = "ended"
+        final = self.report.state
+        self._deliver()  # may report the brokers' silence meanwhile
+        self.report.state = final
         return self.report
+
+    def again(self) -> Ingest:
+        """A new ingest of the same stream, without a producer yet, for a run after this
+        one's failed on the brokers: it carries this one's report (its drops, its counts)
+        and stop."""
+        fresh = Ingest(
+            self.stream_id,
+            self.url,
+            self.size,
+            None,
+            self.kafka_cfg,
+            self.cfg,
+            self.live,
+            self.on_drop,
+            self.clock,
+            self.first_frame,
+        )
+        fresh.report = self.report
+        fresh._stop, fresh._stopped, fresh._halt = self._stop, self._stopped, self._halt
+        return fresh
 
     def prompt(self, prompt: records.PromptRecord) -> records.PromptRecord:
         """Send a prompt between this stream's chunks, for the frame it names or, naming
@@ -342,6 +379,70 @@ class Ingest:
             kind,
             partition=self._partition,
         )
+
+    def _send(self, record: records.Record) -> bool:
+        """Produce a frames, end or reset record, waiting while the producer's buffer is full
+        (the brokers away): whether it was sent (not if :meth:`stop` was called meanwhile).
+        Checks first that the records before it were delivered (:class:`DeliveryError` if
+        not)."""
+        self._check_delivered()
+        waits = 0
+        while not self._stopped:
+            try:
+                self._unacked.append((self._produce(record), time.monotonic()))
+            except KafkaTimeoutError as exc:
+                waits += 1
+                self._drop(f"Kafka brokers not taking records ({exc}); waiting", waits)
+                self._halt.wait(self._backoff(waits))
+                continue
+            if waits:
+                self.report.state = "connected"
+            return True
+        return False
+
+    def _deliver(self) -> None:
+        """Wait until what was sent is delivered; when stopped, for ``kafka.STOP_FLUSH_S`` at
+        most (the brokers may be away: a later ingest resumes after what the topic holds)."""
+        while not self._stopped:
+            try:
+                self.producer.flush(timeout=kafka.ACK_STALL_S)
+            except KafkaTimeoutError:
+                self._check_delivered()  # reports the brokers' silence, or what they gave up
+                continue
+            self._check_delivered()
+            return
+        try:
+            self.producer.flush(timeout=kafka.STOP_FLUSH_S)
+        except KafkaTimeoutError:
+            log.warning(
+                "stream %s stopped with %d records not delivered (the Kafka brokers are away)",
+                self.stream_id,
+                len(self._unacked),
+            )
+
+    def _check_delivered(self) -> None:
+        """Forget the acknowledged records; :class:`DeliveryError` if the producer gave one up
+        (the brokers were away for longer than ``kafka.delivery_timeout_s``). Records waiting
+        longer than ``kafka.ACK_STALL_S`` are reported once as a drop (the producer keeps
+        them and keeps trying)."""
+        while self._unacked and self._unacked[0][0].is_done:
+            sent, _ = self._unacked.popleft()
+            if self._broker_stalled and not sent.failed():
+                self._broker_stalled = False  # the brokers answer again
+                self.report.state = "connected"
+            if sent.failed():
+                self._unacked.clear()  # those after it are given up as well, or out of order
+                raise DeliveryError(
+                    f"stream {self.stream_id!r}: the Kafka brokers did not take a record "
+                    f"within kafka.delivery_timeout_s ({sent.exception})"
+                )
+        waited = time.monotonic() - self._unacked[0][1] if self._unacked else 0.0
+        if waited > kafka.ACK_STALL_S and not self._broker_stalled:
+            self._broker_stalled = True
+            self._drop(f"Kafka brokers have not acknowledged for {waited:.0f} s; retrying", 1)
+
+    def _backoff(self, failures: int) -> float:
+        return min(self.cfg.reconnect_max_s, self.cfg.reconnect_initial_s * 2 ** (failures - 1))
 
     def _drop(self, reason: str, failures: int) -> None:
         reason = redact_credentials(reason)  # shown by the API, logged
@@ -397,9 +498,9 @@ class Ingest:
             content=self._placement.content if self._placement else None,
         )
         with self._sending:
-            self._produce(chunk)
-            self.report.chunks += 1
-            self.report.produced = self.report.frames
+            if self._send(chunk):
+                self.report.chunks += 1
+                self.report.produced = self.report.frames
         self._chunk = []
 
 
@@ -444,7 +545,9 @@ def newest_record(
 
 
 class IngestJob:
-    """One stream's ingest with its own producer: the unit a Ray actor or a command runs."""
+    """One stream's ingest with its own producer: the unit a Ray actor or a command runs.
+    It connects to the brokers in :meth:`run`, not before: brokers that are away when it
+    starts are waited for like a lost camera."""
 
     def __init__(
         self,
@@ -459,10 +562,10 @@ class IngestJob:
     ) -> None:
         self.bootstrap = bootstrap
         self.ingest = Ingest(
-            check_stream_id(stream_id),  # before a producer is made for it
+            check_stream_id(stream_id),  # before anything is made for it
             url,
             size,
-            kafka.make_producer(kafka_cfg, bootstrap),
+            None,
             kafka_cfg,
             cfg,
             live=live,
@@ -470,8 +573,32 @@ class IngestJob:
         )
 
     def run(self, max_frames: int | None = None) -> IngestReport:
-        """Resume after the stream's newest record in the frames topic, then produce."""
-        return self.ingest.run(max_frames, last=self.last_produced())
+        """Resume after the stream's newest record in the frames topic, then produce. When the
+        brokers cannot be reached or give up a record, start again from what the topic
+        holds, with a new producer, after the reconnect back-off (as after a crash);
+        ``ingest.reconnect_attempts`` failures in a row (if set) fail the stream."""
+        failures = 0
+        while True:
+            ing = self.ingest
+            try:
+                if ing.producer is None:  # brokers away are reported within seconds
+                    ing.producer = kafka.make_producer(
+                        ing.kafka_cfg, self.bootstrap, connect_ms=CONNECT_MS
+                    )
+                return ing.run(max_frames, last=self.last_produced())
+            except (DeliveryError, KafkaError) as exc:
+                failures += 1
+                ing._drop(f"Kafka: {exc}; starting again", failures)
+                attempts = ing.cfg.reconnect_attempts
+                if attempts and failures > attempts:
+                    ing.report.state = "failed"
+                    raise
+                if ing._halt.wait(ing._backoff(failures)):
+                    ing.report.state = "stopped"
+                    return ing.report
+                if ing.producer is not None:
+                    ing.producer.close(timeout=0)
+                self.ingest = ing.again()
 
     def last_produced(self) -> records.Record | None:
         ing = self.ingest

@@ -20,6 +20,7 @@ from kafka.admin import NewTopic
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import TopicAlreadyExistsError
 from kafka.producer.future import FutureRecordMetadata
+from kafka.structs import OffsetAndMetadata
 
 from ausm_stream.errors import RecordError
 from ausm_stream.pipeline.config import KafkaConfig
@@ -74,10 +75,34 @@ def error_header(reason: str) -> bytes:
     return head + tail
 
 
+STOP_FLUSH_S = 10.0
+"""Longest a stopping producer (ingest, a worker's run) waits for the brokers to take what it
+sent: they may be away, and what they did not take is sent again by the next run."""
+ACK_STALL_S = 5.0
+"""A record unacknowledged this long means the brokers are away: reported (ingest's drops, a
+worker's broker health) while the producer keeps retrying it."""
+RECONNECT_BACKOFF_MAX_MS = 2000
+"""Longest a client waits between tries to reach a broker that is down (kafka-python's default
+is 30 s): a broker back from an outage is used again within 2 s, not half a minute later."""
+
+
+def _client_settings(cfg: KafkaConfig) -> dict[str, object]:
+    """What every client gets: the security settings and the reconnect back-off."""
+    return {**cfg.client_settings(), "reconnect_backoff_max_ms": RECONNECT_BACKOFF_MAX_MS}
+
+
 def _admin(cfg: KafkaConfig, bootstrap: str) -> KafkaAdminClient:
     return KafkaAdminClient(
-        bootstrap_servers=bootstrap, client_id="ausm-admin", **cfg.client_settings()
+        bootstrap_servers=bootstrap, client_id="ausm-admin", **_client_settings(cfg)
     )
+
+
+def topic_settings(cfg: KafkaConfig) -> dict[str, str]:
+    """The settings of a topic ausm-stream creates: records up to ``max_message_bytes``, and
+    ``kafka.topic_configs``."""
+    settings = {"max.message.bytes": str(cfg.max_message_bytes)}
+    settings.update({k: str(v) for k, v in cfg.topic_configs.items()})
+    return settings
 
 
 def ensure_topics(cfg: KafkaConfig, bootstrap: str) -> None:
@@ -85,7 +110,12 @@ def ensure_topics(cfg: KafkaConfig, bootstrap: str) -> None:
     try:
         existing = set(admin.list_topics())
         wanted = [
-            NewTopic(t, num_partitions=cfg.partitions, replication_factor=1)
+            NewTopic(
+                t,
+                num_partitions=cfg.partitions,
+                replication_factor=cfg.replication_factor,
+                topic_configs=topic_settings(cfg),
+            )
             for t in (cfg.frames_topic, cfg.tracks_topic, cfg.dead_letter_topic)
             if t not in existing
         ]
@@ -114,16 +144,23 @@ def topic_id(cfg: KafkaConfig, bootstrap: str, topic: str) -> str:
     return "" if value.strip("0-") == "" else value  # none, or the all-zero id
 
 
-def make_producer(cfg: KafkaConfig, bootstrap: str, max_block_ms: int = 60_000) -> KafkaProducer:
-    """``max_block_ms``: longest a send (or a metadata question) waits for a broker."""
+def make_producer(
+    cfg: KafkaConfig, bootstrap: str, max_block_ms: int = 60_000, connect_ms: int = 30_000
+) -> KafkaProducer:
+    """An idempotent producer (kafka-python's default): it retries a record through a broker
+    outage, in order and without duplicates, for ``kafka.delivery_timeout_s`` before its
+    future fails. ``max_block_ms``: longest a send waits for room in the producer's buffer
+    (or for a metadata answer) before it raises ``KafkaTimeoutError``; ``connect_ms``: how
+    long making it waits for a first broker (then ``KafkaTimeoutError``)."""
     return KafkaProducer(
         bootstrap_servers=bootstrap,
+        bootstrap_timeout_ms=connect_ms,
         max_request_size=cfg.max_message_bytes,
         linger_ms=5,
         acks="all",
-        retries=5,
+        delivery_timeout_ms=int(cfg.delivery_timeout_s * 1000),
         max_block_ms=max_block_ms,
-        **cfg.client_settings(),
+        **_client_settings(cfg),
     )
 
 
@@ -140,8 +177,70 @@ def make_consumer(cfg: KafkaConfig, bootstrap: str, group_id: str | None = None)
         max_partition_fetch_bytes=cfg.max_message_bytes,
         fetch_max_wait_ms=cfg.fetch_max_wait_ms,
         auto_offset_reset="earliest",
-        **cfg.client_settings(),
+        **_client_settings(cfg),
     )
+
+
+class LagCommitter:
+    """Commits offsets for lag monitoring (``kafka.lag_group``) from a thread and consumer of
+    its own. A consumer with a group id looks for the group's coordinator inside ``poll`` and
+    blocks there while the brokers are away (kafka-python, measured: a worker's loop stood
+    still for the whole of a 40 s outage); the worker's own consumer therefore has none, and
+    its loop never waits on a commit. The newest offsets offered win; older ones are skipped."""
+
+    def __init__(self, cfg: KafkaConfig, bootstrap: str, topic: str) -> None:
+        self.cfg, self.bootstrap, self.topic = cfg, bootstrap, topic
+        self._offsets: dict[int, int] = {}
+        self._committed: dict[int, int] = {}
+        self._cond = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="lag-committer", daemon=True)
+        self._thread.start()
+
+    def offer(self, offsets: dict[int, int]) -> None:
+        """Per partition, the offset a recovery would read from: committed soon."""
+        with self._cond:
+            self._offsets.update(offsets)
+            self._cond.notify()
+
+    def close(self, timeout_s: float = STOP_FLUSH_S) -> None:
+        """Commit what was offered (``timeout_s`` at most: the brokers may be away)."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        self._thread.join(timeout_s)
+
+    def _pending(self) -> dict[int, int]:
+        return {p: o for p, o in self._offsets.items() if self._committed.get(p) != o}
+
+    def _run(self) -> None:
+        consumer = None
+        try:
+            while True:
+                with self._cond:
+                    while not self._pending() and not self._closed:
+                        self._cond.wait()
+                    pending = self._pending()
+                    if not pending:
+                        return
+                try:
+                    if consumer is None:
+                        consumer = make_consumer(self.cfg, self.bootstrap, self.cfg.lag_group)
+                    consumer.commit(
+                        {
+                            TopicPartition(self.topic, p): OffsetAndMetadata(o, "", -1)
+                            for p, o in pending.items()
+                        }
+                    )
+                except Exception as exc:  # lag monitoring only: never stops anything
+                    log.warning("committing offsets for lag monitoring failed: %s", exc)
+                    time.sleep(1.0)
+                    continue
+                with self._cond:
+                    self._committed.update(pending)
+        finally:
+            if consumer is not None:
+                consumer.close(autocommit=False)
 
 
 def send(

@@ -25,6 +25,7 @@ window's frames only after its Parquet file is written (the commit order,
 from __future__ import annotations
 
 import logging
+import time
 from abc import ABC, abstractmethod
 from collections import defaultdict
 from datetime import datetime, timezone
@@ -32,11 +33,13 @@ from datetime import datetime, timezone
 import pyarrow as pa
 import pyarrow.parquet as pq
 from kafka import KafkaProducer
+from kafka.errors import KafkaError
+from kafka.producer.future import FutureRecordMetadata
 
 from ausm_stream.pipeline import kafka
 from ausm_stream.pipeline.ids import check_stream_id
 from ausm_stream.pipeline.records import to_ipc
-from ausm_stream.pipeline.storage import Backoff, ObjectStore, StoreHealth, is_store_error
+from ausm_stream.pipeline.storage import Backoff, ObjectStore, ServiceHealth, is_store_error
 from ausm_stream.pipeline.tracks import (
     TRACKS_SCHEMA,
     FrameInfo,
@@ -60,18 +63,19 @@ class WindowedSink(ABC):
     """Buffers each stream's frames by window (``frame_idx // window``) and writes a window
     when its last frame arrives, a later window starts (after a gap) or the stream ends.
 
-    A window whose write fails with a store error stays owed (:attr:`owed`) and is written,
-    before any later one of its stream, once ``backoff`` allows another try."""
+    A window whose write fails with an outage error (:meth:`_is_outage`: the store or the
+    broker away, not a bug) stays owed (:attr:`owed`) and is written, before any later one of
+    its stream, once ``backoff`` allows another try."""
 
     def __init__(
-        self, window: int, backoff: Backoff | None = None, health: StoreHealth | None = None
+        self, window: int, backoff: Backoff | None = None, health: ServiceHealth | None = None
     ) -> None:
         self.window = window
         self.buffers: dict[str, Buffered] = defaultdict(list)
         self.owed: dict[str, list[Buffered]] = {}
         """Per stream, complete windows not written yet (the store failed them), oldest first."""
         self.backoff = backoff or Backoff()
-        self.health = health or StoreHealth()
+        self.health = health or ServiceHealth()
 
     def add(self, frame: FrameTracks, rows: pa.RecordBatch) -> None:
         """Buffer one frame and its track rows (:func:`~.tracks.encode_tracks`)."""
@@ -95,8 +99,8 @@ class WindowedSink(ABC):
         whose window is not written (the worker checks :meth:`owes` first)."""
         if self.owes(stream_id):
             raise RuntimeError(
-                f"stream {stream_id!r} has {len(self.owed[stream_id])} window(s) not written "
-                "yet: no checkpoint may cover them before they are (commit order)"
+                f"stream {stream_id!r} has window(s) not written yet: no checkpoint may "
+                "cover them before they are (commit order)"
             )
         buf = self.buffers.get(stream_id, [])
         infos = frames_table([i for i, _ in buf])
@@ -153,7 +157,7 @@ class WindowedSink(ABC):
             try:
                 self._write(stream_id, windows[0])
             except Exception as exc:
-                if not is_store_error(exc):  # a bug: dropped, the caller's run fails and
+                if not self._is_outage(exc):  # a bug: dropped, the caller's run fails and
                     windows.pop(0)  # the replay from the last checkpoint writes it again
                     if not windows:
                         del self.owed[stream_id]
@@ -166,14 +170,22 @@ class WindowedSink(ABC):
                 )
                 return False
             windows.pop(0)
-            self.backoff.succeeded()
-            self.health.ok()
+            self._wrote()
         self.owed.pop(stream_id, None)
         return True
+
+    def _wrote(self) -> None:
+        """A write succeeded: the service answers."""
+        self.backoff.succeeded()
+        self.health.ok()
 
     @abstractmethod
     def _write(self, stream_id: str, buffered: Buffered) -> None:
         """Write one window of one stream's frames."""
+
+    def _is_outage(self, exc: BaseException) -> bool:
+        """Whether a failed write is worth trying again (the service is away)."""
+        return is_store_error(exc)
 
 
 class ParquetSink(WindowedSink):
@@ -183,7 +195,7 @@ class ParquetSink(WindowedSink):
         model_version: str,
         parquet_frames: int,
         backoff: Backoff | None = None,
-        health: StoreHealth | None = None,
+        health: ServiceHealth | None = None,
     ) -> None:
         super().__init__(parquet_frames, backoff, health)
         self.fs, self.base = store.arrow_fs()
@@ -225,22 +237,37 @@ class KafkaTrackSink(WindowedSink):
     Uncompressed: a frame's few rows are ~2.5 KB, which zstd makes *larger* (per-buffer
     framing) at 0.35 ms of worker CPU per frame. Frame chunks, which are large, stay zstd as
     the record spec says.
+
+    **Delivery.** A window sent is owed (:meth:`owes`) until the broker has acknowledged it,
+    so no checkpoint covers tracks that were never delivered (the commit order). The producer
+    retries through a broker outage by itself (``kafka.delivery_timeout_s``); a window it
+    gives up, or one it could not even take (its buffer full), is sent again after the
+    back-off, and the outage shows in ``health``.
     """
 
     def __init__(
-        self, producer: KafkaProducer, topic: str, window: int, model_version: str
+        self,
+        producer: KafkaProducer,
+        topic: str,
+        window: int,
+        model_version: str,
+        backoff: Backoff | None = None,
+        health: ServiceHealth | None = None,
     ) -> None:
-        super().__init__(window)
+        super().__init__(window, backoff, health or ServiceHealth("Kafka brokers"))
         self.producer = producer
         self.topic = topic
         self.model_version = model_version
+        self.in_flight: dict[str, list[tuple[Buffered, FutureRecordMetadata, float]]] = {}
+        """Per stream, windows sent and not yet acknowledged (and when), oldest first."""
+        self._stalled = False  # reported that acknowledgements stopped
 
     def _write(self, stream_id: str, buffered: Buffered) -> None:
         rows = pa.concat_batches([r for _, r in buffered])
         if rows.num_rows:
             first, last = buffered[0][0].frame_idx, buffered[-1][0].frame_idx
             headers = track_headers(stream_id, first, last, self.model_version)
-            kafka.send(
+            sent = kafka.send(
                 self.producer,
                 self.topic,
                 stream_id,
@@ -248,6 +275,58 @@ class KafkaTrackSink(WindowedSink):
                 "tracks",
                 extra_headers=headers,
             )
+            self.in_flight.setdefault(stream_id, []).append((buffered, sent, time.monotonic()))
+
+    def _is_outage(self, exc: BaseException) -> bool:
+        return isinstance(exc, KafkaError) and exc.retriable  # not, e.g., a record too large
+
+    def _wrote(self) -> None:
+        """The producer took the window; the brokers answer only when they acknowledge it."""
+        self.backoff.succeeded()
+
+    def owes(self, stream_id: str) -> bool:
+        """Also while a window sent is not yet acknowledged (:meth:`retry` looks)."""
+        return super().owes(stream_id) or bool(self.in_flight.get(stream_id))
+
+    def retry(self) -> bool:
+        self._settle()
+        return super().retry() and not self.in_flight
+
+    def forget(self, stream_id: str) -> None:
+        super().forget(stream_id)
+        self.in_flight.pop(stream_id, None)
+
+    def _settle(self) -> None:
+        """Drop the acknowledged windows; those the producer gave up become owed again, in
+        frame order with the stream's other owed windows. Windows waiting longer than
+        ``kafka.ACK_STALL_S`` are reported once as an outage (the producer keeps trying)."""
+        now, oldest = time.monotonic(), None
+        for stream_id in list(self.in_flight):
+            waiting = []
+            for buffered, sent, at in self.in_flight[stream_id]:
+                if not sent.is_done:
+                    waiting.append((buffered, sent, at))
+                    oldest = at if oldest is None else min(oldest, at)
+                elif sent.failed():
+                    if not self._is_outage(sent.exception):
+                        raise sent.exception
+                    owed = self.owed.setdefault(stream_id, [])
+                    owed.append(buffered)
+                    owed.sort(key=lambda window: window[0][0].frame_idx)
+                    first, last = buffered[0][0].frame_idx, buffered[-1][0].frame_idx
+                    what = f"delivering {stream_id} tracks of frames {first}-{last}"
+                    self.health.failed(what, sent.exception, self.backoff.failed())
+                else:
+                    self._stalled = False
+                    self.health.ok()
+            if waiting:
+                self.in_flight[stream_id] = waiting
+            else:
+                del self.in_flight[stream_id]
+        if oldest is not None and now - oldest > kafka.ACK_STALL_S and not self._stalled:
+            self._stalled = True
+            stall = TimeoutError(f"no acknowledgement for {now - oldest:.0f} s")
+            self.health.failed("delivering tracks", stall, kafka.ACK_STALL_S, since=oldest)
 
 
 class TrackSinks:

@@ -11,7 +11,7 @@ Outages: every S3 request has bounded timeouts and a few retries inside the clie
 (``storage.timeout_s``, ``storage.request_retries``), so a store that stops answering fails
 a call in seconds instead of blocking its caller for minutes. What then fails is a
 :func:`is_store_error`; callers keep what they were writing and try again after a
-:class:`Backoff`, and report to a :class:`StoreHealth` (the worker's status).
+:class:`Backoff`, and report to a :class:`ServiceHealth` (the worker's status).
 """
 
 from __future__ import annotations
@@ -99,26 +99,34 @@ class Backoff:
         self._next = 0.0
 
 
-class StoreHealth:
-    """A worker's object-store failures, for its status: how many calls failed, and since
-    when the store has been failing (the outage ends with the next call that succeeds).
-    Shared by the step loop and the checkpoint writer's thread."""
+class ServiceHealth:
+    """A worker's failed calls to a service (the object store, the Kafka brokers), for its
+    status: how many failed, and since when the service has been failing (the outage ends
+    with the next call that succeeds). Shared by the step loop and the checkpoint writer's
+    thread."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, service: str = "object store", clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.service = service
         self.clock = clock
         self.errors = 0
         self.last_error: str | None = None
         self._failing_since: float | None = None
         self._lock = threading.Lock()
 
-    def failed(self, what: str, exc: BaseException, retry_in_s: float) -> None:
+    def failed(
+        self, what: str, exc: BaseException, retry_in_s: float, since: float | None = None
+    ) -> None:
+        """``since``: when the failure began, if before now (a call that hung)."""
         with self._lock:
             self.errors += 1
             self.last_error = f"{what}: {type(exc).__name__}: {exc}"
             if self._failing_since is None:
-                self._failing_since = self.clock()
+                self._failing_since = self.clock() if since is None else since
         log.warning(
-            "object store: %s failed (%s: %s); kept, tried again in %.1f s",
+            "%s: %s failed (%s: %s); kept, tried again in %.1f s",
+            self.service,
             what,
             type(exc).__name__,
             exc,
@@ -131,11 +139,11 @@ class StoreHealth:
                 return
             lasted = self.clock() - self._failing_since
             self._failing_since = None
-        log.warning("object store: answering again after %.1f s of failures", lasted)
+        log.warning("%s: answering again after %.1f s of failures", self.service, lasted)
 
     @property
     def outage_s(self) -> float:
-        """Seconds since the store started failing; 0 while it answers."""
+        """Seconds since the service started failing; 0 while it answers."""
         with self._lock:
             since = self._failing_since
         return 0.0 if since is None else self.clock() - since

@@ -92,6 +92,8 @@ def test_the_pool_status_merges_its_workers():
             **paging,
             store_errors=0,
             store_outage_s=0.0,
+            broker_errors=0,
+            broker_outage_s=0.0,
             run_seconds=2.0,
             step_seconds=1.5,
             cpu_seconds=1.8,

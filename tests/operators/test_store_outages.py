@@ -30,7 +30,7 @@ from ausm_stream.operators.worker import SegmentationWorker
 from ausm_stream.pipeline import kafka, records
 from ausm_stream.pipeline.config import StorageConfig
 from ausm_stream.pipeline.dataset import read_dataset
-from ausm_stream.pipeline.storage import Backoff, StoreHealth, open_store
+from ausm_stream.pipeline.storage import Backoff, ServiceHealth, open_store
 from tests.conftest import make_model, s3_storage, wait_for
 from tests.e2e import FRAMES, camera_chunk, dataset_files, pipeline_config
 from tests.operators.test_processor import SIZE, chunk
@@ -55,7 +55,7 @@ def snapshots(stream: str, frames: list[int]) -> list[Checkpoint]:
 def writer_on(store: FlakyStore) -> tuple[CheckpointWriter, CheckpointStore]:
     ckpts = CheckpointStore(store, MODEL.cfg, "m@1")
     writer = CheckpointWriter(
-        ckpts, "t", flush_sinks=lambda: None, backoff=Backoff(0.05, 0.2), health=StoreHealth()
+        ckpts, "t", flush_sinks=lambda: None, backoff=Backoff(0.05, 0.2), health=ServiceHealth()
     )
     writer.track(PartitionManifest("t", 0, 0))
     return writer, ckpts

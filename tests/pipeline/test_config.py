@@ -138,3 +138,24 @@ def test_kafka_security_settings_reach_every_client(tmp_path):
     }
     assert "hunter2" not in repr(cfg)
     assert PipelineConfig().kafka.client_settings() == {"security_protocol": "PLAINTEXT"}
+
+
+def test_topics_settings_and_delivery_timeout_are_checked():
+    from ausm_stream.pipeline.kafka import topic_settings
+
+    cfg = PipelineConfig.from_dict(
+        {"kafka": {"replication_factor": 3, "topic_configs": {"retention.ms": 3600000}}}
+    )
+    assert cfg.kafka.replication_factor == 3
+    assert topic_settings(cfg.kafka) == {
+        "max.message.bytes": str(16 * 1024 * 1024),
+        "retention.ms": "3600000",
+    }
+    with pytest.raises(ConfigError, match=r"kafka\.replication_factor must be at least 1"):
+        PipelineConfig.from_dict({"kafka": {"replication_factor": 0}})
+    with pytest.raises(ConfigError, match=r"kafka\.topic_configs must be a mapping"):
+        PipelineConfig.from_dict({"kafka": {"topic_configs": "retention.ms=1"}})
+    with pytest.raises(ConfigError, match=r"kafka\.delivery_timeout_s must be at least 31"):
+        PipelineConfig.from_dict({"kafka": {"delivery_timeout_s": 5}})
+    with pytest.raises(ConfigError, match=r"kafka\.embedded_log must be one of"):
+        PipelineConfig.from_dict({"kafka": {"embedded_log": "disk"}})

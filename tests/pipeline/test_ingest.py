@@ -152,3 +152,43 @@ def test_a_stream_reset_after_its_end_is_numbered_on_and_prompts_go_between_chun
     assert got[0].first == 40 and got[2].first == 48 and got[3].frame_idx == 56
     with pytest.raises(ConflictError, match="ended"):
         ingest.prompt(records.PromptRecord("cam", None, [2], sent[0].masks))
+
+
+def test_an_ingest_started_before_the_brokers_waits_for_them_and_loses_nothing(tmp_path):
+    """The brokers are away when the ingest job starts (a camera box booted before Kafka):
+    it reports them as a drop, tries again with the reconnect back-off and, once they
+    answer, produces the whole file once."""
+    import threading
+    import time
+
+    from ausm_stream.pipeline.broker import EmbeddedBroker, free_port
+    from ausm_stream.pipeline.ingest import IngestJob
+
+    video = generate_video("test", 2, ShapesSpec(size=(64, 64), frames=16))
+    path = write_h264(tmp_path / "v.mp4", video.frames, fps=8)
+    broker = EmbeddedBroker(port=free_port())
+    cfg = KafkaConfig(bootstrap=broker.bootstrap, frames_topic="frames-late", partitions=1)
+    retries = IngestConfig(chunk_frames=4, reconnect_initial_s=0.2, reconnect_max_s=0.5)
+    job = IngestJob("cam-late", str(path), (64, 64), cfg, broker.bootstrap, retries)
+    reports = []
+    runner = threading.Thread(target=lambda: reports.append(job.run()))
+    runner.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not job.report().drops and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not reports and job.report().state == "reconnecting"
+        assert "Kafka" in job.report().drops[0]
+        broker.start()
+        kafka.ensure_topics(cfg, broker.bootstrap)
+        runner.join(90)
+        assert reports and (reports[0].state, reports[0].frames) == ("ended", 16)
+        got = read_all(broker, cfg)
+    finally:
+        job.stop()
+        runner.join(10)
+        broker.stop()
+    assert any("Kafka" in d for d in reports[0].drops), reports[0].drops
+    idx = np.concatenate([r.frame_idx for r in got if isinstance(r, records.FrameChunk)])
+    assert idx.tolist() == list(range(16))  # every frame once
+    assert got[-1] == records.ControlRecord("end", "cam-late", 16)

@@ -4,6 +4,7 @@ windows kept while the object store fails."""
 from __future__ import annotations
 
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ from ausm_stream.errors import InvalidInputError
 from ausm_stream.pipeline import kafka
 from ausm_stream.pipeline.config import KafkaConfig
 from ausm_stream.pipeline.sinks import KafkaTrackSink, ParquetSink
-from ausm_stream.pipeline.storage import Backoff, FileStore, StoreHealth
+from ausm_stream.pipeline.storage import Backoff, FileStore, ServiceHealth
 from ausm_stream.pipeline.tracks import FrameTracks, decode_tracks, encode_tracks, track_message_id
 from tests.pipeline.test_ids import HOSTILE_IDS
 from tests.pipeline.test_storage import FlakyStore
@@ -121,7 +122,7 @@ def test_a_window_the_store_fails_stays_buffered_until_written_with_the_same_byt
     """A failed Parquet write keeps its window (in order, ahead of later ones), tried again
     only after the back-off; while the stream owes it, no checkpoint may take its buffer."""
     now = [0.0]
-    health = StoreHealth(clock=lambda: now[0])
+    health = ServiceHealth(clock=lambda: now[0])
 
     def add(sink: ParquetSink, frames: range) -> None:
         for i in frames:
@@ -176,3 +177,85 @@ def test_a_bug_in_a_window_write_is_raised_and_does_not_hold_the_stream(tmp_path
         sink.add(frame, rows.drop_columns(["score"]))  # rows that do not fit the schema
     assert not isinstance(raised.value, OSError)
     assert not sink.owes("cam")
+
+
+def test_a_tracks_window_is_owed_until_acknowledged_and_sent_again_when_given_up(s3_endpoint):
+    """The broker (its log kept in S3) goes away after a window is sent: the producer gives
+    the window up (a 2 s delivery timeout here), the window is owed again (no checkpoint may
+    cover it) and, the broker back, it is sent again after the back-off and delivered once."""
+    from kafka import KafkaProducer
+
+    broker = log_keeping_broker(s3_endpoint)
+    try:
+        cfg = KafkaConfig(bootstrap=broker.bootstrap, tracks_topic="sink-outage", partitions=1)
+        kafka.ensure_topics(cfg, broker.bootstrap)
+        producer = KafkaProducer(
+            bootstrap_servers=broker.bootstrap,
+            linger_ms=5,
+            request_timeout_ms=1000,
+            delivery_timeout_ms=2000,
+            reconnect_backoff_max_ms=200,
+        )
+        health = ServiceHealth("Kafka brokers")
+        sink = KafkaTrackSink(producer, cfg.tracks_topic, 4, "m@1", Backoff(0.2, 0.5), health)
+
+        def add(frames: range) -> None:
+            for i in frames:
+                frame = frame_tracks("cam", i, tracks=1)
+                sink.add(frame, encode_tracks([frame], "m@1"))
+
+        add(range(4))
+        assert sink.owes("cam")  # sent, not yet acknowledged
+        deadline = time.monotonic() + 10
+        while not sink.retry() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not sink.owes("cam") and health.errors == 0
+        broker.stop()
+        add(range(4, 8))
+        with pytest.raises(RuntimeError, match="not written yet"):
+            sink.pending("cam")
+        deadline = time.monotonic() + 10
+        while not health.errors and time.monotonic() < deadline:
+            sink.retry()
+            time.sleep(0.1)
+        assert health.errors >= 1 and sink.owes("cam")  # given up by the producer: owed
+        assert "frames 4-7" in (health.last_error or "")
+        broker.start()  # the same port, the same log
+        deadline = time.monotonic() + 30
+        while not sink.retry() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not sink.owes("cam") and health.outage_s == 0
+        consumer = kafka.make_consumer(cfg, broker.bootstrap)
+        kafka.assign(consumer, cfg.tracks_topic, [0])
+        got: list[tuple[str, ...]] = []
+        deadline = time.monotonic() + 10
+        while len(got) < 2 and time.monotonic() < deadline:
+            for msgs in consumer.poll(timeout_ms=500).values():
+                got.extend(track_message_id(m.headers) for m in msgs)
+        time.sleep(0.5)
+        for msgs in consumer.poll(timeout_ms=500).values():
+            got.extend(track_message_id(m.headers) for m in msgs)
+        consumer.close()
+        assert got == [("cam", "0", "3", "m@1"), ("cam", "4", "7", "m@1")]  # each once
+    finally:
+        broker.stop()
+
+
+def log_keeping_broker(s3_endpoint: str):
+    """An embedded broker whose log lives in a fresh bucket of the S3 endpoint (moto): it
+    can be stopped and started again on its port without losing a record."""
+    import boto3
+
+    from ausm_stream.pipeline.broker import EmbeddedBroker, s3_storage
+
+    bucket = f"broker-{uuid.uuid4().hex[:8]}"
+    client = boto3.client(
+        "s3",
+        endpoint_url=s3_endpoint,
+        aws_access_key_id="test",
+        aws_secret_access_key="test-secret",
+        region_name="us-east-1",
+    )
+    client.create_bucket(Bucket=bucket)
+    storage, env = s3_storage(bucket, s3_endpoint, "test", "test-secret", "us-east-1")
+    return EmbeddedBroker(storage=storage, env=env).start()
