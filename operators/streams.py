@@ -40,6 +40,7 @@ from ausm_stream.pipeline import kafka, records
 from ausm_stream.pipeline.config import PipelineConfig
 from ausm_stream.pipeline.geometry import Placement
 from ausm_stream.pipeline.ingest import (
+    SOURCE_FAILED,
     IngestReport,
     check_prompt_frame,
     ingest_actor,
@@ -391,7 +392,9 @@ class StreamManager:
         except ray.exceptions.RayError as exc:  # it raised: the source could not be read
             last = self.reports.get(stream_id) or IngestReport(stream_id)
             reason = redact_credentials(str(getattr(exc, "cause", None) or exc).splitlines()[0])
-            report = dataclasses.replace(last, state="failed", drops=[*last.drops, reason])
+            log.warning("ingest of %s failed: %s", stream_id, reason)  # details: the log only
+            failed = f"ingest failed: {SOURCE_FAILED}"
+            report = dataclasses.replace(last, state="failed", drops=[*last.drops, failed])
         with self._reaping:
             if self.ingests.get(stream_id) is ing:
                 self.reports[stream_id] = report

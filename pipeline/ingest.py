@@ -65,6 +65,8 @@ MAX_SOURCE_PIXELS = 8192 * 8192
 """Largest source frame decoded (64 Mpx: 8K video is 33 Mpx)."""
 PROMPT_WAIT_S = 30.0
 """Longest a prompt waits for a starting ingest, and for the broker to take it."""
+SOURCE_FAILED = "the source could not be read (the ingest's log says why)"
+"""What clients see of a source's failure (:meth:`Ingest._drop`)."""
 CONNECT_MS = 5000
 """How long ingest waits for a first broker before it reports them away and backs off."""
 LIVE_SCHEMES = tuple(f"{scheme}://" for scheme in NETWORK_SCHEMES)
@@ -274,9 +276,9 @@ class Ingest:
                         break
                 if not self.live:
                     break
-                reason = "source ended"
+                reason = shown = "the source ended"
             except SourceError as exc:
-                reason = str(exc)
+                reason, shown = str(exc), SOURCE_FAILED
             if self._stop.is_set():
                 break
             if not self.live:
@@ -284,7 +286,7 @@ class Ingest:
                     self.report.state = "failed"
                     raise SourceError(reason)
                 # Re-reading a file would repeat its frames: end the stream where it broke.
-                self._drop(reason, 1)
+                self._drop(reason, 1, shown)
                 log.error(
                     "stream %s: file source broke after %d frames; ending the stream",
                     self.stream_id,
@@ -292,7 +294,7 @@ class Ingest:
                 )
                 break
             failures += 1
-            self._drop(reason, failures)
+            self._drop(reason, failures, shown)
             if self.cfg.reconnect_attempts and failures > self.cfg.reconnect_attempts:
                 log.error(
                     "stream %s: giving up after %d failed reconnects", self.stream_id, failures - 1
@@ -444,9 +446,12 @@ class Ingest:
     def _backoff(self, failures: int) -> float:
         return min(self.cfg.reconnect_max_s, self.cfg.reconnect_initial_s * 2 ** (failures - 1))
 
-    def _drop(self, reason: str, failures: int) -> None:
-        reason = redact_credentials(reason)  # shown by the API, logged
-        line = f"{time.strftime('%H:%M:%S')} after frame {self.report.frames}: {reason}"
+    def _drop(self, reason: str, failures: int, shown: str | None = None) -> None:
+        """Report a drop: ``reason`` in the log, ``shown`` (default: the reason) in the
+        report, which the API returns: a source's own error tells a refused port from a
+        missing page, so clients get :data:`SOURCE_FAILED` and the log the details."""
+        reason = redact_credentials(reason)  # logged
+        line = f"{time.strftime('%H:%M:%S')} after frame {self.report.frames}: {shown or reason}"
         self.report.drops.append(line)
         self.report.reconnects += 1
         self.report.state = "reconnecting"
