@@ -179,6 +179,9 @@ def test_gpus_replicas_and_monitoring_follow_the_values():
             {"gpuWorkers": {"replicas": 9, "minReplicas": 1, "maxReplicas": 8}},
             "gpuWorkers.replicas=9 lies outside gpuWorkers.minReplicas=1 to maxReplicas=8",
         ),
+        ({"kafka": {"securityProtocol": "SSL", "mutualTls": True}}, "kafka.mutualTls needs"),
+        ({"kafka": {"tlsSecret": "kafka-ca"}}, "need kafka.securityProtocol SSL or SASL_SSL"),
+        ({"kafka": {"securityProtocol": "SASL_SSL"}}, "needs kafka.saslUsername"),
     ],
 )
 def test_bad_values_are_refused_naming_the_value(values, words):
@@ -433,3 +436,56 @@ def test_an_ingress_serves_the_api_over_tls():
     plain = {"api": {"ingress": {"enabled": True}}}
     assert "tls" not in render(plain)["Ingress"]["spec"]
     assert "the token crosses the network in the clear" in notes(plain)
+
+
+def test_kafka_tls_and_sasl_reach_every_ray_container(tmp_path):
+    """SASL over TLS with a client certificate: the ConfigMap names the mounted files and the
+    mechanism, the password comes from the existing Secret, the TLS Secret is mounted
+    read-only in every Ray container, and the whole loads as the code loads it."""
+    values = {
+        "kafka": {
+            "securityProtocol": "SASL_SSL",
+            "tlsSecret": "kafka-client-tls",
+            "mutualTls": True,
+            "saslUsername": "ausm",
+            "replicationFactor": 3,
+        }
+    }
+    docs = render(values)
+    data = yaml.safe_load(docs["ConfigMap"]["data"]["pipeline.yaml"])
+    mounted = "/etc/ausm-stream-kafka"
+    assert (data["kafka"]["ssl_cafile"], data["kafka"]["ssl_keyfile"]) == (
+        f"{mounted}/ca.crt",
+        f"{mounted}/tls.key",
+    )
+    for group in pod_groups(docs).values():
+        spec = group["template"]["spec"]
+        (container,) = spec["containers"]
+        mount = next(m for m in container["volumeMounts"] if m["name"] == "kafka-tls")
+        assert (mount["mountPath"], mount["readOnly"]) == (mounted, True)
+        volume = next(v for v in spec["volumes"] if v["name"] == "kafka-tls")
+        assert volume["secret"]["secretName"] == "kafka-client-tls"
+        env = _secret_env(container)
+        assert env["AUSM_KAFKA__SASL_PASSWORD"] == {
+            "name": "ausm-stream-secrets",
+            "key": "kafka-password",
+        }
+    for key in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):  # the files, as mounted
+        (tmp_path / key).write_text("PEM")
+        data["kafka"][key] = str(tmp_path / key)
+    config = tmp_path / "pipeline.yaml"
+    config.write_text(yaml.safe_dump(data))
+    cfg = PipelineConfig.load(config, env={"AUSM_KAFKA__SASL_PASSWORD": "<kafka-password>"})
+    settings = cfg.kafka.client_settings()
+    assert settings["security_protocol"] == "SASL_SSL"
+    assert (settings["sasl_mechanism"], settings["sasl_plain_username"]) == (
+        "SCRAM-SHA-512",
+        "ausm",
+    )
+    assert settings["sasl_plain_password"] == "<kafka-password>"
+    assert cfg.kafka.replication_factor == 3
+    plain = render(None)  # PLAINTEXT by default: no password variable, no TLS volume
+    for group in pod_groups(plain).values():
+        (container,) = group["template"]["spec"]["containers"]
+        assert "AUSM_KAFKA__SASL_PASSWORD" not in _secret_env(container)
+        assert all(v["name"] != "kafka-tls" for v in group["template"]["spec"]["volumes"])

@@ -51,6 +51,11 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - name: AUSM_API__METRICS_TOKEN
   valueFrom:
     secretKeyRef: {name: {{ $s.name }}, key: {{ $s.metricsTokenKey }}}
+{{- if hasPrefix "SASL_" .Values.kafka.securityProtocol }}
+- name: AUSM_KAFKA__SASL_PASSWORD
+  valueFrom:
+    secretKeyRef: {name: {{ $s.name }}, key: {{ $s.kafkaPasswordKey }}}
+{{- end }}
 {{- end -}}
 
 {{/* The pod-level settings of every Ray pod: no service account token in any container
@@ -73,6 +78,10 @@ securityContext:
     name: {{ include "ausm.fullname" . }}-config
 - name: tmp
   emptyDir: {}
+{{- with .Values.kafka.tlsSecret }}
+- name: kafka-tls
+  secret: {secretName: {{ . }}}
+{{- end }}
 {{- end -}}
 
 {{- define "ausm.mounts" -}}
@@ -81,6 +90,11 @@ securityContext:
   readOnly: true
 - name: tmp
   mountPath: /tmp
+{{- if .Values.kafka.tlsSecret }}
+- name: kafka-tls
+  mountPath: /etc/ausm-stream-kafka
+  readOnly: true
+{{- end }}
 {{- end -}}
 
 {{/* What the kubelet would mount into every container with automountServiceAccountToken,
