@@ -42,6 +42,7 @@ from tqdm import tqdm
 from ausm_stream.deploy.runtime import Runtime, start_runtime
 from ausm_stream.model.data import ShapesSpec, generate_video
 from ausm_stream.operators.checkpoint import Checkpoint, CheckpointStore, encode
+from ausm_stream.operators.ingest_actor import ingest_actor
 from ausm_stream.operators.pool import WorkerPool
 from ausm_stream.operators.processor import StreamProcessor
 from ausm_stream.operators.worker import load_model
@@ -49,7 +50,7 @@ from ausm_stream.pipeline import kafka, records, tracks
 from ausm_stream.pipeline.broker import free_port
 from ausm_stream.pipeline.config import PipelineConfig, StorageConfig
 from ausm_stream.pipeline.dataset import read_dataset
-from ausm_stream.pipeline.ingest import Ingest, ingest_actor
+from ausm_stream.pipeline.ingest import Ingest
 from ausm_stream.pipeline.sinks import ParquetSink
 from ausm_stream.pipeline.storage import ObjectStore, open_store
 from ausm_stream.pipeline.video_files import write_h264

@@ -35,6 +35,7 @@ import ray
 
 from ausm_stream.errors import ConflictError, InvalidInputError, NotFoundError
 from ausm_stream.operators.calls import brief, result
+from ausm_stream.operators.ingest_actor import ingest_actor
 from ausm_stream.operators.worker import weights_info
 from ausm_stream.pipeline import kafka, records
 from ausm_stream.pipeline.config import PipelineConfig
@@ -43,7 +44,6 @@ from ausm_stream.pipeline.ingest import (
     SOURCE_FAILED,
     IngestReport,
     check_prompt_frame,
-    ingest_actor,
     newest_record,
     redact_credentials,
 )

@@ -622,14 +622,3 @@ class IngestJob:
     def pid(self) -> int:
         """The process id (of the Ray actor's process, for operators and failover tests)."""
         return os.getpid()
-
-
-def ingest_actor() -> type:
-    """:class:`IngestJob` as a Ray actor (I/O bound: no CPU reserved; ``stop``, ``prompt``
-    and ``report`` stay callable while ``run`` runs). Ray restarts it after a crash and
-    retries its ``run``, which resumes after the last frame produced."""
-    import ray
-
-    return ray.remote(num_cpus=0, max_concurrency=4, max_restarts=-1, max_task_retries=-1)(
-        IngestJob
-    )

@@ -20,11 +20,11 @@ import pyarrow as pa
 import pytest
 import ray
 
+from ausm_stream.operators.ingest_actor import ingest_actor
 from ausm_stream.operators.pool import WorkerPool
 from ausm_stream.pipeline import kafka, records
 from ausm_stream.pipeline.config import IngestConfig, KafkaConfig, PipelineConfig, StorageConfig
 from ausm_stream.pipeline.dataset import read_dataset
-from ausm_stream.pipeline.ingest import ingest_actor
 from ausm_stream.pipeline.storage import open_store
 from tests.e2e import (
     FRAMES,
