@@ -198,6 +198,7 @@ class Ingest:
         self._paced_from: tuple[float, float] | None = None  # (pts, monotonic) of pacing
         self._stopped = False  # by stop(), not by the source or max_frames
         self._halt = threading.Event()  # set by stop() only: ends waits for the brokers
+        self._closing: IngestState | None = None  # its end is sent: no more prompts
 
     def stop(self) -> None:
         """Stop producing without ending the stream: a later ingest of the same stream
@@ -307,16 +308,17 @@ class Ingest:
             self._stop.wait(self._backoff(failures))
         with self._sending:  # no prompt between the last chunk and the end
             self._flush()
+            final = self.report.state
             if self._stopped:
-                self.report.state = "stopped"
+                final = "stopped"
             elif (
                 self._send(records.ControlRecord("end", self.stream_id, self.report.frames))
-                and self.report.state != "failed"
+                and final != "failed"
             ):
-                self.report.state = "ended"
-        final = self.report.state
+                final = "ended"
+            self._closing = final  # prompts are refused from here on
         self._deliver()  # may report the brokers' silence meanwhile
-        self.report.state = final
+        self.report.state = final  # ended: delivered
         return self.report
 
     def again(self) -> Ingest:
@@ -350,10 +352,9 @@ class Ingest:
             )
         with self._sending:
             produced = self.report.produced
-            if self.report.state in ("ended", "failed", "stopped"):
-                raise ConflictError(
-                    f"stream {self.stream_id!r} is {self.report.state} at frame {produced}"
-                )
+            closed = self._closing or self.report.state
+            if closed in ("ended", "failed", "stopped"):
+                raise ConflictError(f"stream {self.stream_id!r} is {closed} at frame {produced}")
             check_prompt_frame(prompt, produced)
             at = produced if prompt.frame_idx is None else prompt.frame_idx
             sent = dataclasses.replace(prompt, frame_idx=at)
