@@ -998,7 +998,7 @@ class SegmentationWorker:
         self.writer = self._new_writer()
         # As a new process would: a producer the brokers failed for good (one whose producer
         # id a restarted broker forgot) sends nothing again.
-        self.producer.close(timeout=0)
+        kafka.close_now(self.producer)
         self.producer = self.sinks.sinks["kafka"].producer = self._new_producer()
 
     def inject_fault(self, kind: Literal["raise", "stall"], seconds: float = 0.0) -> None:

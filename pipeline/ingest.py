@@ -603,7 +603,7 @@ class IngestJob:
                     ing.report.state = "stopped"
                     return ing.report
                 if ing.producer is not None:
-                    ing.producer.close(timeout=0)
+                    kafka.close_now(ing.producer)
                 self.ingest = ing.again()
 
     def last_produced(self) -> records.Record | None:

@@ -18,7 +18,7 @@ from collections.abc import Collection, Iterable
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.consumer.fetcher import ConsumerRecord
-from kafka.errors import TopicAlreadyExistsError
+from kafka.errors import KafkaTimeoutError, TopicAlreadyExistsError
 from kafka.producer.future import FutureRecordMetadata
 from kafka.structs import OffsetAndMetadata
 
@@ -179,6 +179,21 @@ def make_consumer(cfg: KafkaConfig, bootstrap: str, group_id: str | None = None)
         auto_offset_reset="earliest",
         **_client_settings(cfg),
     )
+
+
+def close_now(producer: KafkaProducer) -> None:
+    """Close ``producer`` at once, giving up the records it still holds (their futures fail).
+    kafka-python's ``close(timeout=0)`` flushes first and raises ``KafkaTimeoutError`` while
+    records are pending (3.0.12), leaving the producer and its retries running: its sender
+    is told to abort them first (no public call does)."""
+    sender = producer._sender
+    if sender is not None:
+        sender.force_close()
+        sender.join(STOP_FLUSH_S)
+    try:
+        producer.close(timeout=0)
+    except KafkaTimeoutError:
+        log.warning("a Kafka producer did not close within %s s", STOP_FLUSH_S)
 
 
 class LagCommitter:

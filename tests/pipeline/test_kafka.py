@@ -3,6 +3,7 @@ what a frames record's key and a dead letter's reason must be."""
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import pytest
@@ -78,3 +79,21 @@ def test_a_topic_created_again_has_another_id(broker):
     kafka.ensure_topics(cfg, broker.bootstrap)
     second = kafka.topic_id(cfg, broker.bootstrap, cfg.frames_topic)
     assert second and second != first
+
+
+def test_a_producer_holding_records_for_absent_brokers_closes_at_once():
+    """kafka-python's ``close(timeout=0)`` raises while records are pending; ``close_now``
+    gives them up (their futures fail) and stops the producer's retries."""
+    from ausm_stream.pipeline.broker import EmbeddedBroker
+
+    with EmbeddedBroker() as broker:
+        cfg = KafkaConfig(bootstrap=broker.bootstrap, frames_topic="close-now", partitions=1)
+        kafka.ensure_topics(cfg, broker.bootstrap)
+        producer = kafka.make_producer(cfg, broker.bootstrap)
+        kafka.send(producer, cfg.frames_topic, "cam", b"x", "frames").get(10)
+    pending = kafka.send(producer, cfg.frames_topic, "cam", b"y", "frames")  # broker gone
+    started = time.monotonic()
+    kafka.close_now(producer)
+    assert time.monotonic() - started < kafka.STOP_FLUSH_S
+    assert pending.is_done and pending.failed()
+    assert not producer._sender.is_alive()
