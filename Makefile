@@ -9,9 +9,9 @@ STAMP := $(VENV)/.installed
 setup: $(STAMP)
 
 # Debian packages, installed where apt exists and the path is missing: $(call apt,PATH,PACKAGE).
-# opencv-doc and mate-backgrounds ship the real photos and clips of the real-video tests and
-# training data (model/data/imagery.py) and the demo's surveillance clip (vtest.avi, opencv-doc);
-# chromium runs the live page's test.
+# opencv-doc, mate-backgrounds and scratch ship the real photos, clips and cut-outs of the
+# real-video tests and training data (model/data/imagery.py) and the demo's surveillance clip
+# (vtest.avi, opencv-doc); chromium runs the live page's test.
 apt = @test -e $(1) || ! command -v apt-get > /dev/null || { \
 	SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); $$SUDO apt-get update -qq && \
 	DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $(2) > /dev/null; }
@@ -23,6 +23,7 @@ apt = @test -e $(1) || ! command -v apt-get > /dev/null || { \
 $(STAMP): pyproject.toml
 	$(call apt,/usr/share/doc/opencv-doc/examples/data,opencv-doc)
 	$(call apt,/usr/share/backgrounds/mate/nature,mate-backgrounds)
+	$(call apt,/usr/share/scratch/Media/Costumes/People,scratch)
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet torch==2.13.0

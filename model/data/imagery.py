@@ -11,6 +11,11 @@ an installed package put on disk.
   ``/usr/share/backgrounds/mate/nature``.
 - PyPI ``scikit-image`` (the ``train`` extra): the photographs inside its wheel, read from
   the package folder directly, so its data fetcher (which may download) is never called.
+- Debian ``scratch`` (media CC-BY-SA-3.0, see the model card): **cut-outs**, photographs of
+  real people, animals, vehicles and things cut out of their picture with their own masks
+  (:func:`cutout_names`, :func:`load_cutout`), and photographs of streets, parks, courts and
+  rooms as backdrops (:func:`street_names`). These are what real footage shows that regions
+  grown over superpixels do not: whole people and vehicles, with their silhouettes.
 
 Only photographs are listed: drawings, logos, text, chessboards and renders are left out, so
 the model sees no shapes that real footage lacks.
@@ -46,6 +51,7 @@ from ausm_stream.errors import InvalidInputError
 
 OPENCV_DATA = Path("/usr/share/doc/opencv-doc/examples/data")
 MATE_NATURE = Path("/usr/share/backgrounds/mate/nature")
+SCRATCH_MEDIA = Path("/usr/share/scratch/Media")
 WORKING_SIDE = 640
 """Long side, in pixels, pictures are decoded at: enough for a 256 x 448 crop with room to pan."""
 CLIP_SIDE = 480
@@ -103,6 +109,93 @@ _SKIMAGE_SCENES = (
     ("motorcycle_left.png", "motorcycle_right.png"),
     ("rocket.jpg",),
 )
+# Scratch's photographs (its drawings are left out). Cut-outs are grouped by what they show,
+# so one person's poses stay in one split; backdrops are one scene each.
+_SCRATCH_CUTOUTS = {
+    "People": {
+        "amon": ("amon1.gif",),
+        "anjuli": tuple(f"anjuli-{i}.gif" for i in range(1, 6)),
+        "anna": tuple(f"anna-{i}.gif" for i in range(1, 4)),
+        "breakdancer": tuple(f"breakdancer{i}.gif" for i in range(1, 4)),
+        "calvrett": ("calvrett.gif", "calvrett-jumping.gif", "calvrett-thinking.gif"),
+        "cassy": (
+            "cassy-chillin.gif", "cassy-dancing-1.gif", "cassy-dancing-2.gif",
+            "cassy-dancing-3.gif", "cassy-dancing-4.gif", "cassy-jumping-1.gif",
+            "cassy-jumping-2.gif", "cassy-phone-1.gif", "cassy-sitting-1.gif",
+            "cassy-standing-1.gif",
+        ),
+        "chamak": ("chamak1.gif", "chamak2.gif"),
+        "dan": tuple(f"dan{i}.gif" for i in range(1, 7)),
+        "ed": ("ed.gif",),
+        "jay": ("jay.gif",),
+        "jodi": ("jodi1.gif", "jodi2.gif"),
+        "mako": ("mako-laughing.gif", "mako-screaming.gif", "mako-stop.gif"),
+        "marissa": ("marissa.gif", "marissa-crouching.gif", "marissa-sitting.gif"),
+        "nathan": ("nathan.gif",),
+        "nina": ("nina1.gif",),
+        "paul": ("paul1.gif",),
+        "referee": ("referee1.gif", "referee2.gif"),
+        "ribbon-dancer": ("ribbon-dancer.gif",),
+        "sam": ("sam.gif",),
+        "thai-dancer": ("thai-dancer.gif", "thai-dancer2.gif"),
+    },
+    "Animals": {
+        "bird": ("bird-flying.gif",),
+        "buffalo": ("buffalo1.gif",),
+        "cow": ("cow1.gif",),
+        "elephant": ("elephant.gif",),
+        "ant": ("insect1-a.gif", "insect1-b.gif", "insect2.gif"),
+        "squirrel": ("squirrel1.png",),
+    },
+    "Transportation": {
+        "airplane": ("airplane.gif",),
+        "bike": ("bike.gif",),
+        "bus": ("bus.gif",),
+        "car-blue": ("car-blue.gif",),
+        "car-bug": ("car-bug.gif",),
+        "car-cow": ("car-cow.gif",),
+        "convertible": ("convertible1.gif", "convertible2.gif"),
+        "sail-boat": ("sail-boat.gif",),
+        "street-cleaner": ("street-cleaner-mit.png",),
+        "train": ("train.gif",),
+        "tug-boat": ("tug-boat.gif",),
+        "yacht": ("yacht.gif",),
+    },
+    "Things": {
+        "fire-hydrant": ("fire-hydrant.gif",),
+        "flower-vase": ("flower-vase.gif",),
+        "fruit-platter": ("fruit_platter.gif",),
+        "lamp": ("lamp.gif",),
+        "lego": ("lego.gif",),
+        "marble-building": ("marble-building.gif",),
+        "palmtree": ("palmtree.gif",),
+        "trampoline": ("trampoline.gif",),
+        "umbrella": ("umbrella.gif",),
+        "drum": ("drum1.gif",),
+    },
+}  # fmt: skip
+_SCRATCH_BACKDROPS = {
+    "Outdoors": (
+        "atom-playground", "bench-with-view", "boardwalk", "brick-wall-and-stairs",
+        "brick-wall1", "brick-wall2", "building-at-mit", "building-fireproof", "castle",
+        "city-with-water", "city-with-water2", "driveway", "graffiti", "hallway_outdoors",
+        "hay_field", "houses", "mansion", "parking-ramp", "pool", "route66", "school2",
+        "silos", "the-movies", "train-tracks1", "train-tracks2", "village", "wooden-house",
+    ),
+    "Nature": (
+        "beach-malibu", "canyon", "flower-bed", "forest", "garden-rock", "grand-canyon",
+        "gravel-desert", "hill", "lake", "pathway", "tree", "water-and-rocks", "wave",
+        "woods-and-bench",
+    ),
+    "Indoors": (
+        "clothing-store", "hall", "kitchen", "party-room", "room1", "room2", "room3",
+        "the-movies-inside",
+    ),
+    "Sports": (
+        "baseball-field", "basketball-court1-a", "basketball-court1-b", "football-field",
+        "playing-field", "tennis-backboard",
+    ),
+}  # fmt: skip
 _CLIPS = {"tree.avi": 52, "Megamind.avi": None}
 """Clip -> frames kept (None: all); tree.avi's last frames show an unlabelled hand."""
 _THUMB_SIDE = 64
@@ -195,6 +288,21 @@ def _sources() -> tuple[_Source, ...]:
     )
 
 
+def _scratch() -> _Source:
+    """Scratch's media: not among :func:`_sources` (the pictures of every video), since its
+    cut-outs and backdrops are used only where a spec asks for them."""
+    scenes = tuple(
+        tuple(f"Costumes/{kind}/{f}" for f in files)
+        for kind, groups in _SCRATCH_CUTOUTS.items()
+        for files in groups.values()
+    ) + tuple(
+        (f"Backgrounds/{kind}/{name}.jpg",)
+        for kind, names in _SCRATCH_BACKDROPS.items()
+        for name in names
+    )
+    return _Source("scratch", SCRATCH_MEDIA, scenes, "apt-get install scratch")
+
+
 def _check(source: _Source, files: tuple[str, ...]) -> None:
     missing = [f for f in files if not (source.root / f).is_file()]
     if missing:
@@ -238,9 +346,48 @@ def clip_names(split: str) -> tuple[str, ...]:
     return tuple(s for s in shots if split_of(s) == split)
 
 
+def _scratch_names(split: str, folder: str) -> tuple[str, ...]:
+    """Scratch files under ``folder`` whose scene falls in ``split``."""
+    _split(split)
+    source = _scratch()
+    names = []
+    for scene in source.scenes:
+        if scene[0].startswith(folder):
+            _check(source, scene)
+            if split_of(f"scratch:{scene[0]}") == split:
+                names += [f"scratch:{f}" for f in scene]
+    return tuple(names)
+
+
+def cutout_names(split: str) -> tuple[str, ...]:
+    """Names (``scratch:Costumes/KIND/FILE``) of the cut-outs of ``split``: real people,
+    animals, vehicles and things with their own masks; one person's poses in one split."""
+    return _scratch_names(split, "Costumes/")
+
+
+def street_names(split: str) -> tuple[str, ...]:
+    """Names of Scratch's backdrop photographs of ``split``: streets, parks, courts, rooms."""
+    return _scratch_names(split, "Backgrounds/")
+
+
+@functools.cache
+def load_cutout(name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Cut-out ``name`` as (H, W, 3) uint8 colour and (H, W) bool mask, cropped to the mask
+    (cached). The sprites' transparency is their mask: GIF's is binary, PNG's alpha is cut
+    at one half."""
+    with Image.open(_path(name)) as im:
+        rgba = np.asarray(im.convert("RGBA"))
+    mask = rgba[..., 3] >= 128
+    if not mask.any():
+        raise InvalidInputError(f"cut-out {name} has no opaque pixel")
+    ys, xs = np.nonzero(mask)
+    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    return rgba[y0:y1, x0:x1, :3].copy(), mask[y0:y1, x0:x1].copy()
+
+
 def _path(name: str) -> Path:
     package, _, file = name.partition(":")
-    for source in _sources():
+    for source in (*_sources(), _scratch()):
         if source.package == package:
             _check(source, (file,))
             return source.root / file

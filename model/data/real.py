@@ -6,8 +6,10 @@ shows what a fixed or moving camera sees:
 - a backdrop: a crop of a real picture or frames of a real clip (:mod:`.imagery`), held still
   or panned and zoomed slowly, with hand-held jitter on some videos;
 - 1..max_objects objects with real textures and real boundaries: regions of a real picture
-  grown over its superpixels (so they end at the picture's own edges), or smooth blobs
-  filled with a real texture; edges are feathered (anti-aliased alpha), not binary cut-outs;
+  grown over its superpixels (so they end at the picture's own edges), smooth blobs filled
+  with a real texture, or (``cutout_prob``) real people, animals, vehicles and things cut out
+  of their photographs with their own silhouettes, upright and mirrored at random; edges are
+  feathered (anti-aliased alpha), not binary cut-outs;
 - motion: curving paths with speed changes, approach and recession (scale), slow rotation,
   objects entering and leaving the frame, objects passing in front of one another, and a
   scripted full occlusion on some videos;
@@ -87,6 +89,13 @@ class RealSpec:
     """Chance that an object casts a soft shadow (never part of its mask, as in DAVIS)."""
     blur_prob: float = 0.3
     noise_prob: float = 0.5
+    cutout_prob: float = 0.0
+    """Chance that an object is a real thing cut out of its photograph (a person, an animal,
+    a vehicle: :func:`.imagery.cutout_names`). 0, the default, draws nothing for it, so the
+    videos of recipes written before it stay the same."""
+    street_prob: float = 0.0
+    """Chance that a still backdrop is one of Scratch's photographs of streets, parks, courts
+    and rooms (:func:`.imagery.street_names`); 0 as ``cutout_prob``."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_objects <= self.max_objects:
@@ -107,6 +116,7 @@ class Sprite:
     anchor: np.ndarray  # (2,) (x, y) the point that follows the path: the mask's centroid
     radius: float  # farthest mask pixel from the anchor
     inner: float  # radius of a disc around the anchor the mask surely covers (0: unknown)
+    upright: bool = False  # a person or a vehicle: tilts a little, never spins
 
 
 @dataclass(frozen=True)
@@ -168,14 +178,19 @@ def _rng(split: str, index: int) -> np.random.Generator:
 
 
 def _sprite(
-    source: str, box: tuple[int, int, int, int], rgb: np.ndarray, alpha: np.ndarray, inner: float
+    source: str,
+    box: tuple[int, int, int, int],
+    rgb: np.ndarray,
+    alpha: np.ndarray,
+    inner: float,
+    upright: bool = False,
 ) -> Sprite:
     """Package pixels and a soft alpha (0..1) with the anchor and radius of its mask."""
     ys, xs = np.nonzero(alpha >= 0.5)
     anchor = np.array([xs.mean() + 0.5, ys.mean() + 0.5])
     radius = float(np.hypot(xs + 0.5 - anchor[0], ys + 0.5 - anchor[1]).max()) + 1.0
     a8 = np.clip(alpha * 255 + 0.5, 0, 255).astype(np.uint8)
-    return Sprite(source, box, np.dstack([rgb, a8]), anchor, radius, inner)
+    return Sprite(source, box, np.dstack([rgb, a8]), anchor, radius, inner, upright)
 
 
 def _cut_region(rng: np.random.Generator, name: str) -> Sprite | None:
@@ -239,7 +254,23 @@ def _blob(rng: np.random.Generator, name: str) -> Sprite:
     return _sprite(name, (x0, y0, x0 + side, y0 + side), rgb8, alpha, inner)
 
 
-def _make_sprite(rng: np.random.Generator, spec: RealSpec, pictures: list[str]) -> Sprite:
+def _cutout(rng: np.random.Generator, name: str) -> Sprite:
+    """Cut-out ``name``, mirrored half the time, its edge feathered like the regions'."""
+    rgb, mask = imagery.load_cutout(name)
+    if rng.random() < 0.5:
+        rgb, mask = rgb[:, ::-1], mask[:, ::-1]
+    pad = 4  # room for the feathered edge
+    rgb = np.pad(rgb, ((pad, pad), (pad, pad), (0, 0)), mode="edge")
+    alpha = ndimage.gaussian_filter(np.pad(mask, pad).astype(np.float32), _FEATHER)
+    h, w = mask.shape
+    return _sprite(name, (0, 0, w, h), rgb, alpha, 0.0, upright=True)
+
+
+def _make_sprite(
+    rng: np.random.Generator, spec: RealSpec, pictures: list[str], cutouts: tuple[str, ...] = ()
+) -> Sprite:
+    if cutouts and spec.cutout_prob and rng.random() < spec.cutout_prob:
+        return _cutout(rng, cutouts[int(rng.integers(len(cutouts)))])
     name = pictures[int(rng.integers(len(pictures)))]
     if rng.random() < spec.region_prob:
         sprite = _cut_region(rng, name)
@@ -265,6 +296,7 @@ def _fit(sprite: Sprite, scale: np.ndarray) -> tuple[Sprite, np.ndarray]:
         sprite.anchor * f,
         sprite.radius * f.max(),
         sprite.inner * f.min(),
+        sprite.upright,
     )
     return small, scale / f.mean()
 
@@ -321,18 +353,20 @@ def _path(
 
 
 def _layer(sprite: Sprite, centre: np.ndarray, scale: np.ndarray, angle: np.ndarray) -> Layer:
+    if sprite.upright:  # people and vehicles lean a little and keep their lean
+        angle = np.full_like(angle, 0.15 * angle[0])
     sprite, scale = _fit(sprite, scale)
     return Layer(sprite, centre, scale, angle)
 
 
 def _occlusion(
-    rng: np.random.Generator, spec: RealSpec, pictures: list[str]
+    rng: np.random.Generator, spec: RealSpec, pictures: list[str], cutouts: tuple[str, ...]
 ) -> tuple[Layer, Layer] | None:
     """A small, slow object and a blob, drawn in front of it, that fully covers it mid-video."""
     if spec.frames < 10:
         return None
     h, w = spec.size
-    victim = _make_sprite(rng, spec, pictures)
+    victim = _make_sprite(rng, spec, pictures, cutouts)
     t_mid = int(rng.integers(spec.frames // 3, 2 * spec.frames // 3 + 1))
     t = np.arange(spec.frames, dtype=np.float64)
     r_victim = spec.min_extent * h / 2
@@ -398,13 +432,19 @@ def _camera(rng: np.random.Generator, spec: RealSpec, source_hw: tuple[int, int]
 
 
 def _backdrop(
-    rng: np.random.Generator, spec: RealSpec, pictures: list[str], clips: tuple[str, ...]
+    rng: np.random.Generator,
+    spec: RealSpec,
+    pictures: list[str],
+    clips: tuple[str, ...],
+    streets: tuple[str, ...],
 ) -> Backdrop:
     if clips and rng.random() < spec.clip_prob:
         name = clips[int(rng.integers(len(clips)))]
         frames = _source_frames(name)
         index = _timing(rng, len(frames), spec.frames)
     else:
+        if streets and spec.street_prob and rng.random() < spec.street_prob:
+            pictures = list(streets)
         name = pictures[int(rng.integers(len(pictures)))]
         frames = _source_frames(name)
         index = np.zeros(spec.frames, dtype=np.int64)
@@ -430,16 +470,18 @@ def plan_scene(split: str, index: int, spec: RealSpec | None = None) -> Scene:
     spec = spec or RealSpec()
     rng = _rng(split, index)
     pictures = list(imagery.picture_names(split))
-    backdrop = _backdrop(rng, spec, pictures, imagery.clip_names(split))
+    streets = imagery.street_names(split) if spec.street_prob else ()
+    cutouts = imagery.cutout_names(split) if spec.cutout_prob else ()
+    backdrop = _backdrop(rng, spec, pictures, imagery.clip_names(split), streets)
     others = [p for p in pictures if p != backdrop.source] or pictures  # no camouflage
     count = int(rng.integers(spec.min_objects, spec.max_objects + 1))
     layers = []
     for k in range(count):
-        sprite = _make_sprite(rng, spec, others)
+        sprite = _make_sprite(rng, spec, others, cutouts)
         enters = rng.random() < spec.enter_prob and k > 0  # someone is there from the start
         layers.append(_layer(sprite, *_path(rng, spec, sprite.radius, enters)))
     if rng.random() < spec.occlusion_prob:
-        pair = _occlusion(rng, spec, others)
+        pair = _occlusion(rng, spec, others, cutouts)
         if pair is not None:
             layers = [pair[0], *layers[1:], pair[1]]
     light = rng.uniform(0, 2 * math.pi)  # one light per scene: shadows fall the same way

@@ -242,3 +242,61 @@ def test_training_config_and_command_line_reach_the_generator():
     assert videos[0].frames.shape == (5, 64, 112, 3)
     with pytest.raises(InvalidInputError, match="train config data"):
         build_source({"kind": "real", "sparkle": 1}, AUSMConfig())
+
+
+CUTOUTS = dataclasses.replace(SPEC, cutout_prob=1.0, street_prob=1.0, clip_prob=0.0)
+needs_scratch = pytest.mark.skipif(
+    not imagery.SCRATCH_MEDIA.is_dir(), reason="needs Debian's scratch (make setup installs it)"
+)
+
+
+@needs_scratch
+def test_cutouts_and_street_backdrops_keep_one_subject_in_one_split():
+    splits = ("train", "val", "test")
+    for names in (imagery.cutout_names, imagery.street_names):
+        pools = {s: set(names(s)) for s in splits}
+        assert all(pools.values())
+        assert not (pools["train"] & pools["val"] or pools["train"] & pools["test"])
+        assert not pools["val"] & pools["test"]
+    people = {s: {n for n in imagery.cutout_names(s) if "/People/" in n} for s in splits}
+    assert len(people["train"]) >= 20
+    for person in ("anjuli-", "cassy-", "dan"):  # one person's poses never straddle splits
+        assert sum(any(f"/People/{person}" in n for n in people[s]) for s in splits) == 1
+    rgb, mask = imagery.load_cutout(sorted(people["train"])[0])
+    assert rgb.shape[:2] == mask.shape and mask.dtype == bool
+    assert mask[0].any() and mask[-1].any() and mask[:, 0].any() and mask[:, -1].any()  # cropped
+    assert 0.2 < mask.mean() < 0.9  # a silhouette, not a rectangle
+
+
+@needs_scratch
+def test_cutout_objects_are_their_photographs_upright_over_street_backdrops():
+    scenes = [plan_scene("train", i, CUTOUTS) for i in range(6)]
+    cutouts = set(imagery.cutout_names("train"))
+    checked = 0
+    for scene in scenes:
+        assert scene.backdrop.source in imagery.street_names("train")
+        for layer in scene.layers:
+            if layer.sprite.source not in cutouts:  # a scripted occluder is a blob
+                continue
+            assert layer.sprite.upright and np.ptp(layer.angle) == 0
+            assert abs(layer.angle[0]) <= 0.06
+            rgb, mask = imagery.load_cutout(layer.sprite.source)
+            sh, sw, _ = layer.sprite.rgba.shape
+            solid = layer.sprite.rgba[..., 3] >= 200
+            pad = round(4 * sw / (mask.shape[1] + 8))
+            inner = (slice(pad, sh - pad), slice(pad, sw - pad))
+            photo = np.asarray(Image.fromarray(rgb).resize((sw - 2 * pad, sh - 2 * pad)))
+            best = max(  # mirrored half the time
+                corr(view[solid[inner]], layer.sprite.rgba[inner][solid[inner], :3])
+                for view in (photo, photo[:, ::-1])
+            )
+            assert best > 0.9, layer.sprite.source
+            checked += 1
+    assert checked >= 6
+    again = generate_real_video("train", 2, CUTOUTS)
+    assert np.array_equal(again.frames, generate_real_video("train", 2, CUTOUTS).frames)
+    # The default spec draws nothing of Scratch: earlier recipes' videos stay as they were.
+    for i in range(6):
+        scene = plan_scene("train", i, SPEC)
+        sources = {scene.backdrop.source, *(la.sprite.source for la in scene.layers)}
+        assert not [s for s in sources if s.startswith("scratch:")]
