@@ -42,10 +42,11 @@ import torch
 from tqdm import tqdm
 
 from ausm_stream.deploy.runtime import Runtime, start_runtime
+from ausm_stream.model import load_model
 from ausm_stream.model.data import ShapesSpec, generate_video
+from ausm_stream.model.versions import weights_info
 from ausm_stream.operators.coordinator import owned_streams, split_partitions, worker_count
 from ausm_stream.operators.pool import WorkerPool
-from ausm_stream.operators.worker import load_model, weights_info
 from ausm_stream.pipeline import kafka, records
 from ausm_stream.pipeline.config import PipelineConfig
 from ausm_stream.pipeline.ingest import Ingest, decode_source

@@ -40,12 +40,12 @@ import ray
 from tqdm import tqdm
 
 from ausm_stream.deploy.runtime import Runtime, start_runtime
+from ausm_stream.model import load_model
 from ausm_stream.model.data import ShapesSpec, generate_video
 from ausm_stream.operators.checkpoint import Checkpoint, CheckpointStore, encode
 from ausm_stream.operators.ingest_actor import ingest_actor
 from ausm_stream.operators.pool import WorkerPool
 from ausm_stream.operators.processor import StreamProcessor
-from ausm_stream.operators.worker import load_model
 from ausm_stream.pipeline import kafka, records, tracks
 from ausm_stream.pipeline.broker import free_port
 from ausm_stream.pipeline.config import PipelineConfig, StorageConfig

@@ -30,9 +30,10 @@ from statistics import median
 import numpy as np
 import torch
 
+from ausm_stream.model import load_model
 from ausm_stream.operators.processor import StreamProcessor
 from ausm_stream.operators.status import WorkerStatus, peak_rss_bytes, rss_bytes
-from ausm_stream.operators.worker import SegmentationWorker, load_model
+from ausm_stream.operators.worker import SegmentationWorker
 from ausm_stream.pipeline import kafka, records
 from ausm_stream.pipeline.broker import EmbeddedBroker
 from ausm_stream.pipeline.config import PipelineConfig

@@ -117,8 +117,8 @@ def _masks(body: PromptCreate, geometry: Placement) -> np.ndarray:
                 raise InvalidInputError(f"mask: {exc}") from None
             return geometry.mask(decoded)
         if obj.box is not None:
-            return box_masks([geometry.box(obj.box)], geometry.model)[0].numpy()
-        return point_masks([geometry.points(obj.points or [])], geometry.model)[0].numpy()
+            return box_masks([geometry.box(obj.box)], geometry.model)[0]
+        return point_masks([geometry.points(obj.points or [])], geometry.model)[0]
 
     masks = []
     for i, obj in enumerate(body.objects):

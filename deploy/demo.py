@@ -35,8 +35,8 @@ from tqdm import tqdm
 from ausm_stream.deploy.render import render
 from ausm_stream.deploy.serve import control_plane, port_is_free
 from ausm_stream.model.data import ShapesSpec, generate_video
+from ausm_stream.model.versions import weights_info
 from ausm_stream.operators.status import PoolStatus
-from ausm_stream.operators.worker import weights_info
 from ausm_stream.pipeline.config import PipelineConfig
 from ausm_stream.pipeline.query import TrackDataset
 from ausm_stream.pipeline.storage import open_store

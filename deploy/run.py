@@ -21,10 +21,10 @@ import ray
 
 from ausm_stream.deploy.runtime import interrupt_on_sigterm, start_runtime
 from ausm_stream.errors import ConfigError, InvalidInputError
+from ausm_stream.model.versions import weights_info
 from ausm_stream.operators.ingest_actor import ingest_actor
 from ausm_stream.operators.pool import WorkerPool
 from ausm_stream.operators.status import PoolStatus
-from ausm_stream.operators.worker import weights_info
 from ausm_stream.pipeline.config import PipelineConfig
 from ausm_stream.pipeline.ids import check_stream_id
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 from collections.abc import Collection, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -26,16 +25,15 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from ausm_stream.errors import InvalidInputError
+from ausm_stream.model import versions
 from ausm_stream.model.config import AUSMConfig
+from ausm_stream.model.device import resolve_device
 from ausm_stream.model.mamba import MambaState
 from ausm_stream.model.memory import receive_labels, remember_frame, stream_memory
 from ausm_stream.model.network import AUSMNet, NetOutputs, RecurrentTensors
-from ausm_stream.model.state import StreamState, empty_state_tensors
+from ausm_stream.model.prompts import prompt_problem
+from ausm_stream.model.state import StreamState, empty_state_tensors, state_torch_dtype
 from ausm_stream.model.tracking import StepResult, update_stream
-
-WEIGHTS_FORMAT = "ausm-stream-weights"
-DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "shapes-tiny.safetensors"
-"""The shipped model (see weights/MODEL_CARD.md): what the pipeline and the demo load."""
 
 
 class AUSM(nn.Module):
@@ -57,7 +55,7 @@ class AUSM(nn.Module):
         tensors = empty_state_tensors(self.cfg)
         with torch.no_grad():
             recurrent = self.net.initial_recurrent(1)
-        tensors["x_prev"] = recurrent.x_prev[0].cpu().to(self.cfg.state_torch_dtype)
+        tensors["x_prev"] = recurrent.x_prev[0].cpu().to(state_torch_dtype(self.cfg))
         state = StreamState(
             arch=self.cfg.arch_fingerprint(),
             **tensors,
@@ -81,21 +79,9 @@ class AUSM(nn.Module):
         self._check_state(state)
         masks_t = torch.as_tensor(masks)
         ids = [int(i) for i in object_ids]
-        h, w = self.cfg.image_size
-        if masks_t.ndim != 3 or tuple(masks_t.shape[1:]) != (h, w):
-            raise InvalidInputError(
-                f"prompt masks must be (K, {h}, {w}) at the model's input size, got "
-                f"{tuple(masks_t.shape)}; resize them like the frames"
-            )
-        if masks_t.dtype != torch.bool:
-            raise InvalidInputError(f"prompt masks must be bool, got {masks_t.dtype}")
-        if len(ids) != masks_t.shape[0]:
-            raise InvalidInputError(f"{masks_t.shape[0]} prompt masks but {len(ids)} object ids")
-        if len(set(ids)) != len(ids) or any(i < 0 for i in ids):
-            raise InvalidInputError(f"object ids must be distinct and >= 0, got {ids}")
-        empty = [i for i, m in zip(ids, masks_t, strict=True) if not bool(m.any())]
-        if empty:
-            raise InvalidInputError(f"prompt masks for object ids {empty} are empty")
+        problem = prompt_problem(masks_t, ids, self.cfg.image_size, self.cfg.n_id)
+        if problem is not None:
+            raise InvalidInputError(problem)
 
         pending = state.pending_object_id.tolist()
         prompted = {i for i in state.slot_object_id[state.slot_active].tolist() if i >= 0}
@@ -174,7 +160,7 @@ class AUSM(nn.Module):
                 _stack_recurrent(states),
                 memory=stream_memory(states),
             )
-        _unstack_recurrent(recurrent, states, self.cfg.state_torch_dtype)
+        _unstack_recurrent(recurrent, states, state_torch_dtype(self.cfg))
         looks = outputs.look_features  # the backbone's, for feature looks (cfg.look)
         results = []
         for i, s in enumerate(states):
@@ -275,7 +261,11 @@ class AUSM(nn.Module):
     def save_weights(self, path: str | Path, extra: dict[str, str] | None = None) -> None:
         """safetensors weights with the config inside, so a file (and the installed packages
         that :meth:`packaged_keys` come from) is enough to rebuild."""
-        metadata = {"format": WEIGHTS_FORMAT, "config": self.cfg.to_json(), **(extra or {})}
+        metadata = {
+            "format": versions.WEIGHTS_FORMAT,
+            "config": self.cfg.to_json(),
+            **(extra or {}),
+        }
         packaged = self.packaged_keys()
         tensors = {
             k: v.detach().cpu().contiguous()
@@ -284,24 +274,8 @@ class AUSM(nn.Module):
         }
         save_file(tensors, str(path), metadata=metadata)
 
-    @staticmethod
-    def read_metadata(path: str | Path) -> dict[str, str]:
-        """A weights file's header metadata (config, training notes), without the tensors."""
-        path = Path(path)
-        if not path.is_file():
-            raise InvalidInputError(f"weights file {str(path)!r} does not exist")
-        from safetensors import safe_open
-
-        with safe_open(str(path), "pt") as fh:
-            metadata = fh.metadata() or {}
-        if metadata.get("format") != WEIGHTS_FORMAT:
-            raise InvalidInputError(f"{path} is not an ausm-stream weights file")
-        return metadata
-
-    @classmethod
-    def read_config(cls, path: str | Path) -> AUSMConfig:
-        """The config stored in a weights file, read from its header without loading tensors."""
-        return AUSMConfig.from_dict(json.loads(cls.read_metadata(path)["config"]))
+    read_metadata = staticmethod(versions.read_metadata)
+    read_config = staticmethod(versions.read_config)
 
     @classmethod
     def from_weights(cls, path: str | Path, **runtime: object) -> AUSM:
@@ -408,3 +382,12 @@ def _unstack_recurrent(
         s.x_prev = rec.x_prev[i].to(dtype, copy=True)
         s.conv = torch.stack([c[i] for c in conv]).to(dtype)
         s.ssm = torch.stack([m[i] for m in ssm]).to(dtype)
+
+
+def load_model(weights: str, device: str = "cpu", **runtime: object) -> tuple[AUSM, str]:
+    """The model that a ``model.weights`` setting names (``default`` or a path), on
+    ``device`` (``cpu``, ``cuda`` or ``auto``: :func:`~.device.resolve_device`), and its
+    version (:func:`~.versions.version_of`); ``runtime`` overrides runtime config fields."""
+    path = versions.weights_path(weights)
+    model = AUSM.from_weights(path, **runtime).to(resolve_device(device))
+    return model, versions.version_of(path)

@@ -16,8 +16,6 @@ import typing
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import torch
-
 from ausm_stream.errors import InvalidInputError
 
 ScanBackend = Literal["auto", "torch", "mamba_ssm"]
@@ -342,11 +340,6 @@ class AUSMConfig:
     def mask_size(self) -> tuple[int, int]:
         """(h, w) of the 1/4 grid where mask logits are predicted."""
         return self.image_size[0] // 4, self.image_size[1] // 4
-
-    @property
-    def state_torch_dtype(self) -> torch.dtype:
-        """``state_dtype`` as a torch dtype."""
-        return getattr(torch, self.state_dtype)
 
     @property
     def d_inner(self) -> int:

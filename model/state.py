@@ -177,13 +177,18 @@ class StreamState:
         )
 
 
+def state_torch_dtype(cfg: AUSMConfig) -> torch.dtype:
+    """``cfg.state_dtype`` as a torch dtype (the config itself stays torch-free)."""
+    return getattr(torch, cfg.state_dtype)
+
+
 def empty_state_tensors(cfg: AUSMConfig) -> dict[str, Tensor]:
     """Fresh tensors of a stream that has seen nothing (the recurrent ones zero)."""
     h, w = cfg.grid_size
     cells = cfg.history_grid_size[0] * cfg.history_grid_size[1]
     n = cfg.n_id
     layers = cfg.compressor_layers
-    dtype = cfg.state_torch_dtype
+    dtype = state_torch_dtype(cfg)
     frames = 1 + cfg.memory_frames if cfg.memory_frames else 0
     return {
         "x_prev": torch.zeros(cfg.d_model, h, w, dtype=dtype),

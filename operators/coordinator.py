@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import ray
@@ -33,8 +34,7 @@ from ray.exceptions import RayActorError, RayTaskError
 
 from ausm_stream.errors import ConfigError
 from ausm_stream.operators.calls import brief
-from ausm_stream.operators.status import PoolStatus, StreamStatus, WorkerStatus
-from ausm_stream.operators.worker import Preview, start_worker
+from ausm_stream.operators.status import PoolStatus, Preview, StreamStatus, WorkerStatus
 from ausm_stream.pipeline import kafka
 from ausm_stream.pipeline.config import PipelineConfig
 
@@ -150,6 +150,7 @@ class Coordinator:
         self._runs: dict[str, ray.ObjectRef] = {}
         self._results: dict[str, WorkerStatus] = {}
         self._pushed: dict[str, tuple[float, WorkerStatus]] = {}
+        self._previews: OrderedDict[str, Preview] = OrderedDict()
         self._launched: dict[str, float] = {}
         self._failures: dict[str, RunFailure] = {}
         self._run_args: dict | None = None
@@ -157,6 +158,10 @@ class Coordinator:
         self._stopping = False
 
     def _start(self, name: str, partitions: list[int]) -> ray.actor.ActorHandle:
+        # Imported here, in the coordinator's own process: the API imports this module for the
+        # coordinator's name and status, and its processes never load the model (or torch).
+        from ausm_stream.operators.worker import start_worker
+
         return start_worker(self.cfg, self.bootstrap, partitions, self.name, name)
 
     # -- asked by workers and drivers --------------------------------------------------------
@@ -172,10 +177,20 @@ class Coordinator:
         with self._lock:
             return dict(self.workers)
 
-    def report_status(self, worker: str, status: WorkerStatus) -> None:
-        """A running worker's status, pushed every ``STATUS_PUSH_S``."""
+    def report_status(
+        self, worker: str, status: WorkerStatus, previews: list[Preview] | None = None
+    ) -> None:
+        """A running worker's status, pushed every ``STATUS_PUSH_S``, and the latest frame
+        of each stream it stepped since its last previews (every ``PREVIEW_PUSH_S``). The
+        coordinator keeps ``worker.preview_streams`` previews per worker, the newest."""
         with self._lock:
             self._pushed[worker] = (time.monotonic(), status)
+            for preview in previews or ():
+                self._previews.pop(preview.stream_id, None)
+                self._previews[preview.stream_id] = preview
+            kept = self.cfg.worker.preview_streams * max(1, len(self.workers))
+            while len(self._previews) > kept:
+                self._previews.popitem(last=False)
 
     def status(self) -> PoolStatus:
         """The pool now: finished workers' results, live workers' pushed status (at most a
@@ -246,16 +261,10 @@ class Coordinator:
             return next((w for w, ps in self.assignment.items() if p in ps), None)
 
     def preview(self, stream_id: str) -> Preview | None:
-        """The stream's latest segmented frame, from the worker that owns it."""
-        name = self.worker_of(stream_id)
+        """The stream's latest segmented frame, as its worker last pushed it (no call into a
+        worker: a busy one's step paid for each)."""
         with self._lock:
-            handle = self.workers.get(name) if name else None
-        if handle is None:
-            return None
-        try:
-            return ray.get(handle.preview.remote(stream_id), timeout=30)
-        except (RayActorError, ray.exceptions.GetTimeoutError):
-            return None  # restarting: its previews come back with its next frames
+            return self._previews.get(stream_id)
 
     def stream_status(self, stream_id: str) -> StreamStatus | None:
         """The stream's status, from its owner's latest (see :meth:`status`)."""

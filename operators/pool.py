@@ -14,8 +14,7 @@ from dataclasses import dataclass
 import ray
 
 from ausm_stream.operators.coordinator import CoordinatorActor, coordinator_name
-from ausm_stream.operators.status import PoolStatus, StreamStatus
-from ausm_stream.operators.worker import Preview
+from ausm_stream.operators.status import PoolStatus, Preview, StreamStatus
 from ausm_stream.pipeline.config import PipelineConfig
 
 

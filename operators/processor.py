@@ -42,6 +42,7 @@ import torch
 
 from ausm_stream.errors import InvalidInputError, RecordError
 from ausm_stream.model import AUSM, StreamState
+from ausm_stream.model.prompts import prompt_problem
 from ausm_stream.model.tracking import results_to_host
 from ausm_stream.operators.residency import StateResidency
 from ausm_stream.operators.status import STEP_SECONDS_BUCKETS, Histogram, batch_buckets
@@ -246,23 +247,9 @@ class StreamProcessor:
 
     def _on_prompt(self, prompt: PromptRecord, offset: int) -> None:
         sid = prompt.stream_id
-        if prompt.masks.shape[1:] != self.size:
-            raise RecordError(
-                f"prompt for {sid!r}: masks are "
-                f"{prompt.masks.shape[1]}x{prompt.masks.shape[2]}, the model "
-                f"takes {self.size[0]}x{self.size[1]}"
-            )
-        empty = [i for i, m in zip(prompt.object_ids, prompt.masks, strict=True) if not m.any()]
-        if empty:
-            raise RecordError(
-                f"prompt for {sid!r}: the masks of object ids {empty} are empty; "
-                "draw at least one pixel of each object"
-            )
-        if len(prompt.object_ids) > self.model.cfg.n_id:
-            raise RecordError(
-                f"prompt for {sid!r} names {len(prompt.object_ids)} objects, more than the "
-                f"{self.model.cfg.n_id} the model's ID buffer holds (AUSMConfig.n_id)"
-            )
+        problem = prompt_problem(prompt.masks, prompt.object_ids, self.size, self.model.cfg.n_id)
+        if problem is not None:
+            raise RecordError(f"prompt for {sid!r}: {problem}")
         s = self.entry(sid)
         at = s.received if prompt.frame_idx is None else prompt.frame_idx
         self._check_jump(s, at, f"prompt for {sid!r} names frame {at}, which would")
@@ -446,6 +433,44 @@ class StreamProcessor:
         """Drop a stream (its partition moved to another worker, or it left memory)."""
         self.streams.pop(stream_id, None)
         self.states.drop(stream_id)
+
+    # -- queries: what the worker asks about its streams ------------------------------------
+    def holds(self, stream_id: str) -> bool:
+        """The stream is in memory (an entry and a model state)."""
+        return stream_id in self.streams
+
+    def stream_ids(self) -> list[str]:
+        return list(self.streams)
+
+    def is_closed(self, stream_id: str) -> bool:
+        """Its end was handled (sinks flushed): nothing more will be stepped."""
+        entry = self.streams.get(stream_id)
+        return entry is not None and entry.closed
+
+    def is_quiet(self, stream_id: str) -> bool:
+        """In memory with nothing queued and not ended: a checkpoint taken now holds all of
+        it, so it may leave memory."""
+        entry = self.streams.get(stream_id)
+        return entry is not None and not entry.queue and not entry.closed
+
+    def has_queued(self, stream_id: str) -> bool:
+        entry = self.streams.get(stream_id)
+        return entry is not None and bool(entry.queue)
+
+    def gaps(self, stream_id: str) -> int:
+        """Runs of frames of the stream that never arrived (0 when not in memory)."""
+        entry = self.streams.get(stream_id)
+        return entry.gaps if entry is not None else 0
+
+    def lag(self, stream_id: str) -> tuple[int, float]:
+        """Frames queued and their capture-time span in seconds (0 when not in memory)."""
+        entry = self.streams.get(stream_id)
+        return (entry.lag_frames, entry.lag_s) if entry is not None else (0, 0.0)
+
+    def furthest_behind(self, n: int) -> list[tuple[str, int, float]]:
+        """The ``n`` streams with frames queued furthest behind: (id, frames, seconds)."""
+        behind = [(e.lag_s, e.lag_frames, sid) for sid, e in list(self.streams.items()) if e.queue]
+        return [(sid, frames, lag) for lag, frames, sid in sorted(behind, reverse=True)[:n]]
 
     def backlog(self) -> int:
         """Frames received and not yet stepped, over all streams."""

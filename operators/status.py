@@ -1,6 +1,7 @@
 """What a worker and a pool report: typed status records, ready to serve and to log.
 
-A worker builds a :class:`WorkerStatus` on request (``SegmentationWorker.status``); the
+A worker keeps a :class:`StreamStats` per stream and the :class:`Preview` of the streams it
+stepped last; it builds a :class:`WorkerStatus` on request (``SegmentationWorker.status``); the
 coordinator merges its workers' into a :class:`PoolStatus`. Both are plain frozen
 dataclasses of numbers and strings, so they cross Ray unchanged and :meth:`to_dict` gives
 the JSON that ``ausm-stream run`` prints and an API serves.
@@ -14,6 +15,9 @@ import resource
 import sys
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
 
 Residence = Literal["resident", "host", "stored", "ended"]
 """Where a stream's state is: live on the worker's device, compressed in its host memory, in
@@ -34,6 +38,49 @@ def peak_rss_bytes() -> int:
     """This process's highest resident memory so far."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, KiB on Linux
+
+
+@dataclass(frozen=True)
+class Preview:
+    """A stream's latest segmented frame with its track rows, for the control plane's
+    preview image."""
+
+    stream_id: str
+    frame_idx: int
+    image: np.ndarray
+    """(h, w, 3) uint8 at the model's resolution."""
+    rows: pa.RecordBatch
+    """The frame's track records (``TRACKS_SCHEMA``; boxes in source pixels)."""
+
+
+@dataclass
+class StreamStats:
+    """A worker's running counts of one stream, kept while the worker owns its partition
+    (the source of :class:`StreamStatus`)."""
+
+    frames: int = 0
+    """Frames segmented."""
+    skipped: int = 0
+    """Frames skipped to catch up (``worker.lag_policy: skip_to_live``)."""
+    tracks: int = 0
+    """Tracks the stream has shown (its highest track id)."""
+    gaps: int = 0
+    """Runs of frames that never arrived, as of when the stream left memory."""
+    first_step: float | None = None
+    last_step: float | None = None
+    ended: bool = False
+    resumed_at: int | None = None
+    """The frame the stream resumed at, when this worker restored it from a checkpoint."""
+    active_tracks: int = 0
+    """Tracks shown in its latest segmented frame."""
+    last_checkpoint: int | None = None
+    """The frame its newest stored checkpoint resumes at."""
+
+    @property
+    def fps(self) -> float:
+        if self.first_step is None or self.last_step is None or self.frames < 2:
+            return 0.0
+        return (self.frames - 1) / max(self.last_step - self.first_step, 1e-9)
 
 
 STEP_SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)

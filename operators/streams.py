@@ -34,9 +34,10 @@ import numpy as np
 import ray
 
 from ausm_stream.errors import ConflictError, InvalidInputError, NotFoundError
+from ausm_stream.model.prompts import prompt_problem
+from ausm_stream.model.versions import weights_info
 from ausm_stream.operators.calls import brief, result
 from ausm_stream.operators.ingest_actor import ingest_actor
-from ausm_stream.operators.worker import weights_info
 from ausm_stream.pipeline import kafka, records
 from ausm_stream.pipeline.config import PipelineConfig
 from ausm_stream.pipeline.geometry import Placement
@@ -251,21 +252,9 @@ class StreamManager:
     ) -> PromptResult:
         """Write a prompt of ``masks`` (K, h, w) at the model's size; objects without an id
         get the stream's next free ones."""
-        if masks.ndim != 3 or masks.shape[1:] != self.model_size or len(masks) != len(object_ids):
-            raise InvalidInputError(
-                f"prompt for {stream_id!r}: want one {self.model_size} mask per object"
-            )
-        if len(masks) > self.max_objects:
-            raise InvalidInputError(
-                f"prompt for {stream_id!r} names {len(masks)} objects; the model tracks at most "
-                f"{self.max_objects} at once (AUSMConfig.n_id)"
-            )
-        empty = [i for i, m in enumerate(masks) if not m.any()]
-        if empty:
-            raise InvalidInputError(
-                f"prompt for {stream_id!r}: objects {empty} (by position) cover no pixel of the "
-                "model's input; draw them larger"
-            )
+        problem = prompt_problem(masks, object_ids, self.model_size, self.max_objects)
+        if problem is not None:
+            raise InvalidInputError(f"prompt for {stream_id!r}: {problem}")
         with self._locks[stream_id]:
             stream = self._registered(stream_id)
             ids, stream = self._object_ids(stream, object_ids)

@@ -15,6 +15,12 @@ the GIL with the lanes' op dispatch and bought nothing (``bench/pipeline.py``). 
 are written on their own thread, since storage round trips wait on the network, not the
 GIL. The class is plain Python; :data:`SegmentationWorkerActor` is its Ray actor.
 
+Rooms: each stream's record and the loop's queues of streams (due a checkpoint, leaving
+memory, waiting for a page-in) belong to :class:`~.lifecycle.StreamBook`; frames, prompts and
+model states to the processor (asked through its query methods); the weights file's lookup
+and version to :mod:`ausm_stream.model.versions`; the allocator's settings to
+:mod:`.allocator`.
+
 Failures: a record that fails in any way while it is decoded or queued goes to the
 dead-letter topic like an invalid one (a bug it triggers must not stop its partition). Any
 other error ends :meth:`SegmentationWorker.run` after the worker has dropped what memory
@@ -43,34 +49,30 @@ run gets a new producer, as a new process would.
 
 from __future__ import annotations
 
-import ctypes
-import hashlib
 import logging
 import os
 import queue
 import threading
 import time
-from collections import OrderedDict, defaultdict
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
-import numpy as np
-import pyarrow as pa
 import ray
 import torch
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import KafkaTimeoutError
 
-from ausm_stream.errors import ConfigError, RecordError
-from ausm_stream.model import AUSM, DEFAULT_WEIGHTS, AUSMConfig
-from ausm_stream.model.device import resolve_device
+from ausm_stream.errors import RecordError
+from ausm_stream.model import load_model
+from ausm_stream.operators.allocator import configure_allocator, release_freed_memory
 from ausm_stream.operators.checkpoint import Checkpoint, CheckpointStore, PartitionManifest
+from ausm_stream.operators.lifecycle import StreamBook
+from ausm_stream.operators.page_ins import PageIns
 from ausm_stream.operators.processor import StreamProcessor
 from ausm_stream.operators.recovery import CheckpointWriter, RecoveryPlan, recovery_plan
 from ausm_stream.operators.status import (
-    Residence,
+    Preview,
+    StreamStats,
     StreamStatus,
     WorkerStatus,
     peak_rss_bytes,
@@ -86,12 +88,13 @@ from ausm_stream.pipeline.tracks import FrameTracks
 log = logging.getLogger(__name__)
 
 ERROR_HEADER = "ausm-error"
-ENDED_STATS_KEPT = 10_000
-"""Ended streams whose stats a worker keeps for its status (a few hundred bytes each)."""
 SOURCE_HEADER = "ausm-source"
 STATUS_PUSH_S = 1.0
 """How often a running worker hands its status to the coordinator (how stale the API's
 numbers may be)."""
+PREVIEW_PUSH_S = 3.0
+"""How often it hands over, with its status, the latest frame of each stream it stepped
+since (the live page refreshes every 3 s): previews never cost a call into a worker."""
 POLL_RECORDS = 32
 """Records one poll hands over at most (a chunk of 8 frames each by default), so that the
 frames a worker holds stay near ``worker.max_queued_bytes``."""
@@ -103,61 +106,6 @@ memory when many streams are due at once."""
 
 class InjectedFault(RuntimeError):
     """What :meth:`SegmentationWorker.inject_fault` raises in the loop: a stand-in for a bug."""
-
-
-def _load_libc() -> ctypes.CDLL | None:
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.malloc_trim  # noqa: B018 (glibc only)
-        return libc
-    except (OSError, AttributeError):
-        return None
-
-
-_LIBC = _load_libc()
-
-
-M_MMAP_THRESHOLD = -3
-MMAP_THRESHOLD_BYTES = 256 * 1024
-
-
-def configure_allocator() -> None:
-    """Keep a worker's resident memory close to what it uses (glibc only; else a no-op).
-
-    States, frames and activations are allocated and freed in MB-sized blocks all the time.
-    glibc serves blocks above its mmap threshold with their own mappings, returned to the OS
-    when freed, but raises that threshold after each such free, so soon it keeps every block
-    in its heap: a worker's resident memory grew by ~400 MB over 640 frames of 40 streams and
-    stayed there (measured; ``malloc_trim`` gave 340 MB of it back). A fixed threshold keeps
-    large blocks mapped (an mmap per state copy costs ~2% of a step), and
-    :func:`release_freed_memory` trims the heap once a second, so the budgets of
-    ``worker.resident_streams`` and ``host_state_bytes`` are what the process holds."""
-    if _LIBC is not None:
-        _LIBC.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
-
-
-def release_freed_memory() -> None:
-    """Hand freed memory back to the OS: glibc's heap (``malloc_trim``) and Arrow's pool,
-    which decodes records and encodes Parquet and keeps freed pages for reuse."""
-    pa.default_memory_pool().release_unused()
-    if _LIBC is not None:
-        _LIBC.malloc_trim(0)
-
-
-def _resolve(weights: str) -> tuple[Path, str]:
-    """The weights file and its version string (file stem @ sha256 prefix)."""
-    path = DEFAULT_WEIGHTS if weights == "default" else Path(weights)
-    if not path.is_file():
-        raise ConfigError(f"model.weights: {str(path)!r} does not exist")
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
-    return path, f"{path.stem}@{digest}"
-
-
-def load_model(weights: str, device: str = "cpu", **runtime: object) -> tuple[AUSM, str]:
-    """The model on ``device`` (``cpu``, ``cuda`` or ``auto``, :func:`resolve_device`) and
-    its version string; ``runtime`` overrides runtime config fields."""
-    path, version = _resolve(weights)
-    return AUSM.from_weights(path, **runtime).to(resolve_device(device)), version
 
 
 def model_settings(worker: WorkerConfig) -> dict[str, object]:
@@ -172,53 +120,6 @@ def model_settings(worker: WorkerConfig) -> dict[str, object]:
     if worker.batch_cells is not None:
         settings["batch_cells"] = worker.batch_cells
     return settings
-
-
-def weights_info(weights: str) -> tuple[AUSMConfig, str]:
-    """The config and version of a weights file, without building the model: what drivers
-    that only start workers and ingest (input size, version) need."""
-    path, version = _resolve(weights)
-    return AUSM.read_config(path), version
-
-
-@dataclass(frozen=True)
-class Preview:
-    """A stream's latest segmented frame with its track rows, for the control plane's
-    preview image."""
-
-    stream_id: str
-    frame_idx: int
-    image: np.ndarray
-    """(h, w, 3) uint8 at the model's resolution."""
-    rows: pa.RecordBatch
-    """The frame's track records (``TRACKS_SCHEMA``; boxes in source pixels)."""
-
-
-@dataclass
-class StreamStats:
-    frames: int = 0
-    """Frames segmented."""
-    skipped: int = 0
-    """Frames skipped to catch up (``worker.lag_policy: skip_to_live``)."""
-    tracks: int = 0
-    """Tracks the stream has shown (its highest track id)."""
-    gaps: int = 0
-    """Runs of frames that never arrived, as of when the stream left memory."""
-    first_step: float | None = None
-    last_step: float | None = None
-    ended: bool = False
-    resumed_at: int | None = None
-    """The frame the stream resumed at, when this worker restored it from a checkpoint."""
-    active_tracks: int = 0
-    """Tracks shown in its latest segmented frame."""
-    last_checkpoint: int | None = None
-    """The frame its newest stored checkpoint resumes at."""
-
-    @property
-    def fps(self) -> float:
-        if self.first_step is None or self.last_step is None or self.frames < 2:
-            return 0.0
-        return (self.frames - 1) / max(self.last_step - self.first_step, 1e-9)
 
 
 class SegmentationWorker:
@@ -303,8 +204,8 @@ class SegmentationWorker:
         self.checkpoint_frames = cfg.worker.checkpoint_frames or cfg.worker.parquet_frames
         h, w = self.model.cfg.image_size
         self.frame_bytes = h * w * 3
-        self.stats: dict[str, StreamStats] = defaultdict(StreamStats)
-        self.previews: OrderedDict[str, Preview] = OrderedDict()
+        self.book = StreamBook(cfg.worker.preview_streams)
+        """Each stream's record and the loop's queues of streams (:mod:`.lifecycle`)."""
         self.dead_letters = 0
         self.run_seconds = 0.0
         self.cpu_seconds = 0.0
@@ -314,21 +215,13 @@ class SegmentationWorker:
         """Per owned partition, records in Kafka not read yet (as of the last poll)."""
         self.positions: dict[int, int] = {}
         """Per owned partition, the offset after the last record read."""
-        self.skip: dict[str, int] = {}
-        """Per restored stream, the offset its checkpoint resumes at (earlier records skip)."""
-        self._due: set[str] = set()
-        self._leaving: set[str] = set()  # ended or idle, last checkpoint submitted
-        self._ended_gone: dict[str, None] = {}  # out of memory, oldest first
-        self._stored: dict[str, None] = {}  # paged out to the object store (idle or budget)
-        self._to_store: set[str] = set()  # chosen to page out, checkpoint not yet submitted
-        self._deferred: dict[str, list[ConsumerRecord]] = {}
-        """Per stream whose page-in the store failed, its records read since, in order."""
+        self.page_ins = PageIns(self.checkpoints)
+        """Checkpoints of streams coming back into memory, loaded off the loop."""
         self._page_in_backoff = Backoff.of(cfg.storage)
-        self._last_active: dict[str, float] = {}
         self._last_idle_check = time.monotonic()
-        self._progressed: set[str] = set()
         self._last_periodic = time.monotonic()
         self._last_push = 0.0
+        self._last_preview_push = 0.0
         self._lag: kafka.LagCommitter | None = None
         self._consumer: KafkaConsumer | None = None
         self._commands: queue.Queue[tuple[str, list[int], threading.Event]] = queue.Queue()
@@ -354,13 +247,15 @@ class SegmentationWorker:
     # -- sinks (in emit order) ----------------------------------------------------------------
     def _write(self, frame: FrameTracks) -> None:
         rows = self.sinks.add(frame)
-        self._keep_preview(frame, rows)
-        st = self.stats[frame.stream_id]
+        if frame.image is not None and self.book.preview_streams:
+            # A copy: the frame would otherwise hold its whole chunk in memory.
+            image = frame.image.copy()
+            self.book.keep_preview(Preview(frame.stream_id, frame.frame_idx, image, rows))
+        st = self.book.record(frame.stream_id).stats
         now = time.monotonic()
-        self._progressed.add(frame.stream_id)
-        self._last_active[frame.stream_id] = now
+        self.book.active(frame.stream_id, now)
         if (frame.frame_idx + 1) % self.checkpoint_frames == 0:
-            self._due.add(frame.stream_id)
+            self.book.due.add(frame.stream_id)
         if frame.skipped:
             st.skipped += 1
             return
@@ -371,27 +266,12 @@ class SegmentationWorker:
         if len(frame.track_ids):  # ids count from 1 per stream: the highest is how many
             st.tracks = max(st.tracks, int(frame.track_ids.max()))
 
-    def _keep_preview(self, frame: FrameTracks, rows: pa.RecordBatch) -> None:
-        """The latest segmented frame of the ``worker.preview_streams`` most recently stepped
-        streams (a copy: the frame would otherwise hold its whole chunk in memory)."""
-        keep = self.cfg.worker.preview_streams
-        if not keep or frame.image is None:
-            return
-        sid = frame.stream_id
-        self.previews.pop(sid, None)
-        self.previews[sid] = Preview(sid, frame.frame_idx, frame.image.copy(), rows)
-        while len(self.previews) > keep:
-            self.previews.popitem(last=False)
-
-    def preview(self, stream_id: str) -> Preview | None:
-        """The stream's latest segmented frame, if this worker holds it."""
-        return self.previews.get(stream_id)
-
     def _end_stream(self, stream_id: str) -> None:
         self.sinks.end(stream_id)
-        self.stats[stream_id].ended = True
-        self._due.add(stream_id)
-        log.info("stream %s ended after %d frames", stream_id, self.stats[stream_id].frames)
+        st = self.book.record(stream_id).stats
+        st.ended = True
+        self.book.due.add(stream_id)
+        log.info("stream %s ended after %d frames", stream_id, st.frames)
 
     def _dead_letter(self, key: str, value: bytes, kind: str, source: str, reason: str) -> None:
         self.dead_letters += 1
@@ -419,70 +299,68 @@ class SegmentationWorker:
     def _checkpoint(self, stream_ids: set[str]) -> None:
         """Snapshot streams now (between steps) and hand them to the writer thread."""
         for sid in sorted(stream_ids):
-            if sid not in self.processor.streams:
+            if not self.processor.holds(sid):
                 continue
             partition = self._partition_of(sid)
             snap = self.processor.snapshot(sid, self.positions.get(partition, 0))
             self.writer.submit(Checkpoint(snap, self.sinks.pending(sid)), partition)
-        self._progressed -= stream_ids
+        self.book.progressed -= stream_ids
 
     def _checkpoint_written(self, stream_id: str, frame: int) -> None:
         """On the writer thread: a stream's checkpoint, resuming at ``frame``, is stored."""
-        st = self.stats.get(stream_id)
-        if st is not None:
-            st.last_checkpoint = frame
+        rec = self.book.records.get(stream_id)
+        if rec is not None:
+            rec.stats.last_checkpoint = frame
 
     def _log_lag(self) -> None:
         """The streams furthest behind, once per ``worker.checkpoint_seconds``."""
-        behind = sorted(
-            ((e.lag_s, e.lag_frames, sid) for sid, e in self.processor.streams.items() if e.queue),
-            reverse=True,
-        )
+        behind = self.processor.furthest_behind(5)
         if behind:
-            worst = ", ".join(f"{sid} {n} frames / {lag:.1f} s" for lag, n, sid in behind[:5])
-            log.info("lag: %d streams have frames queued; furthest behind: %s", len(behind), worst)
+            worst = ", ".join(f"{sid} {n} frames / {lag:.1f} s" for sid, n, lag in behind)
+            log.info("lag: streams with frames queued, furthest behind: %s", worst)
 
     def _checkpoint_due(self) -> None:
         w = self.cfg.worker
         now = time.monotonic()
+        book = self.book
         if now - self._last_periodic >= w.checkpoint_seconds:
-            self._due |= self._progressed
+            book.due |= book.progressed
             self._last_periodic = now
             self._log_lag()
         if now - self._last_idle_check >= 1.0:
             self._last_idle_check = now
             release_freed_memory()
             if w.idle_page_out_s:
-                self._to_store |= self._idle(now, w.idle_page_out_s)
-        pending = self._leaving | self._to_store
-        self._to_store |= set(
+                book.to_store |= self._idle(now, w.idle_page_out_s)
+        pending = book.leaving | book.to_store
+        book.to_store |= set(
             self.processor.states.over_budget(
                 lambda sid: sid not in pending and self._is_movable(sid), pending
             )
         )
-        self._due |= self._to_store
+        book.due |= book.to_store
         self.sinks.retry()  # windows the store failed, once their back-off is over
         room = CHECKPOINT_BACKLOG - self.writer.backlog
         # The commit order: a stream that owes a window (the store failed its Parquet file) is
         # not snapshotted, so no checkpoint covers frames before their Parquet file is written.
         # It stays due until the window is written.
-        ready = {sid for sid in self._due if not self.sinks.owes(sid)}
+        ready = {sid for sid in book.due if not self.sinks.owes(sid)}
         if ready and room > 0:
             # Those leaving memory first; the rest wait for room (a few loops at most).
-            order = sorted(ready & self._to_store) + sorted(ready - self._to_store)
+            order = sorted(ready & book.to_store) + sorted(ready - book.to_store)
             self._checkpoint_leaving(set(order[:room]))
-        if self._leaving and self.writer.idle():
+        if book.leaving and self.writer.idle():
             self._let_streams_go()
 
     def _checkpoint_leaving(self, taken: set[str]) -> None:
         """Checkpoint ``taken``; those chosen to page out, and ended ones, then leave memory
         once written (:meth:`_let_streams_go`)."""
-        self._due -= taken
+        book = self.book
+        book.due -= taken
         self._checkpoint(taken)
-        entries = self.processor.streams
-        closed = {sid for sid in taken if sid in entries and entries[sid].closed}
-        self._leaving |= (taken & self._to_store) | closed
-        self._to_store -= taken
+        closed = {sid for sid in taken if self.processor.is_closed(sid)}
+        book.leaving |= (taken & book.to_store) | closed
+        book.to_store -= taken
 
     def _checkpoint_all(self, stream_ids: set[str]) -> None:
         """Checkpoint many streams and wait until all are written, ``CHECKPOINT_BACKLOG`` at a
@@ -511,20 +389,20 @@ class SegmentationWorker:
     def _is_movable(self, stream_id: str) -> bool:
         """A stream may leave memory for the object store: nothing queued (its checkpoint
         then holds all of it) and not ended (those leave anyway)."""
-        entry = self.processor.streams.get(stream_id)
-        return (
-            entry is not None
-            and not entry.queue
-            and not entry.closed
-            and not self.sinks.owes(stream_id)
-        )
+        return self.processor.is_quiet(stream_id) and not self.sinks.owes(stream_id)
 
     def _idle(self, now: float, after_s: float) -> set[str]:
         """Movable streams without a record or step for more than ``after_s``."""
+        records = self.book.records
+
+        def since(sid: str) -> float:
+            rec = records.get(sid)
+            return 0.0 if rec is None or rec.last_active is None else now - rec.last_active
+
         return {
             sid
-            for sid in self.processor.streams
-            if now - self._last_active.get(sid, now) > after_s and self._is_movable(sid)
+            for sid in self.processor.stream_ids()
+            if since(sid) > after_s and self._is_movable(sid)
         }
 
     def _let_streams_go(self) -> None:
@@ -533,49 +411,60 @@ class SegmentationWorker:
         host budget (``worker.host_state_bytes``). Only a stream unchanged since its
         checkpoint goes. Records of one that arrive later page it back in
         from that checkpoint (:meth:`_page_in`). An ended stream's small stats stay for the
-        status, the oldest dropped past ``ENDED_STATS_KEPT``."""
-        for sid in sorted(self._leaving):
-            entry = self.processor.streams.get(sid)
-            if entry is None or entry.queue or sid in self._progressed or self.sinks.owes(sid):
+        status (:meth:`~.lifecycle.StreamBook.left_memory`)."""
+        book, processor = self.book, self.processor
+        for sid in sorted(book.leaving):
+            if (
+                not processor.holds(sid)
+                or processor.has_queued(sid)
+                or sid in book.progressed
+                or self.sinks.owes(sid)
+            ):
                 continue
-            self.stats[sid].gaps = entry.gaps
+            book.record(sid).stats.gaps = processor.gaps(sid)
+            ended = processor.is_closed(sid)
             self._forget(sid)
-            (self._ended_gone if entry.closed else self._stored)[sid] = None
-        self._leaving.clear()
-        while len(self._ended_gone) > ENDED_STATS_KEPT:
-            sid = next(iter(self._ended_gone))
-            del self._ended_gone[sid]
-            self.stats.pop(sid, None)
+            book.left_memory(sid, ended)
+        book.leaving.clear()
 
     def _forget(self, stream_id: str) -> None:
-        """Drop what memory holds of a stream: its entry and state, its sinks' buffers."""
+        """Drop what memory holds of a stream: its entry and state, its sinks' buffers (its
+        record stays, with its stats: :meth:`_release` forgets those)."""
         self.processor.forget(stream_id)
         self.sinks.forget(stream_id)
-        self._last_active.pop(stream_id, None)
 
     def _page_in(self, stream_id: str, offset: int) -> bool:
         """A record of a stream not in memory, read at ``offset``: if the stream has a
         checkpoint (it left memory, ended, or its partition's manifest no longer lists it
-        because it ended), resume it from there; else it is new. ``False`` when the object
-        store failed (or fails now, within its back-off): the stream stays out of memory.
+        because it ended), resume it from there; else it is new. ``False`` while its
+        checkpoint loads off the loop (:mod:`.page_ins`: the record waits, the other streams
+        step on), or when the object store failed (within its back-off): the stream stays
+        out of memory.
 
         A checkpoint taken past ``offset`` belongs to an earlier life of the topic (an
         embedded broker restarted): it is ignored with a log line, and the stream starts
         over, as :meth:`_recover` does for whole partitions."""
         if not self._page_in_backoff.ready():
             return False
+        load = self.page_ins.finished(stream_id)
+        if load is None:
+            return False
         try:
-            loaded = self.checkpoints.load(stream_id)
+            loaded = load.result()
         except Exception as exc:
             if not is_store_error(exc):
                 raise
             delay = self._page_in_backoff.failed()
             self.store_health.failed(f"paging in stream {stream_id}", exc, delay)
+            log.warning(
+                "stream %s: not paged in (the object store failed); its records wait here and "
+                "the page-in is tried again",
+                stream_id,
+            )
             return False
         self._page_in_backoff.succeeded()
         self.store_health.ok()
-        self._ended_gone.pop(stream_id, None)
-        self._stored.pop(stream_id, None)
+        self.book.paged_in(stream_id)
         if loaded is None:
             return True
         if loaded[0].snapshot.offset > offset:
@@ -591,37 +480,27 @@ class SegmentationWorker:
         return True
 
     def _defer(self, stream_id: str, msg: ConsumerRecord) -> None:
-        """Keep a record of a stream whose page-in failed, behind its earlier ones. Its
-        partition's manifest holds the stream from this offset on, so that a worker that
-        fails meanwhile replays the record instead of skipping it."""
-        waiting = self._deferred.setdefault(stream_id, [])
-        if not waiting:
-            log.warning(
-                "stream %s: not paged in (the object store failed); its records wait here and "
-                "the page-in is tried again",
-                stream_id,
-            )
-        waiting.append(msg)
+        """Keep a record of a stream being paged in (or whose page-in failed), behind its
+        earlier ones. Its partition's manifest holds the stream from this offset on, so that
+        a worker that fails meanwhile replays the record instead of skipping it."""
+        self.book.waiting.setdefault(stream_id, []).append(msg)
         self.writer.note_stream(msg.partition, stream_id, msg.offset)
 
     def _retry_deferred(self) -> None:
-        """Page in the streams whose records wait (once the back-off allows), then queue their
-        records in order; the first failure leaves the rest for the next try."""
-        for sid in list(self._deferred):
-            if not self._page_in(sid, self._deferred[sid][0].offset):
-                return
-            msgs = self._deferred.pop(sid)
-            log.info("stream %s: paged in; its %d waiting records are queued", sid, len(msgs))
+        """Page in the streams whose records wait and whose checkpoints have loaded (or,
+        after a failure, once the back-off allows), then queue their records in order."""
+        waiting = self.book.waiting
+        for sid in list(waiting):
+            if not self._page_in(sid, waiting[sid][0].offset):
+                continue
+            msgs = waiting.pop(sid)
+            log.debug("stream %s: paged in; its %d waiting records are queued", sid, len(msgs))
             for msg in msgs:
                 self._queue(msg, kafka.header(msg.headers, records.KIND_HEADER), sid)
 
-    def _forget_deferred(self, stream_ids: set[str]) -> None:
-        for sid in stream_ids & set(self._deferred):
-            del self._deferred[sid]
-
     def _deferred_bytes(self) -> int:
         """Bytes of the records waiting for their stream's page-in (usually none)."""
-        return sum(len(m.value or b"") for msgs in self._deferred.values() for m in msgs)
+        return sum(len(m.value or b"") for msgs in self.book.waiting.values() for m in msgs)
 
     def _commit_lag(self) -> None:
         """Offer Kafka what the written checkpoints cover: the last step of the commit
@@ -675,14 +554,14 @@ class SegmentationWorker:
         snap = ckpt.snapshot
         self.processor.restore(snap)
         self.sinks.restore(snap.stream_id, ckpt.pending)
-        self.skip[snap.stream_id] = snap.offset
-        self._last_active[snap.stream_id] = time.monotonic()
+        known = snap.stream_id in self.book.records
+        rec = self.book.restored(snap.stream_id, snap.offset, time.monotonic())
         if snap.ended:  # nothing to resume: it stays out of memory unless records come
-            self._leaving.add(snap.stream_id)
-        if not recovered and snap.stream_id in self.stats:
+            self.book.leaving.add(snap.stream_id)
+        if not recovered and known:
             self.store_page_ins += 1
             return
-        st = self.stats[snap.stream_id] = StreamStats(
+        st = rec.stats = StreamStats(
             frames=snap.frames_done,
             skipped=snap.skipped,
             tracks=snap.state.next_track_id - 1,
@@ -703,23 +582,13 @@ class SegmentationWorker:
     def _release(self, partitions: list[int]) -> None:
         """Checkpoint the partitions' streams, wait until written, then drop them."""
         gone = set(partitions)
-        streams = {s for s in self.processor.streams if self._partition_of(s) in gone}
+        streams = {s for s in self.processor.stream_ids() if self._partition_of(s) in gone}
         self._checkpoint_all(streams)
-        out_of_memory = {
-            s for s in [*self._stored, *self._ended_gone] if self._partition_of(s) in gone
-        }
-        self._forget_deferred({s for s in self._deferred if self._partition_of(s) in gone})
-        for sid in streams | out_of_memory:
+        known = {*self.book.records, *self.book.waiting}
+        for sid in streams | {s for s in known if self._partition_of(s) in gone}:
             self._forget(sid)
-            self._leaving.discard(sid)
-            self.stats.pop(sid, None)
-            self.skip.pop(sid, None)
-            self._stored.pop(sid, None)
-            self._ended_gone.pop(sid, None)
-            self._due.discard(sid)
-            self._to_store.discard(sid)
-            self._leaving.discard(sid)
-            self._progressed.discard(sid)
+            self.book.forget(sid)
+            self.page_ins.forget(sid)
         for p in gone:
             self.writer.untrack(p)
             self.positions.pop(p, None)
@@ -777,10 +646,10 @@ class SegmentationWorker:
         except RecordError as exc:
             self._dead_letter_msg(msg, kind, exc)
         else:
-            if key in self._deferred or (
-                key not in self.processor.streams and not self._page_in(key, msg.offset)
+            if key in self.book.waiting or (
+                not self.processor.holds(key) and not self._page_in(key, msg.offset)
             ):
-                self._defer(key, msg)  # the store failed its page-in: it waits here
+                self._defer(key, msg)  # its checkpoint loads off the loop: it waits here
             else:
                 self._queue(msg, kind, key)
         self.positions[p] = msg.offset + 1
@@ -789,18 +658,13 @@ class SegmentationWorker:
     def _queue(self, msg: ConsumerRecord, kind: str | None, key: str) -> None:
         """Queue a record of a stream in memory (or new), unless its checkpoint covers it."""
         try:
-            if msg.offset >= self.skip.get(key, -1):
+            rec = self.book.records.get(key)
+            if rec is None or msg.offset >= rec.resume_offset:
                 record = self._take(msg, kind, key)
                 if isinstance(record, records.ControlRecord) and record.kind == "reset":
-                    # A new life of the stream (added again after it ended): fresh counters;
-                    # its track ids go on after the old ones.
-                    self.stats[record.stream_id] = StreamStats(
-                        tracks=self.stats[record.stream_id].tracks
-                    )
-                    self.previews.pop(record.stream_id, None)
+                    self.book.new_life(record.stream_id)
                 self.writer.note_stream(msg.partition, record.stream_id, msg.offset)
-                self._progressed.add(record.stream_id)
-                self._last_active[record.stream_id] = time.monotonic()
+                self.book.active(record.stream_id, time.monotonic())
         except RecordError as exc:
             self._dead_letter_msg(msg, kind, exc)
 
@@ -905,7 +769,7 @@ class SegmentationWorker:
                 # many streams at once go at the writer's pace, not one batch per poll).
                 if self.processor.backlog():
                     wait_ms = 0
-                elif self._due:
+                elif self.book.due or self.book.waiting:
                     wait_ms = min(10, self.cfg.worker.poll_ms)
                 else:
                     wait_ms = self.cfg.worker.poll_ms
@@ -922,23 +786,25 @@ class SegmentationWorker:
                 self._commit_lag()
                 self._push_status(coordinator)
                 now = time.monotonic()
-                if polled or stepped or self._deferred:
+                if polled or stepped or self.book.waiting:
                     last_activity = now
                 if until_ended is not None and all(
-                    self.stats[s].ended for s in self._owned(until_ended)
+                    s in self.book.records and self.book.records[s].stats.ended
+                    for s in self._owned(until_ended)
                 ):
                     break
                 if idle_timeout_s is not None and now - last_activity > idle_timeout_s:
                     break
                 if max_seconds is not None and now - started > max_seconds:
                     break
-            self._checkpoint_all(self._progressed | self._due)  # a clean stop resumes exactly
+            self._checkpoint_all(self.book.progressed | self.book.due)  # resumes exactly
             self._let_streams_go()
             self._commit_lag()
         finally:
             # Records still waiting for a page-in are read again by the next run: its recovery
             # seeks to where the partition's manifest holds them (:meth:`_defer`).
-            self._forget_deferred(set(self._deferred))
+            self.book.waiting.clear()
+            self.page_ins.clear()
             self._deliver()
             self._lag.close()
             self._consumer.close()
@@ -962,9 +828,14 @@ class SegmentationWorker:
         (a call into a busy worker's process cost its step ~2% per request a second, measured
         with ``bench/api.py``)."""
         now = time.monotonic()
-        if coordinator is not None and now - self._last_push >= STATUS_PUSH_S:
-            self._last_push = now
-            coordinator.report_status.remote(self.name, self.status())
+        if coordinator is None or now - self._last_push < STATUS_PUSH_S:
+            return
+        self._last_push = now
+        previews = []
+        if now - self._last_preview_push >= PREVIEW_PUSH_S:
+            self._last_preview_push = now
+            previews = self.book.unsent_previews()
+        coordinator.report_status.remote(self.name, self.status(), previews)
 
     def stop(self) -> None:
         self._stop.set()
@@ -977,24 +848,12 @@ class SegmentationWorker:
         a new writer starts without the failed run's partitions."""
         while not self.writer.close():
             log.warning("worker %s: waiting for its checkpoint writer to finish", self.name)
-        for sid in [*self.processor.streams, *self.stats]:
+        for sid in [*self.processor.stream_ids(), *self.book.records]:
             self._forget(sid)
-        self._forget_deferred(set(self._deferred))
-        for held in (
-            self.stats,
-            self.previews,
-            self.skip,
-            self.positions,
-            self.partition_lag,
-            self._due,
-            self._leaving,
-            self._ended_gone,
-            self._stored,
-            self._to_store,
-            self._last_active,
-            self._progressed,
-        ):
-            held.clear()
+        self.book.clear()
+        self.page_ins.clear()
+        self.positions.clear()
+        self.partition_lag.clear()
         self.writer = self._new_writer()
         # As a new process would: a producer the brokers failed for good (one whose producer
         # id a restarted broker forgot) sends nothing again.
@@ -1026,14 +885,14 @@ class SegmentationWorker:
     def status(self) -> WorkerStatus:
         """The worker and each stream it segmented or holds, now (safe from other threads:
         it reads copies)."""
-        entries = dict(self.processor.streams)
         paging = self.processor.states
         streams = {}
-        for sid, st in sorted(list(self.stats.items())):
+        for sid, rec in sorted(list(self.book.records.items())):
+            st = rec.stats
             if not (st.frames or st.skipped or st.ended):
                 continue
-            entry = entries.get(sid)
-            queued = entry.lag_frames if entry else 0
+            in_memory = self.processor.holds(sid)
+            queued, lag_s = self.processor.lag(sid)
             streams[sid] = StreamStatus(
                 stream_id=sid,
                 worker=self.name,
@@ -1041,12 +900,12 @@ class SegmentationWorker:
                 frames_out=st.frames,
                 skipped=st.skipped,
                 lag_frames=queued,
-                lag_s=round(entry.lag_s, 3) if entry else 0.0,
+                lag_s=round(lag_s, 3),
                 fps=round(st.fps, 2),
-                residence=self._residence(sid, entry is not None),
+                residence=self.processor.states.tier(sid) if in_memory else rec.place,
                 active_tracks=st.active_tracks,
                 tracks=st.tracks,
-                gaps=entry.gaps if entry else st.gaps,
+                gaps=self.processor.gaps(sid) if in_memory else st.gaps,
                 ended=st.ended,
                 last_checkpoint_frame=st.last_checkpoint,
                 resumed_at=st.resumed_at,
@@ -1061,7 +920,7 @@ class SegmentationWorker:
             recovered_streams=self.recovered_streams,
             resident_streams=paging.resident_count,
             host_streams=paging.host_count,
-            stored_streams=len(self._stored),
+            stored_streams=self.book.stored_count(),
             host_state_bytes=paging.host_bytes,
             page_outs=paging.stats.page_outs,
             page_ins=paging.stats.page_ins,
@@ -1079,11 +938,6 @@ class SegmentationWorker:
             batch_size=self.processor.batch_size.copy(),
             streams=streams,
         )
-
-    def _residence(self, stream_id: str, in_memory: bool) -> Residence:
-        if in_memory:
-            return self.processor.states.tier(stream_id)
-        return "stored" if stream_id in self._stored else "ended"
 
 
 # Concurrent calls: ``run`` holds one thread; ``status``, ``stop``, ``acquire`` and

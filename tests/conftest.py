@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -90,10 +91,15 @@ def ray_session():
     ray.shutdown()
 
 
+def write_random_weights(folder: Path) -> Path:
+    """A weights file of the tiny preset with seeded random weights, in ``folder``."""
+    torch.manual_seed(0)
+    path = folder / "random-tiny.safetensors"
+    AUSM(AUSMConfig.preset("tiny", fg_threshold=0.8)).save_weights(path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def weights(tmp_path_factory):
     """A weights file of the tiny preset with seeded random weights."""
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("weights") / "random-tiny.safetensors"
-    AUSM(AUSMConfig.preset("tiny", fg_threshold=0.8)).save_weights(path)
-    return path
+    return write_random_weights(tmp_path_factory.mktemp("weights"))

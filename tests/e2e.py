@@ -7,6 +7,8 @@ these tests check the data plane, not segmentation quality.
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import uuid
 from pathlib import Path
@@ -54,10 +56,10 @@ def camera_chunk(stream_id: str, first: int, n: int, seed: int = 0) -> records.F
     )
 
 
-def write_videos(root: Path, count: int, frames: int = FRAMES) -> dict[str, Path]:
+def write_videos(root: Path, count: int, frames: int = FRAMES, fps: int = 8) -> dict[str, Path]:
     spec = ShapesSpec(size=(96, 160), frames=frames)
     return {
-        f"cam-{i}": write_h264(root / f"cam-{i}.mp4", generate_video("val", i, spec).frames)
+        f"cam-{i}": write_h264(root / f"cam-{i}.mp4", generate_video("val", i, spec).frames, fps)
         for i in range(count)
     }
 
@@ -83,7 +85,7 @@ def pipeline_config(
         ),
         storage=storage,
         model=ModelConfig(weights=str(weights)),
-        worker=WorkerConfig(parquet_frames=16, **worker),
+        worker=WorkerConfig(**{"parquet_frames": 16, **worker}),
     )
 
 
@@ -111,18 +113,32 @@ def ingest_all(cfg: PipelineConfig, broker, videos: dict[str, Path], frames: int
     assert all(j.report.frames == frames for j in jobs)
 
 
-def run_workers(cfg: PipelineConfig, broker, streams: set[str], workers: int | None = None) -> dict:
+def run_workers(
+    cfg: PipelineConfig,
+    broker,
+    streams: set[str],
+    workers: int | None = None,
+    max_seconds: float = 240,
+) -> dict:
     """The pool as ``run`` and the demo start it (one worker per core of the test's Ray),
     until every stream ended; it is killed afterwards."""
     pool = WorkerPool.start(cfg, broker.bootstrap, workers)
     try:
-        return ray.get(pool.run(until_ended=streams, max_seconds=240), timeout=300)
+        return ray.get(
+            pool.run(until_ended=streams, max_seconds=max_seconds), timeout=max_seconds + 60
+        )
     finally:
         pool.kill()
 
 
-def consume(broker, topic: str, partitions: int) -> list:
-    consumer = kafka.make_consumer(KafkaConfig(), broker.bootstrap)
+def sigkill(handle: ray.actor.ActorHandle) -> None:
+    """SIGKILL an actor's process (Ray starts it again, as a crashed worker's node would)."""
+    os.kill(ray.get(handle.pid.remote()), signal.SIGKILL)
+
+
+def consume(broker, topic: str, partitions: int, kafka_cfg: KafkaConfig | None = None) -> list:
+    """Every record of the topic, read until three polls in a row bring nothing."""
+    consumer = kafka.make_consumer(kafka_cfg or KafkaConfig(), broker.bootstrap)
     kafka.assign(consumer, topic, range(partitions))
     out, idle = [], 0
     while idle < 3:
@@ -163,7 +179,7 @@ def topic_rows(broker, cfg: PipelineConfig) -> tuple[pa.Table, int]:
     """The tracks topic's rows with replayed messages dropped by their headers, sorted; and
     how many messages were dropped."""
     seen, batches, dropped = set(), [], 0
-    for msg in consume(broker, cfg.kafka.tracks_topic, cfg.kafka.partitions):
+    for msg in consume(broker, cfg.kafka.tracks_topic, cfg.kafka.partitions, cfg.kafka):
         key = tracks.track_message_id(msg.headers)
         if key in seen:
             dropped += 1

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from ausm_stream.model import load_model
 from ausm_stream.model.scan import (
     mamba_ssm_available,
     selective_scan,
@@ -19,7 +20,6 @@ from ausm_stream.model.scan import (
 )
 from ausm_stream.model.tracking import results_to_host
 from ausm_stream.operators.processor import StreamProcessor
-from ausm_stream.operators.worker import load_model
 from ausm_stream.pipeline.records import FrameChunk
 from tests.conftest import make_frames, make_model
 from tests.model.test_scan import random_inputs

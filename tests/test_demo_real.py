@@ -7,7 +7,7 @@ import pyarrow.compute as pc
 import pytest
 
 from ausm_stream.deploy.demo import VTEST, run_demo
-from ausm_stream.model.ausm import DEFAULT_WEIGHTS
+from ausm_stream.model.versions import DEFAULT_WEIGHTS
 from ausm_stream.pipeline.config import StorageConfig
 from ausm_stream.pipeline.dataset import read_dataset
 from ausm_stream.pipeline.storage import open_store

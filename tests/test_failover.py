@@ -34,6 +34,7 @@ from tests.e2e import (
     ingest_all,
     pipeline_config,
     run_workers,
+    sigkill,
     storage_for,
     topic_rows,
     write_videos,
@@ -101,10 +102,6 @@ def wait_for_frames(pool: WorkerPool, at: int, timeout_s: float = 120) -> None:
     while frames_done(pool) < at:
         assert time.monotonic() < deadline, f"the pool never reached {at} frames"
         time.sleep(0.05)
-
-
-def sigkill(handle: ray.actor.ActorHandle) -> None:
-    os.kill(ray.get(handle.pid.remote()), signal.SIGKILL)
 
 
 @pytest.mark.parametrize(

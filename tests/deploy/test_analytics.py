@@ -15,9 +15,9 @@ from PIL import Image
 
 from ausm_stream.deploy.cli import main
 from ausm_stream.deploy.overlay import PALETTE, track_colour
+from ausm_stream.model import load_model
 from ausm_stream.model.data.synthetic import ShapesSpec, generate_video
 from ausm_stream.operators.processor import StreamProcessor
-from ausm_stream.operators.worker import load_model
 from ausm_stream.pipeline.ingest import decode_source
 from ausm_stream.pipeline.query import TrackDataset
 from ausm_stream.pipeline.records import FrameChunk

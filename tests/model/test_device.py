@@ -11,10 +11,11 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from ausm_stream.errors import ConfigError, InvalidInputError
+from ausm_stream.model import load_model
 from ausm_stream.model.device import resolve_device
 from ausm_stream.model.scan import _logged_backends, mamba_ssm_problem, resolve_backend
 from ausm_stream.model.tracking import HOST_FIELDS, results_to_host
-from ausm_stream.operators.worker import load_model, model_settings
+from ausm_stream.operators.worker import model_settings
 from ausm_stream.pipeline.config import PipelineConfig
 from tests.conftest import make_frames, make_model
 

@@ -107,7 +107,7 @@ def test_backbone_stays_frozen_in_train_mode() -> None:
 
 
 def test_the_shipped_real_weights_load_with_their_backbone_from_the_package() -> None:
-    from ausm_stream.model.ausm import DEFAULT_WEIGHTS
+    from ausm_stream.model.versions import DEFAULT_WEIGHTS
 
     path = DEFAULT_WEIGHTS.parent / "real-lite0.safetensors"
     model = AUSM.from_weights(path)

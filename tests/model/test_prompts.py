@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -54,7 +55,7 @@ def test_reprompting_an_object_keeps_its_track_id():
 
 def test_box_and_point_prompts_become_masks():
     boxes = box_masks([(10, 20, 30, 25), (-5, -5, 4, 3)], (32, 40))
-    assert boxes.shape == (2, 32, 40) and boxes.dtype == torch.bool
+    assert boxes.shape == (2, 32, 40) and boxes.dtype == np.bool_
     assert int(boxes[0].sum()) == 20 * 5 and bool(boxes[0, 20, 10]) and not bool(boxes[0, 25, 30])
     assert int(boxes[1].sum()) == 4 * 3  # clipped to the frame
     points = point_masks([[(10, 10)], [(0, 0), (39, 31)]], (32, 40), radius=2)

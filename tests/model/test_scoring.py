@@ -87,9 +87,9 @@ def test_score_video_scores_tracks_and_baseline_at_annotation_size():
 
 def test_evaluate_reports_annotation_size_baseline_recall_and_speed():
     from ausm_stream.model import AUSM
-    from ausm_stream.model.ausm import DEFAULT_WEIGHTS
     from ausm_stream.model.data import ShapesSpec, generate_video
     from ausm_stream.model.evaluation.runner import evaluate
+    from ausm_stream.model.versions import DEFAULT_WEIGHTS
 
     model = AUSM.from_weights(DEFAULT_WEIGHTS)
     video = generate_video("test", 0, ShapesSpec(size=(96, 160), frames=6))

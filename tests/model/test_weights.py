@@ -38,7 +38,7 @@ def test_weights_of_another_architecture_name_what_differs(tmp_path):
     from safetensors.torch import save_file
 
     from ausm_stream.errors import InvalidInputError
-    from ausm_stream.model.ausm import WEIGHTS_FORMAT
+    from ausm_stream.model.versions import WEIGHTS_FORMAT
 
     small = make_model()
     other = AUSMConfig.preset("tiny", d_model=small.cfg.d_model * 2)

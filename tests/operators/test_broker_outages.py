@@ -32,7 +32,7 @@ from tests.e2e import (
     topic_rows,
     write_videos,
 )
-from tests.pipeline.test_sinks import log_keeping_broker
+from tests.outages import log_keeping_broker
 
 OUTAGE_S = 40.0
 FRAMES = 96  # 12 s of 8 fps video per camera, produced at its own pace

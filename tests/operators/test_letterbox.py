@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from ausm_stream.model import load_model
 from ausm_stream.model.data.synthetic import ShapesSpec, generate_video
 from ausm_stream.operators.processor import StreamProcessor
-from ausm_stream.operators.worker import load_model
 from ausm_stream.pipeline.ingest import decode_source
 from ausm_stream.pipeline.records import FrameChunk
 from ausm_stream.pipeline.tracks import encode_tracks, source_masks

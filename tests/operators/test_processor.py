@@ -139,7 +139,7 @@ def test_lag_is_reported_and_skip_to_live_catches_up():
 
 def test_bad_prompts_and_sizes_are_record_errors(processor):
     p, _, _ = processor
-    with pytest.raises(RecordError, match="model takes 64x64"):
+    with pytest.raises(RecordError, match=r"must be \(K, 64, 64\) at the model.s input size"):
         p.on_record(PromptRecord("a", 0, [1], np.ones((1, 32, 32), dtype=bool)))
     p.on_record(chunk("a", 0, 2))
     p.drain()
@@ -227,7 +227,7 @@ def test_prompts_that_cannot_apply_are_record_errors_or_rejected(processor):
         p.on_record(PromptRecord("a", None, [1, 2], empty))
     n_id = p.model.cfg.n_id
     many = np.ones((n_id + 1, *SIZE), dtype=bool)
-    with pytest.raises(RecordError, match=f"more than the {n_id}"):
+    with pytest.raises(RecordError, match=f"exceed the ID buffer of {n_id}"):
         p.on_record(PromptRecord("a", None, list(range(n_id + 1)), many))
     # Within the buffer one by one, over it together: rejected when applied, with the reason.
     rejected = []

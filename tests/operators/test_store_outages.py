@@ -17,6 +17,7 @@ import dataclasses
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow.compute as pc
@@ -28,13 +29,14 @@ from ausm_stream.operators.processor import StreamProcessor
 from ausm_stream.operators.recovery import CheckpointWriter
 from ausm_stream.operators.worker import SegmentationWorker
 from ausm_stream.pipeline import kafka, records
-from ausm_stream.pipeline.config import StorageConfig
+from ausm_stream.pipeline.config import PipelineConfig, StorageConfig
 from ausm_stream.pipeline.dataset import read_dataset
 from ausm_stream.pipeline.storage import Backoff, ServiceHealth, open_store
 from tests.conftest import make_model, s3_storage, wait_for
 from tests.e2e import FRAMES, camera_chunk, dataset_files, pipeline_config
 from tests.operators.test_processor import SIZE, chunk
-from tests.pipeline.test_storage import FlakyStore, StoreProxy
+from tests.outages import Moto, StoreProxy
+from tests.pipeline.test_storage import FlakyStore
 
 MODEL = make_model(image_size=SIZE, fg_threshold=0.85)
 
@@ -99,6 +101,10 @@ def test_checkpoints_wait_while_the_store_is_down_and_newer_ones_replace_older(t
     with pytest.raises(TimeoutError, match="store has been failing"):
         writer.wait(timeout_s=0.3)
     writer.submit(a8, 0)  # a newer checkpoint of "a" replaces the waiting one
+    # Two more failed tries: the one under way may hold a4 (it is dropped when requeued, a8
+    # being newer); the next one holds a8. Then the store comes back.
+    tried = writer.health.errors
+    wait_for("two more tries", lambda: writer.health.errors >= tried + 2, timeout_s=30)
     store.down = False
     writer.wait(timeout_s=30)
     assert (latest_frame(ckpts, "a"), latest_frame(ckpts, "b")) == (8, 2)
@@ -152,22 +158,64 @@ def rows(cfg, stream: str, first: int = 0) -> list[tuple]:
     return sorted(tuple(r.values()) for r in table.select(cols).to_pylist())
 
 
-@pytest.mark.slow
-def test_a_page_in_the_store_fails_holds_that_streams_records_while_others_step(
-    broker, weights, tmp_path, monkeypatch
-):
-    """Stream ``a`` ended and left memory; it comes back (a camera restarted) while the
-    store is down: its page-in fails, its records wait in order and are tried again, while
-    ``b``, in memory, steps on (its Parquet window and checkpoint wait for the store). Once
-    the store answers, ``a`` resumes from its checkpoint as if nothing happened."""
-    storage = StorageConfig(url=f"file://{tmp_path}/paged", retry_initial_s=0.1, retry_max_s=0.5)
+class GatedStore(FlakyStore):
+    """A :class:`FlakyStore` whose reads of one stream's checkpoints wait while ``gate`` is
+    closed: a page-in as slow as the test likes."""
+
+    def __init__(self, root, stream: str) -> None:
+        super().__init__(root)
+        self.prefix = f"checkpoints/{stream}/"
+        self.gate = threading.Event()
+        self.gate.set()
+        self.held = threading.Event()  # a read is waiting at the gate
+
+    def get(self, key: str) -> bytes:
+        if key.startswith(self.prefix) and not self.gate.is_set():
+            self.held.set()
+            self.gate.wait(120)
+        return super().get(key)
+
+
+@dataclass
+class PagedOut:
+    """A worker whose stream ``a`` ended and left memory, running in a thread; ``b`` is in
+    memory with 8 frames done; ``straight`` is the same input through an ordinary store."""
+
+    cfg: PipelineConfig
+    straight: PipelineConfig
+    worker: SegmentationWorker
+    runner: threading.Thread
+    failed: list[BaseException]
+
+    def finish(self, broker) -> None:
+        """End both streams, stop the worker, and check the output equals a run without the
+        store's trouble: each frame once."""
+        send(self.cfg, broker, "a", 16, 16, end=16)
+        send(self.cfg, broker, "b", 24, 24, end=24)
+        stats = self.worker.book.stats
+        wait_for("both ended", lambda: stats("a").ended and stats("b").ended)
+        self.worker.stop()
+        self.runner.join(60)
+        assert not self.failed and not self.worker.book.waiting
+        assert self.worker.store_page_ins >= 1
+        reference = SegmentationWorker(self.straight, broker.bootstrap, list(range(4)))
+        reference.run(until_ended={"a", "b"}, max_seconds=60)
+        assert rows(self.cfg, "a", first=8) == rows(self.straight, "a", first=8) != []
+        assert rows(self.cfg, "b") == rows(self.straight, "b") != []
+        frames = read_dataset(open_store(self.cfg.storage), "frames")
+        for sid, n in (("a", 16), ("b", 24)):
+            done = frames.filter(pc.field("stream_id") == sid)["frame_idx"].to_pylist()
+            assert sorted(done) == list(range(n)), sid  # each frame once
+
+
+def paged_out(broker, weights, tmp_path, monkeypatch, store: FlakyStore) -> PagedOut:
+    storage = StorageConfig(url=f"file://{store.root}", retry_initial_s=0.1, retry_max_s=0.5)
     cfg = pipeline_config(broker, weights, storage)
     straight = pipeline_config(broker, weights, StorageConfig(url=f"file://{tmp_path}/straight"))
     for c in (cfg, straight):
         kafka.ensure_topics(c.kafka, broker.bootstrap)
     send(straight, broker, "a", 0, 16, end=16)
     send(straight, broker, "b", 0, 24, end=24)
-    store = FlakyStore(tmp_path / "paged")
     real_open = worker_module.open_store
     monkeypatch.setattr(
         worker_module, "open_store", lambda c: store if c == storage else real_open(c)
@@ -176,7 +224,6 @@ def test_a_page_in_the_store_fails_holds_that_streams_records_while_others_step(
     send(cfg, broker, "a", 0, 8, end=8)
     first = worker.run(until_ended={"a"}, max_seconds=60)
     assert first.resident_streams == 0 and first.streams["a"].ended  # "a" left memory
-
     failed: list[BaseException] = []
 
     def run() -> None:
@@ -188,33 +235,57 @@ def test_a_page_in_the_store_fails_holds_that_streams_records_while_others_step(
     runner = threading.Thread(target=run)
     send(cfg, broker, "b", 0, 8)
     runner.start()
-    wait_for("b in memory", lambda: worker.stats["b"].frames == 8, timeout_s=60)
+    wait_for("b in memory", lambda: worker.book.stats("b").frames == 8, timeout_s=60)
+    return PagedOut(cfg, straight, worker, runner, failed)
+
+
+@pytest.mark.slow
+def test_a_page_in_the_store_fails_holds_that_streams_records_while_others_step(
+    broker, weights, tmp_path, monkeypatch
+):
+    """Stream ``a`` ended and left memory; it comes back (a camera restarted) while the
+    store is down: its page-in fails, its records wait in order and are tried again, while
+    ``b``, in memory, steps on (its Parquet window and checkpoint wait for the store). Once
+    the store answers, ``a`` resumes from its checkpoint as if nothing happened."""
+    store = FlakyStore(tmp_path / "paged")
+    run = paged_out(broker, weights, tmp_path, monkeypatch, store)
+    worker = run.worker
     store.down = True
-    send(cfg, broker, "a", 8, 16)  # "a" comes back: its page-in needs the store
-    send(cfg, broker, "b", 8, 24)
-    wait_for("b stepping on", lambda: worker.stats["b"].frames == 24, timeout_s=60)
-    assert "a" in worker._deferred and "a" not in worker.processor.streams
-    assert worker.stats["a"].frames == 8 and not failed
+    send(run.cfg, broker, "a", 8, 16)  # "a" comes back: its page-in needs the store
+    send(run.cfg, broker, "b", 8, 24)
+    wait_for("b stepping on", lambda: worker.book.stats("b").frames == 24, timeout_s=60)
+    assert "a" in worker.book.waiting and not worker.processor.holds("a")
+    assert worker.book.stats("a").frames == 8 and not run.failed
     assert worker.store_health.errors >= 2 and worker.store_health.outage_s > 0
     assert worker.status().store_errors == worker.store_health.errors  # reported (and /metrics)
     assert worker.sinks.owes("b")  # its window 16-23 waits for the store, and its checkpoint
     store.down = False
-    wait_for("a resumed", lambda: worker.stats["a"].frames == 16, timeout_s=60)
-    send(cfg, broker, "a", 16, 16, end=16)
-    send(cfg, broker, "b", 24, 24, end=24)
-    wait_for("both ended", lambda: worker.stats["a"].ended and worker.stats["b"].ended)
-    worker.stop()
-    runner.join(60)
-    assert not failed and not worker._deferred
-    assert worker.store_health.outage_s == 0 and worker.store_page_ins >= 1
-    reference = SegmentationWorker(straight, broker.bootstrap, list(range(4)))
-    reference.run(until_ended={"a", "b"}, max_seconds=60)
-    assert rows(cfg, "a", first=8) == rows(straight, "a", first=8) != []
-    assert rows(cfg, "b") == rows(straight, "b") != []
-    frames = read_dataset(open_store(cfg.storage), "frames")
-    for sid, n in (("a", 16), ("b", 24)):
-        done = frames.filter(pc.field("stream_id") == sid)["frame_idx"].to_pylist()
-        assert sorted(done) == list(range(n)), sid  # each frame once
+    wait_for("a resumed", lambda: worker.book.stats("a").frames == 16, timeout_s=60)
+    run.finish(broker)
+    assert worker.store_health.outage_s == 0
+
+
+@pytest.mark.slow
+def test_a_slow_page_in_runs_off_the_loop_while_other_streams_step(
+    broker, weights, tmp_path, monkeypatch
+):
+    """``a``'s checkpoint takes as long as the test likes to load (its reads wait at a
+    gate): the loop does not wait for it. ``b`` steps through all its frames meanwhile, and
+    once the load is done ``a`` resumes from its checkpoint as if it had been quick."""
+    store = GatedStore(tmp_path / "paged", "a")
+    run = paged_out(broker, weights, tmp_path, monkeypatch, store)
+    worker = run.worker
+    store.gate.clear()
+    send(run.cfg, broker, "a", 8, 16)  # "a" comes back: its checkpoint loads slowly
+    send(run.cfg, broker, "b", 8, 24)
+    store.held.wait(60)
+    wait_for("b stepping on", lambda: worker.book.stats("b").frames == 24, timeout_s=60)
+    assert store.held.is_set() and "a" in worker.book.waiting
+    assert not worker.processor.holds("a") and worker.book.stats("a").frames == 8
+    assert worker.store_health.errors == 0  # slow is not failing
+    store.gate.set()
+    wait_for("a resumed", lambda: worker.book.stats("a").frames == 16, timeout_s=60)
+    run.finish(broker)
 
 
 # -- end to end: the S3 endpoint stopped mid-run -----------------------------------------------
@@ -237,33 +308,15 @@ def feed(cfg, broker, first: int, last: int, end: bool = False) -> None:
 
 
 @pytest.fixture
-def moto_port():
+def moto():
     """A moto S3 server of this test's own (it is stopped and started again)."""
-    from moto.server import ThreadedMotoServer
-
-    from ausm_stream.pipeline.broker import free_port
-
-    port = free_port()
-    servers = [ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)]
-    servers[0].start()
-    yield port, servers
-    servers[-1].stop()
-
-
-def stop_moto(servers: list) -> None:
-    servers[-1].stop()
-    servers[-1]._server.server_close()  # its port refuses connections until it starts again
-
-
-def start_moto(servers: list, port: int) -> None:
-    from moto.server import ThreadedMotoServer
-
-    servers.append(ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False))
-    servers[-1].start()  # moto's buckets live in this process: they are all still there
+    server = Moto()
+    yield server
+    server.stop()
 
 
 @pytest.mark.slow
-def test_an_s3_outage_mid_run_loses_nothing_and_every_stream_resumes(broker, weights, moto_port):
+def test_an_s3_outage_mid_run_loses_nothing_and_every_stream_resumes(broker, weights, moto):
     """The S3 endpoint goes away for ``OUTAGE_S`` seconds (20 here, to keep the suite short;
     long enough that every kind of store call fails many times, with the test's 1 s
     timeouts and 2 s back-off cap): moto is stopped, and a TCP proxy between the worker and
@@ -275,8 +328,7 @@ def test_an_s3_outage_mid_run_loses_nothing_and_every_stream_resumes(broker, wei
     during the outage, their Parquet windows and checkpoints wait and are written once the
     store is back, and the output equals a run without the outage, byte for byte.
     (``OUTAGE_S = 60`` runs the issue's full minute; it passes the same way.)"""
-    port, servers = moto_port
-    proxy = StoreProxy(port)
+    proxy = StoreProxy(moto.port)
     store_settings = {"timeout_s": 1.0, "request_retries": 1, "retry_initial_s": 0.2}
     store_settings["retry_max_s"] = 2.0
 
@@ -305,20 +357,20 @@ def test_an_s3_outage_mid_run_loses_nothing_and_every_stream_resumes(broker, wei
         runner.start()
         wait_for(
             "every stream's first checkpoint",
-            lambda: all(worker.stats[s].last_checkpoint == 16 for s in STREAMS),
+            lambda: all(worker.book.stats(s).last_checkpoint == 16 for s in STREAMS),
             timeout_s=120,
         )
         proxy.black_hole()
-        stop_moto(servers)
+        moto.stop()
         down_at = time.monotonic()
         feed(cfg, broker, 16, 40)
         time.sleep(max(0.0, OUTAGE_S - (time.monotonic() - down_at)))
-        during = {s: worker.stats[s].frames for s in STREAMS}
+        during = {s: worker.book.stats(s).frames for s in STREAMS}
         errors, outage = worker.store_health.errors, worker.store_health.outage_s
         assert sum(during.values()) > 4 * 16, during  # the loop went on stepping
         assert errors >= 3 and outage > OUTAGE_S / 2, (errors, outage)
-        assert all(worker.stats[s].last_checkpoint == 16 for s in STREAMS)  # none written
-        start_moto(servers, port)
+        assert all(worker.book.stats(s).last_checkpoint == 16 for s in STREAMS)  # none written
+        moto.start()
         proxy.restore()
         feed(cfg, broker, 40, FRAMES, end=True)
         runner.join(240)

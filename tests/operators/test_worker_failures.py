@@ -83,7 +83,7 @@ def test_a_failed_loop_leaves_the_worker_ready_to_run_again_and_loses_nothing(
     worker = SegmentationWorker(cfg, broker.bootstrap, list(range(4)))
 
     def fault_midway() -> None:
-        wait_for("frames", lambda: worker.stats["cam"].frames >= 24, timeout_s=120)
+        wait_for("frames", lambda: worker.book.stats("cam").frames >= 24, timeout_s=120)
         worker.inject_fault("raise")
 
     injector = threading.Thread(target=fault_midway)
@@ -92,7 +92,7 @@ def test_a_failed_loop_leaves_the_worker_ready_to_run_again_and_loses_nothing(
         worker.run(until_ended={"cam"}, max_seconds=120)
     injector.join()
     # The failed run dropped what memory held of its streams, as a new process would have.
-    assert not worker.processor.streams and not worker.stats
+    assert not worker.processor.stream_ids() and not worker.book.records
     started = time.monotonic()
     status = worker.run(until_ended={"cam"}, max_seconds=120)  # what the coordinator does
     assert time.monotonic() - started < 100

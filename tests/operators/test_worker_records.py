@@ -5,8 +5,6 @@ long for a header."""
 
 from __future__ import annotations
 
-import numpy as np
-import pyarrow as pa
 import pytest
 
 from ausm_stream.operators.processor import MAX_FRAME_JUMP
@@ -16,24 +14,9 @@ from ausm_stream.pipeline.config import StorageConfig
 from ausm_stream.pipeline.dataset import read_dataset
 from ausm_stream.pipeline.storage import open_store
 from tests.e2e import camera_chunk, consume, pipeline_config
+from tests.poison import inflating_chunk, wide_record
 
 pytestmark = pytest.mark.slow
-
-
-def inflating_chunk(first: int) -> bytes:
-    """One 128x128 frame whose rgb value is 512 MiB of zeros (18 KiB once compressed)."""
-    value, _ = records.encode(camera_chunk("cam", first, 1))
-    batch = pa.ipc.open_stream(pa.py_buffer(value)).read_next_batch()
-    zeros = np.zeros(512 << 20, np.uint8)
-    offsets = pa.py_buffer(np.array([0, zeros.size], np.int32))
-    rgb = pa.Array.from_buffers(pa.binary(), 1, [None, offsets, pa.py_buffer(zeros)])
-    return records.to_ipc(batch.set_column(batch.schema.get_field_index("rgb"), "rgb", rgb))
-
-
-def wide_record() -> bytes:
-    """A record of 2,000 columns: its schema, quoted in the reason, is ~60 KB of text."""
-    columns = [pa.array([1], pa.int8()) for _ in range(2000)]
-    return records.to_ipc(pa.record_batch(columns, names=[f"column_{i}" for i in range(2000)]))
 
 
 def test_records_a_worker_cannot_trust_are_dead_lettered_and_the_stream_goes_on(

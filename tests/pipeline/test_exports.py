@@ -11,9 +11,9 @@ import pytest
 import trackeval
 
 from ausm_stream.errors import InvalidInputError
+from ausm_stream.model import load_model
 from ausm_stream.model.data.synthetic import ShapesSpec, generate_video
 from ausm_stream.operators.processor import StreamProcessor
-from ausm_stream.operators.worker import load_model
 from ausm_stream.pipeline.exports import categories, class_ids, exclusive, read_youtube_vis
 from ausm_stream.pipeline.geometry import Placement
 from ausm_stream.pipeline.query import TrackDataset

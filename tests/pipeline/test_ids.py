@@ -8,19 +8,7 @@ import pytest
 
 from ausm_stream.errors import InvalidInputError
 from ausm_stream.pipeline.ids import check_stream_id, stream_id_argument
-
-HOSTILE_IDS = [
-    "../../x",
-    "../registry/streams/evil",
-    "a/b",
-    "x%2Fy",
-    "ok\n",
-    "",
-    "x" * 129,
-]
-"""Ids a producer, a caller or a dataset may bring that must never name a path: climbing out
-of the store, into the registry, into another stream's folder, out of an export's folder once
-URL-decoded, a trailing newline (which ``$`` lets through), empty and too long."""
+from tests.poison import HOSTILE_IDS
 
 
 @pytest.mark.parametrize("bad", [*HOSTILE_IDS, "a b", "-lead", ".hidden", "cam\x00", "é", 7])

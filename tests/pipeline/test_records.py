@@ -9,12 +9,12 @@ from contextlib import contextmanager
 import numpy as np
 import pyarrow as pa
 import pytest
-from pycocotools import mask as mask_utils
 
 from ausm_stream.errors import RecordError
 from ausm_stream.pipeline import records
 from ausm_stream.pipeline.records import ControlRecord, FrameChunk, PromptRecord
 from tests.pipeline.test_ids import HOSTILE_IDS
+from tests.poison import prompt_value
 
 
 def chunk(stream="cam-1", first=0, n=3, size=(16, 24)):
@@ -169,28 +169,6 @@ def test_a_column_declaring_more_bytes_than_its_rows_need_is_refused_unread():
     with allocations() as peak, pytest.raises(RecordError, match=r"'height' declares 536870912"):
         records.decode("frames", lying, "cam-1", (16, 24))
     assert peak[0] < 4 * MiB
-
-
-def rle_counts(h: int, w: int) -> bytes:
-    """The COCO RLE of an h x w mask with one run set, without allocating the mask."""
-    runs = [h * w // 2, 10, h * w - h * w // 2 - 10]
-    return mask_utils.frPyObjects({"size": [h, w], "counts": runs}, h, w)["counts"]
-
-
-def prompt_value(k: int, h: int, w: int) -> bytes:
-    return records.to_ipc(
-        pa.record_batch(
-            [
-                pa.array(["cam-1"] * k),
-                pa.array([None] * k, pa.int64()),
-                pa.array(range(k), pa.int64()),
-                pa.array([rle_counts(h, w)] * k, pa.binary()),
-                pa.array([h] * k, pa.int32()),
-                pa.array([w] * k, pa.int32()),
-            ],
-            schema=records.PROMPT_SCHEMA,
-        )
-    )
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,6 @@ windows kept while the object store fails."""
 from __future__ import annotations
 
 import time
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +15,7 @@ from ausm_stream.pipeline.config import KafkaConfig
 from ausm_stream.pipeline.sinks import KafkaTrackSink, ParquetSink
 from ausm_stream.pipeline.storage import Backoff, FileStore, ServiceHealth
 from ausm_stream.pipeline.tracks import FrameTracks, decode_tracks, encode_tracks, track_message_id
+from tests.outages import log_keeping_broker
 from tests.pipeline.test_ids import HOSTILE_IDS
 from tests.pipeline.test_storage import FlakyStore
 
@@ -239,23 +239,3 @@ def test_a_tracks_window_is_owed_until_acknowledged_and_sent_again_when_given_up
         assert got == [("cam", "0", "3", "m@1"), ("cam", "4", "7", "m@1")]  # each once
     finally:
         broker.stop()
-
-
-def log_keeping_broker(s3_endpoint: str):
-    """An embedded broker whose log lives in a fresh bucket of the S3 endpoint (moto): it
-    can be stopped and started again on its port without losing a record."""
-    import boto3
-
-    from ausm_stream.pipeline.broker import EmbeddedBroker, s3_storage
-
-    bucket = f"broker-{uuid.uuid4().hex[:8]}"
-    client = boto3.client(
-        "s3",
-        endpoint_url=s3_endpoint,
-        aws_access_key_id="test",
-        aws_secret_access_key="test-secret",
-        region_name="us-east-1",
-    )
-    client.create_bucket(Bucket=bucket)
-    storage, env = s3_storage(bucket, s3_endpoint, "test", "test-secret", "us-east-1")
-    return EmbeddedBroker(storage=storage, env=env).start()

@@ -1,11 +1,10 @@
 """Object stores: a directory and a real S3 endpoint (moto) via minio and pyarrow.fs; and
-stores that fail (:class:`FlakyStore`, :class:`StoreProxy`) for the outage tests."""
+stores that fail for the outage tests (:class:`FlakyStore`, and the proxy that black-holes
+an endpoint, :class:`tests.outages.StoreProxy`)."""
 
 from __future__ import annotations
 
 import dataclasses
-import select
-import socket
 import threading
 import time
 
@@ -18,6 +17,7 @@ from ausm_stream.errors import ConfigError
 from ausm_stream.pipeline.config import StorageConfig
 from ausm_stream.pipeline.storage import Backoff, FileStore, is_store_error, open_store
 from tests.conftest import s3_storage
+from tests.outages import StoreProxy
 
 
 @pytest.fixture(params=["file", "s3"])
@@ -113,81 +113,6 @@ class FlakyStore(FileStore):
 
     def arrow_fs(self) -> tuple[pafs.FileSystem, str]:
         return pafs.PyFileSystem(FailingFS(self)), str(self.root)
-
-
-class StoreProxy:
-    """A TCP proxy in front of an S3 endpoint that can black-hole it: during
-    :meth:`black_hole` the connections open through it stop being forwarded and new ones
-    are accepted and never answered (what a dead node behind a load balancer, or a
-    dropped route, looks like to a client: requests hang until their timeouts), and
-    :meth:`restore` forwards again (the held connections are closed)."""
-
-    def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.up = threading.Event()
-        self.up.set()
-        self._held: list[socket.socket] = []
-        self._lock = threading.Lock()
-        self._closed = False
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def black_hole(self) -> None:
-        self.up.clear()
-
-    def restore(self) -> None:
-        with self._lock:
-            held, self._held = self._held, []
-        for sock in held:
-            sock.close()
-        self.up.set()
-
-    def close(self) -> None:
-        self._closed = True
-        self.listener.close()
-        self.restore()
-
-    def _hold(self, sock: socket.socket) -> None:
-        with self._lock:
-            self._held.append(sock)
-
-    def _accept(self) -> None:
-        while not self._closed:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            if not self.up.is_set():
-                self._hold(client)
-                continue
-            try:
-                upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=5)
-            except OSError:
-                client.close()
-                continue
-            threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
-
-    def _pump(self, client: socket.socket, upstream: socket.socket) -> None:
-        peers = {client: upstream, upstream: client}
-        try:
-            while True:
-                if not self.up.is_set():  # cut upstream, leave the client hanging
-                    upstream.close()
-                    self._hold(client)
-                    return
-                readable, _, _ = select.select(list(peers), [], [], 0.1)
-                for sock in readable:
-                    data = sock.recv(65536)
-                    if not data:
-                        client.close()
-                        upstream.close()
-                        return
-                    peers[sock].sendall(data)
-        except OSError:
-            client.close()
-            upstream.close()
 
 
 class FailingFS(pafs.FileSystemHandler):
