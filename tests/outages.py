@@ -5,7 +5,7 @@ S3 endpoint such as :func:`moto_process`). Everything listens on 127.0.0.1."""
 
 from __future__ import annotations
 
-import select
+import selectors
 import socket
 import subprocess
 import sys
@@ -125,14 +125,18 @@ class StoreProxy:
 
     def _pump(self, client: socket.socket, upstream: socket.socket) -> None:
         peers = {client: upstream, upstream: client}
+        # A selector (epoll), not select(): a busy test process has descriptors past 1024.
+        ready = selectors.DefaultSelector()
+        for sock in peers:
+            ready.register(sock, selectors.EVENT_READ)
         try:
             while True:
                 if not self.up.is_set():  # cut upstream, leave the client hanging
                     upstream.close()
                     self._hold(client)
                     return
-                readable, _, _ = select.select(list(peers), [], [], 0.1)
-                for sock in readable:
+                for key, _ in ready.select(0.1):
+                    sock = key.fileobj
                     data = sock.recv(65536)
                     if not data:
                         client.close()
@@ -142,6 +146,8 @@ class StoreProxy:
         except OSError:
             client.close()
             upstream.close()
+        finally:
+            ready.close()
 
 
 def log_keeping_broker(s3_endpoint: str) -> EmbeddedBroker:
