@@ -54,8 +54,8 @@ class KafkaConfig:
     embedded_log: Literal["memory", "store"] = "memory"
     """Where the embedded broker keeps its log: in memory (lost when it restarts), or in the
     S3 bucket of ``storage.url`` (``store``: it outlives the broker; needs an ``s3://`` store).
-    For demos and tests: under overload it once lost a record when two producers appended to
-    one partition at once (README, "Broker outages"); production uses a Kafka cluster."""
+    For demos and tests: a broker restart can lose an acknowledged record (see
+    :mod:`~ausm_stream.pipeline.broker`); production uses a Kafka cluster."""
     frames_topic: str = "ausm.frames"
     tracks_topic: str = "ausm.tracks"
     dead_letter_topic: str = "ausm.dead-letter"
