@@ -96,6 +96,11 @@ class RealSpec:
     street_prob: float = 0.0
     """Chance that a still backdrop is one of Scratch's photographs of streets, parks, courts
     and rooms (:func:`.imagery.street_names`); 0 as ``cutout_prob``."""
+    group_prob: float = 0.0
+    """Chance that an object (after the first) walks beside the one before it: its path, a
+    little aside, at about its size, touching or partly in front of it, as people walk in
+    pairs and groups past a camera. Separating such neighbours is what a tracker of crowds
+    must learn; independent paths rarely show it. 0 as ``cutout_prob``."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_objects <= self.max_objects:
@@ -352,6 +357,24 @@ def _path(
     return centre, scale, angle
 
 
+def _beside(
+    rng: np.random.Generator,
+    leader: tuple[np.ndarray, np.ndarray, np.ndarray, float],
+    radius: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Centre, scale and angle of an object with a sprite of ``radius`` walking beside
+    ``leader`` (its centre, scale, angle and sprite radius): at 0.85-1.15 times its size,
+    its centre a quarter to two thirds of that size to one side (people are narrower than
+    tall: they touch or overlap), drifting a little back and forth along the way."""
+    centre, scale, angle, leader_radius = leader
+    extent = 2 * leader_radius * scale  # (T,) the leader's diameter in frame pixels
+    size = extent * rng.uniform(0.85, 1.15)
+    side = rng.choice((-1.0, 1.0)) * rng.uniform(0.25, 0.65)
+    drift = np.cumsum(rng.normal(0.0, 0.01, (len(scale), 2)), axis=0)
+    aside = np.stack([np.full_like(extent, side), rng.uniform(-0.15, 0.15) + 0 * extent], 1)
+    return centre + (aside + drift) * extent[:, None], size / (2 * radius), angle.copy()
+
+
 def _layer(sprite: Sprite, centre: np.ndarray, scale: np.ndarray, angle: np.ndarray) -> Layer:
     if sprite.upright:  # people and vehicles lean a little and keep their lean
         angle = np.full_like(angle, 0.15 * angle[0])
@@ -476,10 +499,16 @@ def plan_scene(split: str, index: int, spec: RealSpec | None = None) -> Scene:
     others = [p for p in pictures if p != backdrop.source] or pictures  # no camouflage
     count = int(rng.integers(spec.min_objects, spec.max_objects + 1))
     layers = []
+    paths: list[tuple[np.ndarray, np.ndarray, np.ndarray, float]] = []
     for k in range(count):
         sprite = _make_sprite(rng, spec, others, cutouts)
         enters = rng.random() < spec.enter_prob and k > 0  # someone is there from the start
-        layers.append(_layer(sprite, *_path(rng, spec, sprite.radius, enters)))
+        if k and spec.group_prob and rng.random() < spec.group_prob:
+            path = _beside(rng, paths[-1], sprite.radius)
+        else:
+            path = _path(rng, spec, sprite.radius, enters)
+        paths.append((*path, sprite.radius))
+        layers.append(_layer(sprite, *path))
     if rng.random() < spec.occlusion_prob:
         pair = _occlusion(rng, spec, others, cutouts)
         if pair is not None:

@@ -300,3 +300,22 @@ def test_cutout_objects_are_their_photographs_upright_over_street_backdrops():
         scene = plan_scene("train", i, SPEC)
         sources = {scene.backdrop.source, *(la.sprite.source for la in scene.layers)}
         assert not [s for s in sources if s.startswith("scratch:")]
+
+
+def test_grouped_objects_walk_beside_the_one_before():
+    spec = dataclasses.replace(
+        CUTOUTS, min_objects=3, max_objects=3, group_prob=1.0, occlusion_prob=0.0
+    )
+    touching = 0
+    for i in range(4):
+        scene = plan_scene("train", i, spec)
+        for a, b in zip(scene.layers, scene.layers[1:], strict=False):
+            extent = 2 * a.sprite.radius * a.scale  # (T,) frame pixels
+            apart = np.linalg.norm(b.centre - a.centre, axis=1)
+            assert (apart <= 0.8 * extent).all()  # beside it all along, not on its own path
+            size = (b.sprite.radius * b.scale) / (a.sprite.radius * a.scale)
+            assert ((size > 0.8) & (size < 1.2)).all()
+        video = generate_real_video("train", i, spec)
+        near = ndimage.binary_dilation(video.masks[:, 0], iterations=2)
+        touching += int((near & video.masks[:, 1]).any())
+    assert touching >= 2  # neighbours whose masks meet: what the tracker must tell apart
