@@ -33,7 +33,7 @@ from ausm_stream.model.memory import receive_labels, remember_frame, stream_memo
 from ausm_stream.model.network import AUSMNet, NetOutputs, RecurrentTensors
 from ausm_stream.model.prompts import prompt_problem
 from ausm_stream.model.state import StreamState, empty_state_tensors, state_torch_dtype
-from ausm_stream.model.tracking import StepResult, update_stream
+from ausm_stream.model.tracking import StepResult, update_batch, update_stream
 
 
 class AUSM(nn.Module):
@@ -151,7 +151,8 @@ class AUSM(nn.Module):
     def _step_group(self, states: list[StreamState], frames: Tensor) -> list[StepResult]:
         for s in states:
             receive_labels(s)
-        prompted = [bool((s.pending_object_id >= 0).any()) for s in states]
+        # One read for the batch: which streams take a prompt at this frame.
+        prompted = (torch.stack([s.pending_object_id for s in states]) >= 0).any(1).tolist()
         with self._autocast():
             outputs, recurrent = self.net.step(
                 frames,
@@ -162,23 +163,34 @@ class AUSM(nn.Module):
             )
         _unstack_recurrent(recurrent, states, state_torch_dtype(self.cfg))
         looks = outputs.look_features  # the backbone's, for feature looks (cfg.look)
-        results = []
-        for i, s in enumerate(states):
-            look = looks[i] if looks is not None and looks.shape[1] else None
-            propagated = None if outputs.propagated is None else outputs.propagated[i]
-            results.append(
+        if looks is not None and not looks.shape[1]:
+            looks = None
+        if self.cfg.tracker == "batched":
+            results = update_batch(
+                self.cfg,
+                states,
+                outputs.class_logits,
+                outputs.mask_logits,
+                frames,
+                looks,
+                outputs.propagated,
+            )
+        else:
+            results = [
                 update_stream(
                     self.cfg,
                     s,
                     outputs.class_logits[i],
                     outputs.mask_logits[i],
                     frames[i],
-                    look,
-                    propagated,
+                    None if looks is None else looks[i],
+                    None if outputs.propagated is None else outputs.propagated[i],
                 )
-            )
-            if look is not None:
-                remember_frame(s, look, prompted[i])
+                for i, s in enumerate(states)
+            ]
+        if looks is not None:
+            for s, look, was_prompted in zip(states, looks, prompted, strict=True):
+                remember_frame(s, look, was_prompted)
         return results
 
     def iter_video(

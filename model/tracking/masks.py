@@ -8,10 +8,12 @@ from torch import Tensor
 
 
 def mask_iou(a: Tensor, b: Tensor) -> Tensor:
-    """Pairwise IoU of bool masks a (m, H, W) and b (n, H, W) -> (m, n)."""
-    af, bf = a.flatten(1).float(), b.flatten(1).float()
-    inter = af @ bf.T
-    union = af.sum(1, keepdim=True) + bf.sum(1) - inter
+    """Pairwise IoU of bool masks a (..., m, H, W) and b (..., n, H, W) -> (..., m, n), with
+    the same leading batch dimensions. Counts are exact in float32 (fewer than 2^24 pixels),
+    so a batch's IoUs are those of its members one by one."""
+    af, bf = a.flatten(-2).float(), b.flatten(-2).float()
+    inter = af @ bf.transpose(-1, -2)
+    union = af.sum(-1)[..., :, None] + bf.sum(-1)[..., None, :] - inter
     return torch.where(union > 0, inter / union.clamp(min=1), torch.zeros_like(inter))
 
 
@@ -36,10 +38,10 @@ def mask_boxes(masks: Tensor) -> Tensor:
 
 
 def box_centres(boxes: Tensor) -> Tensor:
-    """(k, 4) boxes -> (k, 2) centres (x, y)."""
-    return (boxes[:, :2] + boxes[:, 2:]) / 2
+    """(..., 4) boxes -> (..., 2) centres (x, y)."""
+    return (boxes[..., :2] + boxes[..., 2:]) / 2
 
 
 def box_sizes(boxes: Tensor) -> Tensor:
-    """(k, 4) boxes -> (k,) longer sides: the unit of the distance and jump gates."""
-    return (boxes[:, 2:] - boxes[:, :2]).amax(1)
+    """(..., 4) boxes -> (...,) longer sides: the unit of the distance and jump gates."""
+    return (boxes[..., 2:] - boxes[..., :2]).amax(-1)
