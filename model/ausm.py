@@ -151,8 +151,8 @@ class AUSM(nn.Module):
     def _step_group(self, states: list[StreamState], frames: Tensor) -> list[StepResult]:
         for s in states:
             receive_labels(s)
-        # One read for the batch: which streams take a prompt at this frame.
-        prompted = (torch.stack([s.pending_object_id for s in states]) >= 0).any(1).tolist()
+        # Which streams take a prompt at this frame, kept on the device (remember_frame).
+        prompted = (torch.stack([s.pending_object_id for s in states]) >= 0).any(1)
         with self._autocast():
             outputs, recurrent = self.net.step(
                 frames,

@@ -129,18 +129,19 @@ def receive_labels(state: StreamState) -> None:
     state.memory_anchor_due[0] = False
 
 
-def remember_frame(state: StreamState, look: Tensor, prompted: bool) -> None:
+def remember_frame(state: StreamState, look: Tensor, prompted: Tensor) -> None:
     """End of a step: this frame's look features (C, h, w) join the memory as its newest
     frame, and become the anchor at a stream's first frame or when a prompt was applied
-    (their labels follow at the next step, :func:`receive_labels`)."""
+    (``prompted``, a bool tensor on the state's device: selected there, not read; their
+    labels follow at the next step, :func:`receive_labels`)."""
     if state.memory_features.shape[0] == 0:
         return
     features = look.to(MEMORY_DTYPE)
     _push_newest(state.memory_features, features)
     _push_newest(state.memory_valid, True)
-    if prompted or state.frames_seen == 1:
-        state.memory_features[0] = features
-        state.memory_anchor_due[0] = True
+    anchor = prompted | (state.frames_seen == 1)
+    state.memory_features[0] = torch.where(anchor, features, state.memory_features[0])
+    state.memory_anchor_due[0] |= anchor
 
 
 def _push_newest(ring: Tensor, item: Tensor | bool) -> None:

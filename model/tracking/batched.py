@@ -12,23 +12,28 @@ batched tensor operations; a stream whose frame holds an **event** goes through
 reference's bit for bit (the same operations on the same numbers), so which path a frame
 took never shows, and a test holds the two paths equal on crafted events and whole videos.
 
-The device is read four times per step, for all streams at once: which slots are active
-and which detections pass the floor (so that only those are upsampled and compared: the
-reference's work, not the whole buffer's), which frames are quiet and which tracks they
-show, whether a look would trade an identity, and the class of each track (skipped for
-one-class models). Where a mask spreads beyond its object (``connected_tracks``) the cut
-reads once per growth step; the frames with events read what their rules read.
+Decided here, for all streams at once: each track's mask, the repeats that are hidden,
+the jumps, the missing counts; the detections, greedily in score order, one rank at a
+time for every stream (de-duplication, a lost track continued near where it was or a
+prompted object found anywhere, a fresh slot drawn by the same hash as ``sample_slot``);
+looks and history. An **event**, for which the stream takes the reference rules, is what
+remains rare: a queued prompt, a repeat merging into its twin (``reid_look``), a retired
+track, a confident detection that only a look could place (far from every lost track,
+with looks on), a hand-over of a lost prompted object (``prompted_handover``), a trade of
+identities (``appearance_margin``). Each is checked as the rule itself decides, so a frame
+without one is exactly one where the reference would make none of these changes.
 
-A frame is an event when any of these may happen (each checked as the rule itself
-decides, so a quiet frame is exactly one where the rules would change no identity):
-a prompt is queued; a repeat would merge into its twin (``reid_look``; repeats that are
-only hidden are decided here); a track is retired;
-a detection survives the de-duplication and could start or continue a track; a lost
-prompted object could take over a young track (``prompted_handover``); a look would trade
-identities (``appearance_margin``).
+The device is read three times per step, for all streams at once: which slots are active
+and which detections pass the floor (so that only those are upsampled and compared: the
+reference's work, not the whole buffer's); which frames hold an event and what the others
+show; whether a look would trade an identity, with the class of each shown track. Where a
+mask spreads beyond its object (``connected_tracks``) the cut reads once per growth step;
+the frames with events read what their rules read.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -49,6 +54,7 @@ from ausm_stream.model.tracking.masks import (
 from ausm_stream.model.tracking.results import StepResult
 from ausm_stream.model.tracking.rules.connected import connected_parts
 from ausm_stream.model.tracking.rules.looks import _LOOK_RATE
+from ausm_stream.model.tracking.slots import sample_slots, seed_bits
 from ausm_stream.model.tracking.update import update_stream
 
 
@@ -74,38 +80,50 @@ def update_batch(
     # they are made of, and reid_look is on (as ``slots.Frame.by_look``).
     has_look = frames is not None if tc.look == "colour" else look_features is not None
     batch = _Batch(tc, states, class_logits, mask_logits, has_look and tc.reid_look > 0)
-    # Read 2: which frames hold an event, and which tracks the quiet ones show.
-    rows = torch.cat([batch.events()[:, None], batch.seen], 1).tolist()
-    quiet = [i for i, row in enumerate(rows) if not row[0]]
-    # Row i's flags after the first are its padded slots: the active ones first, in order.
-    shown = {
-        i: [j for j, seen in zip(batch.active[i], rows[i][1:], strict=False) if seen] for i in quiet
-    }
-    # The looks of the quiet frames' tracks; read 3: which of them would trade identities.
-    cues = {i: _cue(tc, states[i], *inputs(i)[:2], shown[i]) for i in quiet}
-    looks = {i: batch.looks(i, cues[i], shown[i]) for i in quiet}
+    # Read 2: which frames hold an event; what the others show.
+    quiet = batch.quiet_frames()
+    # The looks of the quiet frames' tracks. Read 3: which of them would trade identities,
+    # and the class of each shown track, for its name (no classes to read with one class).
+    cues = {i: _cue(tc, states[i], *inputs(i)[:2], quiet[i].shown) for i in quiet}
+    looks = {i: batch.looks(quiet[i], cues[i]) for i in quiet}
+    labels = {i: batch.labels_of(frame) for i, frame in quiet.items()}
     judged = [i for i in quiet if looks[i] is not None and tc.appearance_margin > 0]
-    if judged:
-        trades = [_trades(tc, states[i], batch.active[i], shown[i], looks[i]) for i in judged]
-        trading = {i for i, t in zip(judged, torch.stack(trades).tolist(), strict=True) if t}
-        quiet = [i for i in quiet if i not in trading]
-    order = {i: sorted(shown[i], key=batch.track_ids[i].__getitem__) for i in quiet}
-    for i in quiet:
-        batch.write_quiet(i, shown[i], cues[i], looks[i], inputs(i)[2])
-    # Read 4: each quiet track's class, for its name (nothing to read with one class).
-    labels = {i: batch.labels_of(i, order[i]) for i in quiet}
-    if len(tc.class_names) > 1 and quiet:
-        names = iter(torch.cat([labels[i] for i in quiet]).tolist())
-    else:
-        names = iter([0] * sum(len(order[i]) for i in quiet))
+    named = len(tc.class_names) > 1
+    parts = [_trades(tc, states[i], quiet[i], looks[i]).long()[None] for i in judged]
+    parts += list(labels.values()) if named else []
+    values = torch.cat(parts).tolist() if parts else []
+    names, cursor = {}, len(judged)
+    for i, frame in quiet.items():
+        k = len(frame.shown) if named else 0
+        names[i] = values[cursor : cursor + k] if named else [0] * len(frame.shown)
+        cursor += k
+    for i, trades in zip(judged, values, strict=False):
+        if trades:
+            del quiet[i]
+    for i, frame in quiet.items():
+        batch.write(frame, cues[i], looks[i], inputs(i)[2])
     results: list[StepResult] = []
     for i, state in enumerate(states):
-        if i in labels:
-            picked = [next(names) for _ in order[i]]
-            results.append(batch.result(i, order[i], labels[i], picked))
+        if i in quiet:
+            results.append(batch.result(quiet[i], labels[i], names[i]))
         else:
             results.append(update_stream(cfg, state, class_logits[i], mask_logits[i], *inputs(i)))
     return results
+
+
+@dataclass
+class _Quiet:
+    """What one stream shows at a quiet frame, on the host: each shown slot (ascending) with
+    the mask that shows it (a track's own, at its padded place, or a detection's, at its
+    rank) and the query whose class and score count."""
+
+    index: int
+    active: list[int]  # slots active when the frame came in
+    shown: list[int] = field(default_factory=list)
+    mask_at: dict[int, tuple[str, int]] = field(default_factory=dict)
+    query: dict[int, int] = field(default_factory=dict)
+    fresh: list[int] = field(default_factory=list)  # slots allocated now, in rank order
+    track_ids: dict[int, int] = field(default_factory=dict)
 
 
 def _cue(
@@ -122,24 +140,25 @@ def _cue(
     return look
 
 
-def _trades(
-    cfg: TrackerConfig, state: StreamState, active: list[int], shown: list[int], looks: Tensor
-) -> Tensor:
+def _trades(cfg: TrackerConfig, state: StreamState, frame: _Quiet, looks: Tensor) -> Tensor:
     """Whether ``rules.looks.trade_identities`` would trade at this quiet frame: some pair's
     summed look distance falls by more than ``appearance_margin`` when it trades. Worked in
     float64 in the rule's own order of operations, as the rule works in Python floats, so
     the verdict is the rule's to the last bit."""
-    if len(active) < 2:
+    known = frame.active  # the identities whose look is not new this frame
+    seen = [j for j in known if j in frame.mask_at]
+    if not seen or len(known) < 2:
         return torch.zeros((), dtype=torch.bool, device=looks.device)
-    known = torch.tensor(active, dtype=torch.int64, device=looks.device)
-    dist = torch.cdist(looks, state.slot_appearance[known]).double()  # (shown, known)
-    rows = torch.tensor([active.index(j) for j in shown], device=looks.device)
-    cost = torch.zeros(len(active), len(active), dtype=torch.float64, device=looks.device)
-    cost[rows] = dist  # cost[a, b]: track a showing identity b; lost tracks cost nothing
+    device = looks.device
+    rows = torch.tensor([frame.shown.index(j) for j in seen], device=device)
+    dist = torch.cdist(looks[rows], state.slot_appearance[torch.tensor(known, device=device)])
+    at = torch.tensor([known.index(j) for j in seen], device=device)
+    cost = torch.zeros(len(known), len(known), dtype=torch.float64, device=device)
+    cost[at] = dist.double()  # cost[a, b]: track a showing identity b; lost tracks cost nothing
     own = cost.diagonal()
     gain = own[:, None] + own[None, :] - cost - cost.T
     gain.fill_diagonal_(0.0)
-    return (gain[rows] > cfg.appearance_margin).any()
+    return (gain[at] > cfg.appearance_margin).any()
 
 
 def _padded(lists: list[list[int]], device: torch.device) -> tuple[Tensor, Tensor]:
@@ -153,9 +172,9 @@ def _padded(lists: list[list[int]], device: torch.device) -> tuple[Tensor, Tenso
 
 class _Batch:
     """The network outputs of a step and the states' per-slot fields of the active slots,
-    gathered and padded to (B, P) (P: the most active slots of any stream); what every rule
-    of a quiet frame decides, decided for all streams at once. Nothing here writes a state
-    until :meth:`write_quiet`."""
+    gathered and padded to (B, P) (P: the most active slots of any stream), and the
+    detections above the floor, padded to (B, D); what every rule of a quiet frame decides,
+    decided for all streams at once. Nothing here writes a state until :meth:`write`."""
 
     def __init__(
         self,
@@ -165,7 +184,7 @@ class _Batch:
         mask_logits: Tensor,
         by_look: bool,
     ) -> None:
-        self.cfg, self.states = cfg, states
+        self.cfg, self.states, self.by_look = cfg, states, by_look
         n, b = cfg.n_id, len(states)
         self.device = device = mask_logits.device
         probs = class_logits.float().softmax(-1)
@@ -182,14 +201,16 @@ class _Batch:
         floor = cfg.fg_threshold
         if cfg.reid_distance > 0:
             floor = min(floor, cfg.reid_threshold)
-        active, track_id = stack("slot_active"), stack("slot_track_id")
+        self.active_slots = stack("slot_active")
         candidates = self.scores[:, n:] > floor
-        flags = torch.cat([active.long(), candidates.long(), track_id], 1).tolist()
+        flags = torch.cat(
+            [self.active_slots.long(), candidates.long(), stack("slot_track_id")], 1
+        ).tolist()
         self.active = [[j for j in range(n) if row[j]] for row in flags]
         self.track_ids = [row[n + cfg.n_det :] for row in flags]
         detections = [[n + q for q in range(cfg.n_det) if row[n + q]] for row in flags]
+        self.rows = rows = torch.arange(b, device=device)[:, None]
         self.slot, self.valid = _padded(self.active, device)  # (B, P)
-        rows = torch.arange(b, device=device)[:, None]
 
         def gather(name: str) -> Tensor:
             return stack(name)[rows, self.slot]
@@ -198,13 +219,13 @@ class _Batch:
         self.missing = gather("slot_missing")
         self.box = gather("slot_box")
         self.age = gather("slot_age")
+        self.label = gather("slot_label")
         self.evidence = gather("slot_class_evidence")
         self.appearance = gather("slot_appearance")
-        self.by_look = by_look
+        self.history = gather("slot_masks") * self.valid[..., None, None]
         self.pending = (stack("pending_object_id") >= 0).any(1)
         logits = self.mask_logits[rows, self.slot]  # (B, P, h4, w4)
         p = logits.shape[1]
-        self.history = gather("slot_masks") * self.valid[..., None, None]
         if cfg.connected_tracks:
             flat = connected_parts(self.history.flatten(0, 1), logits.flatten(0, 1))
             logits = flat.view_as(logits)
@@ -215,15 +236,20 @@ class _Batch:
         self.slot_labels = self.query_labels[rows, self.slot]
         self.seen = (self.slot_scores > cfg.track_threshold) & self.masks.flatten(2).any(2)
         self.seen &= self.valid
-        self.detection, self.detection_valid = _padded(detections, device)  # (B, D)
-        self.detection_scores = self.scores[rows, self.detection]
+        # Detections in the order add_detections takes them: highest score first, then query.
+        query, valid = _padded(detections, device)  # (B, D)
+        key = torch.where(valid, -self.scores[rows, query], torch.inf)
+        rank = torch.sort(key, dim=1, stable=True).indices
+        self.detection, self.detection_valid = query[rows, rank], valid[rows, rank]
         d = self.detection.shape[1]
         self.detection_masks = upsample_masks(
             self.mask_logits[rows, self.detection].flatten(0, 1), cfg.image_size
         ).reshape(b, d, *cfg.image_size)
 
-    def events(self) -> Tensor:
-        """(B,) bool: the frames where a rule may change an identity (the module's list)."""
+    # -- deciding ---------------------------------------------------------------------------
+    def quiet_frames(self) -> dict[int, _Quiet]:
+        """Runs the rules over the batch, then reads once: the frames without an event, each
+        with what it shows."""
         eventful = self.pending | self._repeats()
         self._hide_jumps()
         eventful |= self._retires()
@@ -231,7 +257,38 @@ class _Batch:
         eventful |= self._detections()
         if self.cfg.prompted_handover:
             eventful |= self._handovers()
-        return eventful
+        parts = [eventful[:, None], self.seen, self.assigned, self.continued, self.fresh]
+        rows = torch.cat([*(t.long() for t in parts), self.detection], 1)
+        return self._read_quiet(rows.tolist())
+
+    def _read_quiet(self, rows: list[list[int]]) -> dict[int, _Quiet]:
+        p, d = self.seen.shape[1], self.detection.shape[1]
+        quiet = {}
+        for i, row in enumerate(rows):
+            if row[0]:
+                continue
+            seen, assigned = row[1 : 1 + p], row[1 + p : 1 + p + d]
+            continued, fresh = row[1 + p + d : 1 + p + 2 * d], row[1 + p + 2 * d : 1 + p + 3 * d]
+            detection = row[1 + p + 3 * d :]
+            frame = _Quiet(i, self.active[i])
+            for k, slot in enumerate(self.active[i]):
+                if seen[k]:
+                    frame.mask_at[slot], frame.query[slot] = ("track", k), slot
+            next_id = self.states[i].next_track_id
+            for r in range(d):
+                if continued[r] or fresh[r]:
+                    slot = assigned[r]
+                    frame.mask_at[slot] = ("detection", r)
+                    frame.query[slot] = detection[r]
+                if fresh[r]:
+                    frame.fresh.append(slot)
+                    frame.track_ids[slot] = next_id
+                    next_id += 1
+            frame.shown = sorted(frame.mask_at)
+            for slot in frame.shown:
+                frame.track_ids.setdefault(slot, self.track_ids[i][slot])
+            quiet[i] = frame
+        return quiet
 
     def _repeats(self) -> Tensor:
         """``rules.tracks.repeats`` and ``hide_repeats`` over the batch: of seen tracks whose
@@ -240,27 +297,26 @@ class _Batch:
         merge a repeat into its twin instead: an event. The greedy choice runs rank by rank
         (at most P steps, all streams at once); IoUs are compared in float64, as the rule
         compares them in Python floats."""
-        cfg, seen = self.cfg, self.seen
+        cfg, seen, rows = self.cfg, self.seen, self.rows
         b, p = seen.shape
-        rows = torch.arange(b, device=self.device)[:, None]
         now, before = masks_to_grid(self.masks), self.history
         continuity = torch.minimum(now, before).sum((2, 3)) / torch.maximum(now, before).sum(
             (2, 3)
         ).clamp(min=1e-6)
         key = torch.where(seen, -continuity, torch.inf)
         order = torch.sort(key, dim=1, stable=True).indices  # (B, P): slots by rank
-        iou = mask_iou(self.masks, self.masks).double()[
-            rows[..., None], order[..., None], order[:, None]
-        ]
+        iou = mask_iou(self.masks, self.masks).double()
+        iou = iou[rows[..., None], order[..., None], order[:, None]]
         ranked_seen = seen[rows, order]
         kept = torch.zeros_like(seen)
         twin = torch.full((b, p), -1, dtype=torch.int64, device=self.device)
+        at = rows[:, 0]
         for r in range(p):
             overlap = torch.where(kept, iou[:, r], -torch.inf)  # with the tracks kept so far
             best = overlap.argmax(1)  # the first of the largest, in rank order, as max()
-            repeat = ranked_seen[:, r] & (overlap[rows[:, 0], best] > cfg.dedup_iou)
+            repeat = ranked_seen[:, r] & (overlap[at, best] > cfg.dedup_iou)
             kept[:, r] = ranked_seen[:, r] & ~repeat
-            twin[rows[:, 0], order[:, r]] = torch.where(repeat, order[rows[:, 0], best], -1)
+            twin[at, order[:, r]] = torch.where(repeat, order[at, best], -1)
         merges = torch.zeros(b, dtype=torch.bool, device=self.device)
         if self.by_look:
             other = twin.clamp(min=0)
@@ -295,70 +351,148 @@ class _Batch:
         return (self.valid & ~self.seen & ~kept & (self.missing + 1 > limit)).any(1)
 
     def _detections(self) -> Tensor:
-        """A detection above the floor, large enough, repeating no shown track, that could
-        continue a lost track or (confident) start one (``add_detections``)."""
-        cfg = self.cfg
+        """``rules.detections.add_detections`` over the batch, one rank at a time for every
+        stream: a detection large enough and repeating nothing shown or kept continues the
+        nearest lost track within ``reid_distance``, or (confident) a prompted object lost
+        for longer than ``max_missing`` anywhere, or starts a track in a slot drawn as
+        ``sample_slot`` draws it; without a free slot the stream takes no more. Returns (B,)
+        the frames where a confident detection far from every lost track could be placed by
+        its look: an event."""
+        cfg, rows = self.cfg, self.rows
+        at = rows[:, 0]
+        b, d = self.detection.shape
         masks = self.detection_masks
+        scores = self.scores[rows, self.detection]
+        labels = self.query_labels[rows, self.detection]
+        areas = masks.flatten(2).sum(2)
         shown = self.masks & self.seen[..., None, None]
-        over = (mask_iou(masks, shown) > cfg.dedup_iou).any(2)
-        large = masks.flatten(2).sum(2) >= cfg.min_mask_area
-        useful = self.detection_scores > cfg.fg_threshold
-        if cfg.reid_distance > 0:
-            useful |= self.lost.any(1, keepdim=True)
-        return (self.detection_valid & large & ~over & useful).any(1)
+        over_taken = (mask_iou(masks, shown) > cfg.dedup_iou).any(2)
+        over_det = mask_iou(masks, masks) > cfg.dedup_iou
+        confident = scores.double() > cfg.fg_threshold
+        centres = box_centres(mask_boxes(masks.flatten(0, 1))).reshape(b, d, 2)
+        last, reach = box_centres(self.box), cfg.reid_distance * box_sizes(self.box)
+        missing = self.missing + 1  # the lost tracks' count at this frame
+        free = ~self.active_slots
+        seeds = torch.tensor([seed_bits(s.seed) for s in self.states], device=self.device)
+        counts = torch.tensor([s.alloc_count for s in self.states], device=self.device)
+        lost, event = self.lost.clone(), torch.zeros(b, dtype=torch.bool, device=self.device)
+        stopped = torch.zeros_like(event)
+        kept = torch.zeros(b, d, dtype=torch.bool, device=self.device)
+        self.assigned = torch.full((b, d), -1, dtype=torch.int64, device=self.device)
+        self.continued_at = torch.full_like(self.assigned, -1)  # padded place of a lost track
+        for r in range(d):
+            go = self.detection_valid[:, r] & ~stopped & (areas[:, r] >= cfg.min_mask_area)
+            go &= ~over_taken[:, r] & ~(over_det[:, r] & kept).any(1)
+            place = torch.full_like(at, -1)
+            if cfg.reid_distance > 0:
+                dist = (last - centres[:, r, None]).norm(dim=-1)  # (B, P)
+                nearest = torch.where(lost, dist, torch.inf).argmin(1)
+                near = lost.any(1) & (dist[at, nearest] <= reach[at, nearest])
+                far = lost.any(1) & ~near & confident[:, r]
+                if self.by_look:
+                    event |= go & far
+                gone = lost & (self.object_id >= 0) & (missing > cfg.max_missing)
+                gone &= self.label == labels[:, r, None]
+                found = torch.where(gone, dist, torch.inf).argmin(1)
+                place = torch.where(near, nearest, torch.where(far & gone.any(1), found, -1))
+            continues = go & (place >= 0)
+            lost[at, place.clamp(min=0)] &= ~continues
+            starts = go & ~continues & confident[:, r]
+            full = ~free.any(1)
+            stopped |= starts & full
+            starts &= ~full
+            slot = sample_slots(free, seeds, counts)
+            free[at, slot] &= ~starts
+            counts += starts.long()
+            self.assigned[:, r] = torch.where(
+                continues, self.slot[at, place.clamp(min=0)], torch.where(starts, slot, -1)
+            )
+            self.continued_at[:, r] = torch.where(continues, place, -1)
+            kept[:, r] = continues | starts
+        self.continued = self.continued_at >= 0
+        self.fresh = kept & ~self.continued
+        self.lost = lost
+        return event
 
     def _handovers(self) -> Tensor:
         """A lost prompted track and a shown unprompted one of its class, seen for no more
-        frames than it has been missing (``rules.handover``)."""
-        lost = self.lost & (self.object_id >= 0)  # (B, P) the prompted object p
-        young = self.seen & (self.object_id < 0)  # (B, P) the track c that found it
+        frames than it has been missing (``rules.handover``); the shown ones include the
+        tracks the detections continued or started."""
+        rows = self.rows
+        lost = self.lost & (self.object_id >= 0)  # (B, P) the prompted object
         label = self.evidence.argmax(-1)
+        place = self.continued_at.clamp(min=0)
+        young_tracks = self.seen & (self.object_id < 0)
+        young_detections = self.fresh | (self.continued & (self.object_id[rows, place] < 0))
+        ages = torch.cat([self.age, torch.where(self.fresh, 0, self.age[rows, place])], 1)
+        young = torch.cat([young_tracks, young_detections], 1)
+        labels = torch.cat([self.slot_labels, self.query_labels[rows, self.detection]], 1)
         pairs = (
             lost[:, :, None]
             & young[:, None, :]
-            & (self.age[:, None, :] <= (self.missing + 1)[:, :, None])
-            & (self.slot_labels[:, None, :] == label[:, :, None])
+            & (ages[:, None, :] <= (self.missing + 1)[:, :, None])
+            & (labels[:, None, :] == label[:, :, None])
         )
         return pairs.flatten(1).any(1)
 
-    def _positions(self, i: int, slots: list[int]) -> Tensor:
-        """Where slots of stream ``i`` lie along the padded axis."""
-        at = {s: k for k, s in enumerate(self.active[i])}
-        return torch.tensor([at[s] for s in slots], dtype=torch.int64, device=self.device)
+    # -- writing a quiet frame --------------------------------------------------------------
+    def _masks(self, frame: _Quiet, slots: list[int]) -> Tensor:
+        i = frame.index
+        picked = [
+            self.masks[i, k] if kind == "track" else self.detection_masks[i, k]
+            for kind, k in (frame.mask_at[s] for s in slots)
+        ]
+        if not picked:
+            return torch.zeros(0, *self.cfg.image_size, dtype=torch.bool, device=self.device)
+        return torch.stack(picked)
 
-    def looks(self, i: int, cue: Look | None, shown: list[int]) -> Tensor | None:
-        """The looks of stream ``i``'s shown tracks (``rules.looks.look_at_visible``)."""
-        return None if cue is None else cue.of(self.masks[i, self._positions(i, shown)])
+    def _index(self, values: list[int]) -> Tensor:
+        return torch.tensor(values, dtype=torch.int64, device=self.device)
 
-    def write_quiet(
-        self,
-        i: int,
-        shown: list[int],
-        cue: Look | None,
-        looks: Tensor | None,
-        propagated: Tensor | None,
+    def looks(self, frame: _Quiet, cue: Look | None) -> Tensor | None:
+        """The looks of the shown tracks, in slot order (``rules.looks.look_at_visible``)."""
+        return None if cue is None else cue.of(self._masks(frame, frame.shown))
+
+    def write(
+        self, frame: _Quiet, cue: Look | None, looks: Tensor | None, propagated: Tensor | None
     ) -> None:
-        """Everything ``update_stream`` writes at a quiet frame, for stream ``i``: missing
-        counts, the remembered looks, and the history, boxes, classes and ages of ``_record``."""
-        cfg, state = self.cfg, self.states[i]
-        active = torch.tensor(self.active[i], dtype=torch.int64, device=self.device)
-        k = len(self.active[i])
-        state.slot_missing[active] = torch.where(self.seen[i, :k], 0, self.missing[i, :k] + 1)
-        idx = torch.tensor(shown, dtype=torch.int64, device=self.device)
-        at = self._positions(i, shown)
+        """Everything ``update_stream`` writes at a quiet frame: the started tracks, missing
+        counts, remembered looks, and the history, boxes, classes and ages of ``_record``."""
+        cfg, i = self.cfg, frame.index
+        state = self.states[i]
+        k = len(frame.active)
+        if k:
+            missing = torch.where(self.seen[i, :k], 0, self.missing[i, :k] + 1)
+            state.slot_missing[self._index(frame.active)] = missing
+        if frame.fresh:
+            new = self._index(frame.fresh)
+            state.slot_active[new] = True
+            state.slot_track_id[new] = self._index([frame.track_ids[s] for s in frame.fresh])
+            state.slot_object_id[new] = -1
+            state.slot_class_evidence[new] = 0.0
+            state.slot_age[new] = 0
+            state.alloc_count += len(frame.fresh)
+            state.next_track_id += len(frame.fresh)
+        shown = frame.shown
+        idx = self._index(shown)
+        state.slot_missing[idx] = 0
         if cue is not None and looks is not None:
-            rate = torch.full((len(shown),), _LOOK_RATE, device=self.device)
-            if cfg.reid_look > 0:
+            fresh = torch.tensor(
+                [s in frame.fresh for s in shown], dtype=torch.bool, device=self.device
+            )
+            rate = torch.where(fresh, 1.0, _LOOK_RATE)
+            if self.by_look:
                 off = (looks - state.slot_appearance[idx]).norm(dim=1) > cfg.reid_look
-                rate = torch.where(off, 0.0, rate)
+                rate = torch.where(off & ~fresh, 0.0, rate)
             state.slot_appearance[idx] = cue.follow(state.slot_appearance[idx], looks, rate)
         grid = torch.zeros_like(state.slot_masks)
         if shown:
-            masks = self.masks[i, at]
+            masks = self._masks(frame, shown)
+            queries = self._index([frame.query[s] for s in shown])
             grid[idx] = masks_to_grid(masks).to(grid.dtype)
             state.slot_box[idx] = mask_boxes(masks)
-            state.slot_label[idx] = self.slot_labels[i, at]
-            state.slot_class_evidence[idx] += self.class_probs[i, idx]
+            state.slot_label[idx] = self.query_labels[i, queries]
+            state.slot_class_evidence[idx] += self.class_probs[i, queries]
             state.slot_age[idx] += 1
         state.slot_masks = grid
         if propagated is not None:
@@ -369,23 +503,33 @@ class _Batch:
             state.slot_soft_masks = soft
         state.frames_seen += 1
 
-    def labels_of(self, i: int, order: list[int]) -> Tensor:
-        """The class of each shown track of quiet stream ``i``, in track-id order: the most
-        probability summed over the frames it was visible."""
-        idx = torch.tensor(order, dtype=torch.int64, device=self.device)
-        return self.states[i].slot_class_evidence[idx].argmax(-1)
+    def _order(self, frame: _Quiet) -> list[int]:
+        return sorted(frame.shown, key=frame.track_ids.__getitem__)
 
-    def result(self, i: int, order: list[int], labels: Tensor, names: list[int]) -> StepResult:
-        state = self.states[i]
-        idx = torch.tensor(order, dtype=torch.int64, device=self.device)
-        at = self._positions(i, order)
+    def labels_of(self, frame: _Quiet) -> Tensor:
+        """The class of each shown track, in track-id order, as ``_record`` will find it
+        once the frame is written: the most probability summed over the frames it was
+        visible, this one included (a started track's sum starts from zero)."""
+        order = self._order(frame)
+        evidence = self.states[frame.index].slot_class_evidence[self._index(order)]
+        fresh = torch.tensor(
+            [s in frame.fresh for s in order], dtype=torch.bool, device=self.device
+        )
+        evidence = torch.where(fresh[:, None], 0.0, evidence)
+        queries = self._index([frame.query[s] for s in order])
+        return (evidence + self.class_probs[frame.index, queries]).argmax(-1)
+
+    def result(self, frame: _Quiet, labels: Tensor, names: list[int]) -> StepResult:
+        state, i = self.states[frame.index], frame.index
+        order = self._order(frame)
+        idx = self._index(order)
         return StepResult(
             frame_index=state.frames_seen - 1,
             track_ids=state.slot_track_id[idx],
             labels=labels,
             label_names=[self.cfg.class_names[c] for c in names],
-            scores=self.slot_scores[i, at],
-            masks=self.masks[i, at],
+            scores=self.scores[i, self._index([frame.query[s] for s in order])],
+            masks=self._masks(frame, order),
             boxes=state.slot_box[idx],
             prompt_object_ids=state.slot_object_id[idx],
             class_logits=self.class_logits[i],

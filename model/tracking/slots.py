@@ -32,6 +32,44 @@ def sample_slot(free_slots: list[int], seed: int, count: int) -> int:
     return free_slots[_splitmix64(_splitmix64(seed & _MASK64) ^ count) % len(free_slots)]
 
 
+def _signed(x: int) -> int:
+    """A uint64 as the int64 with the same bits."""
+    return x - (1 << 64) if x >= 1 << 63 else x
+
+
+def _shift_right(x: Tensor, k: int) -> Tensor:
+    """Logical right shift of int64 tensors read as uint64 (torch's ``>>`` is arithmetic)."""
+    return (x >> k) & ((1 << (64 - k)) - 1)
+
+
+def _splitmix64_tensor(x: Tensor) -> Tensor:
+    """:func:`_splitmix64` on int64 tensors read as uint64: adds and products wrap."""
+    x = x + _signed(0x9E3779B97F4A7C15)
+    x = (x ^ _shift_right(x, 30)) * _signed(0xBF58476D1CE4E5B9)
+    x = (x ^ _shift_right(x, 27)) * _signed(0x94D049BB133111EB)
+    return x ^ _shift_right(x, 31)
+
+
+def sample_slots(free: Tensor, seeds: Tensor, counts: Tensor) -> Tensor:
+    """:func:`sample_slot` for a batch of streams on their device: ``free`` (B, N) bool, the
+    unused slots; ``seeds`` (B,) the streams' seeds as int64 (the same 64 bits); ``counts``
+    (B,) their allocation counts. (B,) the slot each draws (meaningless where none is free).
+    The same bits as the host's draw: the hash wraps as uint64, and its remainder is taken as
+    of a uint64 (an int64 below zero stands for itself plus 2^64)."""
+    h = _splitmix64_tensor(_splitmix64_tensor(seeds) ^ counts)
+    n = free.sum(1).clamp(min=1)
+    r = torch.remainder(h, n)
+    two_64 = torch.remainder(torch.remainder(torch.full_like(n, 1 << 62), n) * 4, n)
+    r = torch.where(h < 0, torch.remainder(r + two_64, n), r)
+    rank = free.long().cumsum(1) - 1  # each free slot's place among the free ones
+    return (free & (rank == r[:, None])).long().argmax(1)
+
+
+def seed_bits(seed: int) -> int:
+    """A stream's seed as the int64 with the bits :func:`sample_slot` hashes."""
+    return _signed(seed & _MASK64)
+
+
 IDENTITY = (
     "slot_track_id",
     "slot_object_id",

@@ -6,6 +6,7 @@ host per step do not grow with the number of quiet streams."""
 from __future__ import annotations
 
 import inspect
+import random
 
 import pytest
 import torch
@@ -15,6 +16,7 @@ from ausm_stream.model.data import ShapesSpec, generate_video
 from ausm_stream.model.device import HostReads
 from ausm_stream.model.state import StreamState
 from ausm_stream.model.tracking import StepResult, batched, update_batch, update_stream
+from ausm_stream.model.tracking.slots import sample_slot, sample_slots, seed_bits
 from ausm_stream.model.versions import DEFAULT_WEIGHTS
 from tests.model import test_tracking, test_tracking_looks
 from tests.model.test_tracking import CFG, det, fresh_state, outputs
@@ -95,9 +97,9 @@ def test_crafted_cases_were_found():
 
 
 def test_quiet_streams_and_streams_with_events_in_one_batch(monkeypatch):
-    """Three streams: one whose track just goes on (quiet), one where a detection starts a
-    track, one with a prompt queued; each equals the reference, and only the last two go
-    through the per-stream rules."""
+    """Three streams: one whose track just goes on, one where a detection starts a track
+    (both decided batched), one with a prompt queued (an event); each equals the reference,
+    and only the last goes through the per-stream rules."""
     states = [fresh_state(seed=i) for i in range(3)]
     warm = outputs({det(0): (4, 4)})
     for s in states:
@@ -120,7 +122,7 @@ def test_quiet_streams_and_streams_with_events_in_one_batch(monkeypatch):
     monkeypatch.setattr(batched, "update_stream", counted)
     cls, masks = torch.stack([o[0] for o in steps]), torch.stack([o[1] for o in steps])
     got = update_batch(CFG, states, cls, masks)
-    assert calls == [1, 2]
+    assert calls == [2]
     for g, e, s, r in zip(got, expected, states, reference, strict=True):
         assert_same_results(g, e)
         assert_same_state(s, r)
@@ -179,3 +181,24 @@ def test_whole_videos_through_the_model_give_equal_tracks(prompted):
     for g, e in zip(states["batched"], states["per_stream"], strict=True):
         assert_same_state(g, e)
     assert tracks >= 60
+
+
+def test_slots_drawn_on_the_device_are_the_hosts_draws():
+    """``sample_slots`` (int64 tensors, wrapping as uint64) draws what ``sample_slot`` draws,
+    for seeds across the whole 64-bit range (the top bit set included)."""
+    rng = random.Random(7)
+    free = torch.rand(400, CFG.n_id * 4, generator=torch.Generator().manual_seed(7)) < 0.5
+    free[:, 0] = True
+    seeds = [
+        rng.choice([rng.getrandbits(64), rng.getrandbits(16), 0, 2**63, 2**64 - 1])
+        for _ in range(400)
+    ]
+    counts = [rng.randrange(10**6) for _ in range(400)]
+    got = sample_slots(
+        free, torch.tensor([seed_bits(s) for s in seeds]), torch.tensor(counts)
+    ).tolist()
+    want = [
+        sample_slot(row.nonzero().flatten().tolist(), seed, count)
+        for row, seed, count in zip(free, seeds, counts, strict=True)
+    ]
+    assert got == want

@@ -111,7 +111,7 @@ def test_the_memory_keeps_the_anchor_and_the_last_frames(memory_model):
         state.slot_soft_masks = soft[t - 1] if t else state.slot_soft_masks
         receive_labels(state)
         state.frames_seen += 1
-        remember_frame(state, looks[t], prompted=(t == 2))
+        remember_frame(state, looks[t], prompted=torch.tensor(t == 2))
     # After frame 3's step (its labels arrive with the next step): anchor = frame 2 (the
     # prompt's), then frames 3 and 2, newest first.
     assert [float(f[0, 0, 0]) for f in state.memory_features] == [2.0, 3.0, 2.0]
