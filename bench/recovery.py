@@ -43,7 +43,7 @@ from ausm_stream.deploy.runtime import Runtime, start_runtime
 from ausm_stream.model import load_model
 from ausm_stream.model.data import ShapesSpec, generate_video
 from ausm_stream.operators.checkpoint import Checkpoint, CheckpointStore, encode
-from ausm_stream.operators.ingest_actor import ingest_actor
+from ausm_stream.operators.ingest_pool import IngestPlacement
 from ausm_stream.operators.pool import WorkerPool
 from ausm_stream.operators.processor import StreamProcessor
 from ausm_stream.pipeline import kafka, records, tracks
@@ -224,12 +224,8 @@ def soak_run(
     kafka.ensure_topics(cfg.kafka, rt.bootstrap)
     pool = WorkerPool.start(cfg, rt.bootstrap)
     pool.status()
-    actor = ingest_actor()
-    jobs = {
-        s: actor.remote(s, str(p), SIZE, cfg.kafka, rt.bootstrap, cfg.ingest)
-        for s, p in videos.items()
-    }
-    ingests = [j.run.remote() for j in jobs.values()]
+    placement = IngestPlacement(cfg, rt.bootstrap, SIZE)
+    ingests = [placement.start(s, str(p)) for s, p in videos.items()]
     run = pool.run(until_ended=set(videos), max_seconds=3600)
     rng = random.Random(seed)
     done = 0
@@ -239,8 +235,8 @@ def soak_run(
             ready, _ = ray.wait([run], timeout=0)
             if ready:
                 break
-            if rng.random() < 0.3:
-                target = jobs[rng.choice(sorted(jobs))]
+            if rng.random() < 0.3:  # the ingest process (all streams' ingest, pooled)
+                target = ingests[0].process
             else:
                 target = pool.workers()[rng.choice(sorted(pool.workers()))]
             try:
@@ -250,7 +246,7 @@ def soak_run(
             done += 1
             bar.update()
     summary = ray.get(run)
-    ray.get(ingests)
+    ray.get([ing.run for ing in ingests])
     pool.kill()
     return summary, done
 

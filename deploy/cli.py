@@ -153,30 +153,49 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _ingest(args: argparse.Namespace) -> int:
+    """One or many cameras from one process (a camera-side box): each source's ingest in a
+    thread of its own, as an ingest process of the pipeline runs them."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ausm_stream.deploy.run import parse_sources
     from ausm_stream.deploy.runtime import interrupt_on_sigterm
     from ausm_stream.errors import ConfigError
     from ausm_stream.pipeline.config import PipelineConfig
     from ausm_stream.pipeline.ingest import IngestJob
 
+    if args.stream_id is not None:
+        if len(args.source) != 1:
+            raise ConfigError(
+                "--stream-id names one stream: give it one --source URL, or drop --stream-id "
+                "and give --source ID=URL for each stream"
+            )
+        sources = {args.stream_id: args.source[0]}
+    else:
+        sources = parse_sources(args.source)
     cfg = PipelineConfig.load(args.config)
     if cfg.kafka.bootstrap == "embedded":
         raise ConfigError("ingest needs kafka.bootstrap of a running broker, not 'embedded'")
     h, _, w = args.size.partition("x")
     if not (h.isdigit() and w.isdigit()):
         raise ConfigError(f"--size {args.size!r}: use HxW, e.g. 128x128")
-    job = IngestJob(
-        args.stream_id, args.source, (int(h), int(w)), cfg.kafka, cfg.kafka.bootstrap, cfg.ingest
-    )
+    jobs = [
+        IngestJob(sid, url, (int(h), int(w)), cfg.kafka, cfg.kafka.bootstrap, cfg.ingest)
+        for sid, url in sources.items()
+    ]
     interrupt_on_sigterm()
-    try:
-        report = job.run(args.max_frames)
-    except KeyboardInterrupt:
-        job.stop()
-        report = job.report()
-    print(
-        f"{report.stream_id}: {report.frames} frames in {report.chunks} chunks, "
-        f"{report.reconnects} reconnects"
-    )
+    with ThreadPoolExecutor(len(jobs), thread_name_prefix="ingest") as pool:
+        runs = [pool.submit(job.run, args.max_frames) for job in jobs]
+        try:
+            reports = [run.result() for run in runs]
+        except KeyboardInterrupt:
+            for job in jobs:
+                job.stop()
+            reports = [run.result() for run in runs]
+    for report in reports:
+        print(
+            f"{report.stream_id}: {report.frames} frames in {report.chunks} chunks, "
+            f"{report.reconnects} reconnects"
+        )
     return 0
 
 
@@ -300,10 +319,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop after this many seconds without input",
     )
     run.set_defaults(func=_run)
-    ing = sub.add_parser("ingest", help="ingest one camera or file into the frames topic")
+    ing = sub.add_parser(
+        "ingest", help="ingest cameras or files into the frames topic, one process for all"
+    )
     ing.add_argument("--config", help="pipeline YAML (kafka and ingest sections)")
-    ing.add_argument("--stream-id", required=True, type=stream_id_argument)
-    ing.add_argument("--source", required=True, help="file path or rtsp:// / http:// URL")
+    ing.add_argument(
+        "--stream-id", type=stream_id_argument, help="the stream of a single --source URL"
+    )
+    ing.add_argument(
+        "--source",
+        action="append",
+        required=True,
+        metavar="[ID=]URL",
+        help="file path or rtsp:// / http:// URL: one with --stream-id, or ID=URL each "
+        "(repeatable: one thread per stream)",
+    )
     ing.add_argument("--size", default="128x128", help="the model's input HxW")
     ing.add_argument("--max-frames", type=int, default=None)
     ing.set_defaults(func=_ingest)

@@ -22,7 +22,7 @@ import ray
 from ausm_stream.deploy.runtime import interrupt_on_sigterm, start_runtime
 from ausm_stream.errors import ConfigError, InvalidInputError
 from ausm_stream.model.versions import weights_info
-from ausm_stream.operators.ingest_actor import ingest_actor
+from ausm_stream.operators.ingest_pool import IngestPlacement
 from ausm_stream.operators.pool import WorkerPool
 from ausm_stream.operators.status import PoolStatus
 from ausm_stream.pipeline.config import PipelineConfig
@@ -56,25 +56,21 @@ def run_pipeline(
         interrupt_on_sigterm()  # a pod's stop checkpoints like Ctrl-C
         pool = WorkerPool.start(cfg, rt.bootstrap)
         log.info("workers and their partitions: %s", pool.assignment())
-        actor = ingest_actor()
-        jobs = [
-            actor.remote(sid, url, size, cfg.kafka, rt.bootstrap, cfg.ingest)
-            for sid, url in sources.items()
-        ]
-        ingests = [job.run.remote() for job in jobs]
+        placement = IngestPlacement(cfg, rt.bootstrap, size)
+        ingests = [placement.start(sid, url) for sid, url in sources.items()]
         run = pool.run(idle_timeout_s=idle_timeout_s)
         try:
             status = ray.get(run)
         except KeyboardInterrupt:
             pool.stop()
-            for job in jobs:
-                job.stop.remote()
+            for ing in ingests:
+                ing.stop()
             status = ray.get(run)
-        for job in jobs:  # a live source runs until stopped; a stop does not end its stream
-            job.stop.remote()
+        for ing in ingests:  # a live source runs until stopped; a stop does not end its stream
+            ing.stop()
         ingest = {
             r.stream_id: {"frames": r.frames, "reconnects": r.reconnects, "drops": r.drops}
-            for r in ray.get(ingests)
+            for r in ray.get([ing.run for ing in ingests])
         }
     print(json.dumps({**status.to_dict(), "ingest": ingest}, indent=2))
     return status

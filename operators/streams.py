@@ -2,10 +2,11 @@
 
 A named Ray actor (:data:`StreamManagerActor`, one per frames topic) that the control plane's
 API replicas share. It owns the :class:`~ausm_stream.pipeline.registry.StreamRegistry` and
-one ingest actor per registered stream whose source it runs (``external`` streams are
-ingested elsewhere, by ``ausm-stream ingest`` near the camera). Everything it writes to a
-stream goes through the frames topic under the stream's key, so the workers see it in order
-with the frames:
+the ingest of every registered stream whose source it runs, placed on ingest processes of
+up to ``ingest.streams_per_process`` streams each (``operators/ingest_pool.py``;
+``external`` streams are ingested elsewhere, by ``ausm-stream ingest`` near the camera).
+Everything it writes to a stream goes through the frames topic under the stream's key, so
+the workers see it in order with the frames:
 
 - **add**: register, then start the ingest. A stream that ended before under the same id (it
   was removed) starts a new life: a ``reset`` record at the frame where it ended, and frame
@@ -23,7 +24,6 @@ stream: a restarted cluster resumes each one after the last frame it produced.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import threading
@@ -37,7 +37,7 @@ from ausm_stream.errors import ConflictError, InvalidInputError, NotFoundError
 from ausm_stream.model.prompts import prompt_problem
 from ausm_stream.model.versions import weights_info
 from ausm_stream.operators.calls import brief, result
-from ausm_stream.operators.ingest_actor import ingest_actor
+from ausm_stream.operators.ingest_pool import Ingesting, IngestPlacement
 from ausm_stream.pipeline import kafka, records
 from ausm_stream.pipeline.config import PipelineConfig
 from ausm_stream.pipeline.geometry import Placement
@@ -80,18 +80,8 @@ class PromptResult:
     object_ids: list[int]
 
 
-@dataclass
-class _Ingesting:
-    handle: ray.actor.ActorHandle
-    run: ray.ObjectRef
-
-
 def manager_name(cfg: PipelineConfig) -> str:
     return f"ausm-streams:{cfg.kafka.frames_topic}"
-
-
-def ingest_name(cfg: PipelineConfig, stream_id: str) -> str:
-    return f"ausm-ingest:{cfg.kafka.frames_topic}:{stream_id}"
 
 
 def next_frame_after(
@@ -118,10 +108,11 @@ class StreamManager:
         # A health check asks this producer for metadata: 5 s at most when the broker is gone.
         self.producer = kafka.make_producer(cfg.kafka, bootstrap, max_block_ms=5_000)
         self.reader = kafka.TopicReader(cfg.kafka, bootstrap)
-        self.ingests: dict[str, _Ingesting] = {}
+        self.ingest_processes = IngestPlacement(cfg, bootstrap, self.model_size)
+        self.ingests: dict[str, Ingesting] = {}
         self.reports: dict[str, IngestReport] = {}
-        """The last report of each ingest: served when its actor does not answer in time, and
-        for good once its run returned (its actor is then gone)."""
+        """The last report of each ingest: served when its process does not answer in time,
+        and for good once its run returned."""
         self._locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
         self._closed = threading.Event()
         self._reaping = threading.Lock()
@@ -133,6 +124,8 @@ class StreamManager:
     # -- lifecycle ---------------------------------------------------------------------------
     def _restore(self) -> list[str]:
         """Start the ingest of every registered stream; their ids."""
+        # Ingest processes left by a manager that died must not produce beside the new ones.
+        self.ingest_processes.end_leftovers()
         streams = self.registry.all()
         for stream in streams:
             if not stream.external:
@@ -146,8 +139,8 @@ class StreamManager:
         return list(self.restored)
 
     def _reap(self) -> None:
-        """Collect the reports of ingests that returned, every few seconds (ending their
-        actors), whether or not anyone asks for their streams."""
+        """Collect the reports of ingests that returned, every few seconds (freeing their
+        places), whether or not anyone asks for their streams."""
         while not self._closed.wait(REAP_EVERY_S):
             for sid in list(self.ingests):
                 self._report(sid)
@@ -164,8 +157,9 @@ class StreamManager:
         self.reader.close()
 
     def _stop_ingest(self, stream_id: str) -> None:
-        """Stop a stream's ingest (if it still runs), wait for its last frames, end its actor.
-        An ingest that failed, or does not stop in time, is ended all the same."""
+        """Stop a stream's ingest (if it still runs), wait for its last frames, free its
+        place. One that failed, or does not stop in time, is let go all the same (its
+        thread ends with its process, which ends when its last stream leaves)."""
         self.reports.pop(stream_id, None)
         ing = self.ingests.get(stream_id)
         if ing is None:
@@ -173,12 +167,12 @@ class StreamManager:
         try:
             done, _ = ray.wait([ing.run], timeout=0)
             if not done:
-                ray.get(ing.handle.stop.remote(), timeout=30)
+                ray.get(ing.stop(), timeout=30)
             ray.get(ing.run, timeout=120)  # its producer is flushed when run returns
         except ray.exceptions.RayError as exc:
             log.warning("ingest of %s ended with an error: %s", stream_id, exc)
         finally:
-            ray.kill(ing.handle, no_restart=True)
+            self.ingest_processes.release(stream_id)
             self.ingests.pop(stream_id, None)
 
     # -- the API's operations ------------------------------------------------------------------
@@ -261,7 +255,7 @@ class StreamManager:
             record = records.PromptRecord(stream_id, frame, ids, masks)
             ing = self.ingests.get(stream_id)
             if ing is not None:  # its ingest sends it between its chunks
-                sent = result(ing.handle.prompt.remote(record), timeout=30)
+                sent = result(ing.prompt(record), timeout=30)
                 return PromptResult(stream_id, sent.frame_idx, ids)
             return PromptResult(stream_id, self._send_prompt(stream, record), ids)
 
@@ -341,38 +335,23 @@ class StreamManager:
         )
 
     def _start_ingest(self, stream: RegisteredStream) -> None:
-        name = ingest_name(self.cfg, stream.id)
-        # One left by a manager that died must not produce beside the new one.
-        with contextlib.suppress(ValueError):
-            ray.kill(ray.get_actor(name), no_restart=True)
         ingest_cfg = self.cfg.ingest
         if stream.fps is not None:
             ingest_cfg = dataclasses.replace(ingest_cfg, fps=stream.fps)
-        handle = (
-            ingest_actor()
-            .options(name=name)
-            .remote(
-                stream.id,
-                stream.source,
-                self.model_size,
-                self.cfg.kafka,
-                self.bootstrap,
-                ingest_cfg,
-                first_frame=stream.first_frame,
-            )
+        self.ingests[stream.id] = self.ingest_processes.start(
+            stream.id, stream.source, ingest_cfg, first_frame=stream.first_frame
         )
-        self.ingests[stream.id] = _Ingesting(handle, handle.run.remote())
 
     def _report(self, stream_id: str) -> IngestReport | None:
-        """The ingest's report now; one that returned leaves its report and ends its actor
-        (each ingest actor is a process)."""
+        """The ingest's report now; one that returned leaves its report and frees its place
+        (a process left with no stream ends)."""
         ing = self.ingests.get(stream_id)
         if ing is None:
             return self.reports.get(stream_id)
         done, _ = ray.wait([ing.run], timeout=0)
         if not done:
             try:
-                self.reports[stream_id] = ray.get(ing.handle.report.remote(), timeout=10)
+                self.reports[stream_id] = ray.get(ing.report(), timeout=10)
             except ray.exceptions.RayError as exc:  # busy or restarting: the last one known
                 log.warning("ingest of %s did not report: %s", stream_id, exc)
             return self.reports.get(stream_id)
@@ -388,7 +367,7 @@ class StreamManager:
             if self.ingests.get(stream_id) is ing:
                 self.reports[stream_id] = report
                 del self.ingests[stream_id]
-                ray.kill(ing.handle, no_restart=True)
+                self.ingest_processes.release(stream_id)
         return report
 
     def _info(self, stream: RegisteredStream) -> StreamInfo:

@@ -254,12 +254,26 @@ class IngestConfig:
     media_root: str | None = None
     """Directory under which ``POST /streams`` accepts local video files (links resolved);
     unset, the API opens no local file. ``ausm-stream ingest --source`` is not limited."""
+    streams_per_process: int = 64
+    """Streams one ingest process serves, each in a thread of its own (operators/
+    ingest_pool.py): 200 cameras take 4 processes, not 200. Decoding runs outside Python's
+    lock; a process of many high-resolution cameras wants the cores to match."""
+    cpus_per_process: float = 0.0
+    """CPUs each ingest process reserves (Ray's ``num_cpus``), so Ray places ingest where
+    there is room beside the workers. 0 (the default) reserves none: a small box whose cores
+    the workers reserve still ingests. The Helm chart reserves one per process."""
 
     def __post_init__(self) -> None:
         try:
             self.source_policy()
         except InvalidInputError as exc:
             raise ConfigError(str(exc)) from None
+        if self.streams_per_process < 1:
+            raise ConfigError(
+                f"ingest.streams_per_process must be >= 1, got {self.streams_per_process}"
+            )
+        if self.cpus_per_process < 0:
+            raise ConfigError(f"ingest.cpus_per_process must be >= 0, got {self.cpus_per_process}")
 
     def source_policy(self) -> SourcePolicy:
         return SourcePolicy.parse(self.source_schemes, self.source_hosts, self.media_root)

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pytest
 import ray
 
-from ausm_stream.operators.ingest_actor import ingest_actor
+from ausm_stream.operators.ingest_pool import IngestPlacement
 from ausm_stream.operators.pool import WorkerPool
 from ausm_stream.pipeline import kafka, records
 from ausm_stream.pipeline.config import IngestConfig, KafkaConfig, PipelineConfig, StorageConfig
@@ -229,9 +229,13 @@ def frames_in_topic(broker, cfg: PipelineConfig) -> tuple[list[records.FrameChun
     return chunks, others
 
 
-def test_an_ingest_actor_killed_mid_file_resumes_after_its_last_frame(
+def test_an_ingest_process_killed_mid_file_resumes_each_of_its_streams_after_its_last_frame(
     broker, ray_session, videos, tmp_path
 ):
+    """Two streams share one ingest process (``ingest.streams_per_process``); a SIGKILL of
+    the process mid-file: Ray restarts it, retries both streams' runs, and each resumes
+    after its last frame, with the same chunks as a run without the kill."""
+
     def config() -> PipelineConfig:
         topic = f"ingest-{uuid.uuid4().hex[:8]}"
         return PipelineConfig(
@@ -240,31 +244,34 @@ def test_an_ingest_actor_killed_mid_file_resumes_after_its_last_frame(
         )
 
     straight, killed = config(), config()
+    cams = ["cam-0", "cam-1"]
+    placements = [IngestPlacement(cfg, broker.bootstrap, (128, 128)) for cfg in (straight, killed)]
     for cfg in (straight, killed):
         kafka.ensure_topics(cfg.kafka, broker.bootstrap)
-    path = str(videos["cam-0"])
-    jobs = [
-        ingest_actor().remote("cam-0", path, (128, 128), cfg.kafka, broker.bootstrap, cfg.ingest)
-        for cfg in (straight, killed)
-    ]
-    runs = [job.run.remote() for job in jobs]
+    ingests = [[p.start(sid, str(videos[sid])) for sid in cams] for p in placements]
+    assert list(placements[1].processes().values()) == [cams]  # one process for both
     deadline = time.monotonic() + 60
-    while ray.get(jobs[1].report.remote()).frames < FRAMES // 3:
+    while ray.get(ingests[1][0].report()).frames < FRAMES // 3:
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    pid = ray.get(jobs[1].pid.remote())
+    process = ingests[1][0].process
+    pid = ray.get(process.pid.remote())
     os.kill(pid, signal.SIGKILL)
-    reports = ray.get(runs, timeout=120)  # the killed one's run is retried after its restart
-    assert [r.frames for r in reports] == [FRAMES, FRAMES]
-    assert ray.get(jobs[1].pid.remote()) != pid  # it was restarted before the file ended
+    runs = [ing.run for group in ingests for ing in group]
+    reports = ray.get(runs, timeout=120)  # the killed one's runs are retried after its restart
+    assert [r.frames for r in reports] == [FRAMES] * 4
+    assert ray.get(process.pid.remote()) != pid  # it was restarted before the files ended
     (want, want_end), (got, got_end) = (frames_in_topic(broker, c) for c in (straight, killed))
-    idx = np.concatenate([c.frame_idx for c in got]).tolist()
-    assert idx == list(range(FRAMES))  # dense, each frame once
-    assert got_end == want_end == [records.ControlRecord("end", "cam-0", FRAMES)]
-    for a, b in zip(got, want, strict=True):  # the same chunks, timestamps and pixels
-        assert np.array_equal(a.frame_idx, b.frame_idx) and np.array_equal(a.frames, b.frames)
-        assert np.array_equal(a.pts_ns, b.pts_ns)
-        assert np.array_equal(a.capture_ts - a.capture_ts[0], b.capture_ts - b.capture_ts[0])
+    for sid in cams:
+        mine, theirs = ([c for c in chunks if c.stream_id == sid] for chunks in (got, want))
+        idx = np.concatenate([c.frame_idx for c in mine]).tolist()
+        assert idx == list(range(FRAMES)), sid  # dense, each frame once
+        for a, b in zip(mine, theirs, strict=True):  # the same chunks, timestamps and pixels
+            assert np.array_equal(a.frame_idx, b.frame_idx) and np.array_equal(a.frames, b.frames)
+            assert np.array_equal(a.pts_ns, b.pts_ns)
+            assert np.array_equal(a.capture_ts - a.capture_ts[0], b.capture_ts - b.capture_ts[0])
+    ends = [records.ControlRecord("end", sid, FRAMES) for sid in cams]
+    assert sorted(got_end, key=str) == sorted(want_end, key=str) == sorted(ends, key=str)
 
 
 def test_a_worker_gone_for_good_has_its_partitions_moved_to_the_others(

@@ -57,6 +57,31 @@ def test_ingest_command(broker, video, tmp_path, capsys):
     assert kinds == ["frames"] * 3 + ["end"]
 
 
+def test_ingest_command_takes_many_sources_in_one_process(broker, video, tmp_path, capsys):
+    cfg_file = tmp_path / "cfg.yaml"
+    cfg_file.write_text(
+        f"kafka:\n  bootstrap: {broker.bootstrap}\n  frames_topic: cli-many\n  partitions: 1\n"
+    )
+    cfg = KafkaConfig(bootstrap=broker.bootstrap, frames_topic="cli-many", partitions=1)
+    kafka.ensure_topics(cfg, broker.bootstrap)
+    argv = ["ingest", "--config", str(cfg_file), "--size", "64x64"]
+    argv += ["--source", f"door={video}", "--source", f"gate={video}"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "door: 20 frames in 3 chunks" in out and "gate: 20 frames in 3 chunks" in out
+    consumer = kafka.make_consumer(cfg, broker.bootstrap)
+    kafka.assign(consumer, "cli-many", [0])
+    ends = [
+        m.key.decode()
+        for msgs in consumer.poll(timeout_ms=3000).values()
+        for m in msgs
+        if kafka.header(m.headers, records.KIND_HEADER) == "end"
+    ]
+    assert sorted(ends) == ["door", "gate"]
+    assert main(["ingest", "--stream-id", "x", "--source", "a.mp4", "--source", "b.mp4"]) == 2
+    assert "--stream-id names one stream" in capsys.readouterr().err
+
+
 def test_ingest_command_errors(tmp_path, capsys):
     assert main(["ingest", "--stream-id", "x", "--source", "a.mp4"]) == 2
     assert "not 'embedded'" in capsys.readouterr().err

@@ -121,6 +121,7 @@ def test_the_pipeline_and_serve_configs_load_as_the_code_loads_them():
     )
     assert (cfg.worker.device, cfg.worker.gpus, cfg.worker.count) == ("cuda", 1, 8)
     assert cfg.worker.autocast == "bfloat16" and cfg.worker.resident_streams == 256  # extra
+    assert (cfg.ingest.streams_per_process, cfg.ingest.cpus_per_process) == (64, 1)
     assert (cfg.api.host, cfg.api.port, cfg.api.token) == ("0.0.0.0", 8000, None)  # Secret
     serve_config = yaml.safe_load(docs["RayService"]["spec"]["serveConfigV2"])
     ServeDeploySchema.model_validate(serve_config)  # Ray's own schema of serveConfigV2
