@@ -89,7 +89,8 @@ def run(broker: EmbeddedBroker, files: dict[str, Path], frames: int, per_process
     placement = IngestPlacement(cfg, broker.bootstrap, SIZE)
     start = time.monotonic()
     ingests = [placement.start(sid, str(path)) for sid, path in files.items()]
-    pids = sorted({ray.get(ing.process.pid.remote()) for ing in ingests})
+    processes = {ing.process._actor_id: ing.process for ing in ingests}  # one call each
+    pids = ray.get([p.pid.remote() for p in processes.values()])
     peak, done = [0], threading.Event()
 
     def sample() -> None:
