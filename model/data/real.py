@@ -371,7 +371,8 @@ def _beside(
     size = extent * rng.uniform(0.85, 1.15)
     side = rng.choice((-1.0, 1.0)) * rng.uniform(0.25, 0.65)
     drift = np.cumsum(rng.normal(0.0, 0.01, (len(scale), 2)), axis=0)
-    aside = np.stack([np.full_like(extent, side), rng.uniform(-0.15, 0.15) + 0 * extent], 1)
+    back = rng.uniform(-0.15, 0.15)  # a little ahead of or behind the leader
+    aside = np.stack([np.full_like(extent, side), np.full_like(extent, back)], 1)
     return centre + (aside + drift) * extent[:, None], size / (2 * radius), angle.copy()
 
 
