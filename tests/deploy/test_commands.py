@@ -38,46 +38,43 @@ def video(tmp_path_factory):
     return write_h264(tmp_path_factory.mktemp("v") / "v.mp4", generate_video("val", 3, spec).frames)
 
 
-def test_ingest_command(broker, video, tmp_path, capsys):
+def one_partition_topic(broker, tmp_path, topic: str):
+    """A pipeline YAML naming ``topic`` (one partition, created) and the topic's records
+    once read: (key, kind) each."""
     cfg_file = tmp_path / "cfg.yaml"
     cfg_file.write_text(
-        f"kafka:\n  bootstrap: {broker.bootstrap}\n  frames_topic: cli-frames\n  partitions: 1\n"
+        f"kafka:\n  bootstrap: {broker.bootstrap}\n  frames_topic: {topic}\n  partitions: 1\n"
     )
-    cfg = KafkaConfig(bootstrap=broker.bootstrap, frames_topic="cli-frames", partitions=1)
+    cfg = KafkaConfig(bootstrap=broker.bootstrap, frames_topic=topic, partitions=1)
     kafka.ensure_topics(cfg, broker.bootstrap)
+
+    def read() -> list[tuple[str, str]]:
+        consumer = kafka.make_consumer(cfg, broker.bootstrap)
+        kafka.assign(consumer, topic, [0])
+        return [
+            (m.key.decode(), kafka.header(m.headers, records.KIND_HEADER))
+            for msgs in consumer.poll(timeout_ms=3000).values()
+            for m in msgs
+        ]
+
+    return cfg_file, read
+
+
+def test_ingest_command(broker, video, tmp_path, capsys):
+    cfg_file, read = one_partition_topic(broker, tmp_path, "cli-frames")
     assert ingest_cli(cfg_file, "door", str(video), "64x64") == 0
     assert "door: 20 frames in 3 chunks, 0 reconnects" in capsys.readouterr().out
-    consumer = kafka.make_consumer(cfg, broker.bootstrap)
-    kafka.assign(consumer, "cli-frames", [0])
-    kinds = [
-        kafka.header(m.headers, records.KIND_HEADER)
-        for msgs in consumer.poll(timeout_ms=3000).values()
-        for m in msgs
-    ]
-    assert kinds == ["frames"] * 3 + ["end"]
+    assert [kind for _, kind in read()] == ["frames"] * 3 + ["end"]
 
 
 def test_ingest_command_takes_many_sources_in_one_process(broker, video, tmp_path, capsys):
-    cfg_file = tmp_path / "cfg.yaml"
-    cfg_file.write_text(
-        f"kafka:\n  bootstrap: {broker.bootstrap}\n  frames_topic: cli-many\n  partitions: 1\n"
-    )
-    cfg = KafkaConfig(bootstrap=broker.bootstrap, frames_topic="cli-many", partitions=1)
-    kafka.ensure_topics(cfg, broker.bootstrap)
+    cfg_file, read = one_partition_topic(broker, tmp_path, "cli-many")
     argv = ["ingest", "--config", str(cfg_file), "--size", "64x64"]
     argv += ["--source", f"door={video}", "--source", f"gate={video}"]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "door: 20 frames in 3 chunks" in out and "gate: 20 frames in 3 chunks" in out
-    consumer = kafka.make_consumer(cfg, broker.bootstrap)
-    kafka.assign(consumer, "cli-many", [0])
-    ends = [
-        m.key.decode()
-        for msgs in consumer.poll(timeout_ms=3000).values()
-        for m in msgs
-        if kafka.header(m.headers, records.KIND_HEADER) == "end"
-    ]
-    assert sorted(ends) == ["door", "gate"]
+    assert sorted(key for key, kind in read() if kind == "end") == ["door", "gate"]
     assert main(["ingest", "--stream-id", "x", "--source", "a.mp4", "--source", "b.mp4"]) == 2
     assert "--stream-id names one stream" in capsys.readouterr().err
 
