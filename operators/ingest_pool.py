@@ -165,9 +165,10 @@ class IngestPlacement:
         self._made = 0
         self._lock = threading.Lock()
 
-    def end_leftovers(self) -> None:
+    def _end_leftovers(self) -> None:
         """End ingest processes of this topic left by a predecessor (a stream manager that
-        died): they must not produce beside the new ones."""
+        died): they must not produce beside the new ones. Before the first start, so that a
+        placement that starts nothing asks nothing of Ray."""
         for name in ray.util.list_named_actors():
             if name.startswith(self.prefix):
                 with contextlib.suppress(ValueError):
@@ -179,6 +180,8 @@ class IngestPlacement:
         """Start ``stream_id``'s ingest of ``source`` (``cfg``: the pipeline's ingest
         settings, or a stream's own frame rate over them) on a process with room."""
         with self._lock:
+            if self._made == 0:
+                self._end_leftovers()
             process = next(
                 (
                     p

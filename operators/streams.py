@@ -124,8 +124,6 @@ class StreamManager:
     # -- lifecycle ---------------------------------------------------------------------------
     def _restore(self) -> list[str]:
         """Start the ingest of every registered stream; their ids."""
-        # Ingest processes left by a manager that died must not produce beside the new ones.
-        self.ingest_processes.end_leftovers()
         streams = self.registry.all()
         for stream in streams:
             if not stream.external:

@@ -7,6 +7,7 @@ import uuid
 from collections import Counter
 
 import pytest
+import ray
 
 from ausm_stream.operators.streams import StreamManager
 from ausm_stream.pipeline import kafka
@@ -50,5 +51,8 @@ def test_health_costs_the_same_store_calls_however_many_streams(broker, tmp_path
             assert manager.health() == {"broker": "ok", "store": "ok"}
             costs.append(sum(counted.values()))
         assert costs[0] == costs[1] <= 1, costs
+        # With no stream of its own to ingest it asked nothing of Ray (which would have
+        # started a local Ray in this process).
+        assert not ray.is_initialized()
     finally:
         manager.stop()
