@@ -206,8 +206,8 @@ class AUSMConfig:
     reads from the device per step whatever the number of streams; a stream whose frame
     holds an event (a track starts, ends or changes identity) takes the per-stream rules
     (``tracking/batched.py``). ``per_stream``: the reference, each stream through its rules
-    one by one, about 30 device reads per stream and frame. Both give the same tracks to
-    the bit (tested)."""
+    one by one, about 45 device reads per stream and frame. Both give the same tracks to
+    the bit (tested on the CPU)."""
     state_dtype: StateDtype = "float32"
     """How a stream's recurrent memory (``x_prev`` and the Mamba conv and SSM states, 95% of
     its bytes) is stored between steps. The step always computes in float32 and rounds what
