@@ -3,7 +3,7 @@ number of reads from the device, whatever the number of streams.
 
 :func:`~ausm_stream.model.tracking.update.update_stream` is the reference: one stream at a
 time, its rules written for reading, each reading tensor values on the host as it decides
-(about 30 reads per stream and frame: on a GPU, each is a wait for the device). Most
+(about 45 reads per stream and frame: on a GPU, each is a wait for the device). Most
 frames of most streams change nothing but masks, looks and counters: no track starts,
 ends, repeats another, trades its identity or takes a prompt. This module decides, for all
 streams together, which frames are such **quiet** frames, and does their bookkeeping in
