@@ -53,7 +53,9 @@ from ausm_stream.model.tracking.masks import (
 )
 from ausm_stream.model.tracking.results import StepResult
 from ausm_stream.model.tracking.rules.connected import connected_parts
-from ausm_stream.model.tracking.rules.looks import _LOOK_RATE
+from ausm_stream.model.tracking.rules.jumps import jump_gates, moved_past
+from ausm_stream.model.tracking.rules.looks import learn_looks
+from ausm_stream.model.tracking.rules.tracks import history_continuity
 from ausm_stream.model.tracking.slots import sample_slots, seed_bits
 from ausm_stream.model.tracking.update import update_stream
 
@@ -299,10 +301,7 @@ class _Batch:
         compares them in Python floats."""
         cfg, seen, rows = self.cfg, self.seen, self.rows
         b, p = seen.shape
-        now, before = masks_to_grid(self.masks), self.history
-        continuity = torch.minimum(now, before).sum((2, 3)) / torch.maximum(now, before).sum(
-            (2, 3)
-        ).clamp(min=1e-6)
+        continuity = history_continuity(masks_to_grid(self.masks), self.history)
         key = torch.where(seen, -continuity, torch.inf)
         order = torch.sort(key, dim=1, stable=True).indices  # (B, P): slots by rank
         iou = mask_iou(self.masks, self.masks).double()
@@ -332,15 +331,8 @@ class _Batch:
         cfg = self.cfg
         if max(cfg.prompted_jump_gate, cfg.unprompted_jump_gate) <= 0:
             return
-        last = self.box
-        gate = torch.where(
-            self.object_id >= 0, cfg.prompted_jump_gate, cfg.unprompted_jump_gate
-        ).to(last.dtype)
-        gated = (gate > 0) & (self.missing == 0) & (last[..., 2:] > last[..., :2]).all(-1)
-        gated &= self.seen
-        boxes = mask_boxes(self.masks.flatten(0, 1)).reshape(*self.seen.shape, 4)
-        shift = (box_centres(boxes) - box_centres(last)).norm(dim=-1)
-        self.seen &= ~(gated & (shift > gate * box_sizes(last)))
+        gate, gated = jump_gates(cfg, self.box, self.object_id, self.missing, self.seen)
+        self.seen &= ~(gated & moved_past(self.masks, self.box, gate))
 
     def _retires(self) -> Tensor:
         """An unseen track past its limit of missing frames is retired (``show_or_miss``)."""
@@ -480,11 +472,8 @@ class _Batch:
             fresh = torch.tensor(
                 [s in frame.fresh for s in shown], dtype=torch.bool, device=self.device
             )
-            rate = torch.where(fresh, 1.0, _LOOK_RATE)
-            if self.by_look:
-                off = (looks - state.slot_appearance[idx]).norm(dim=1) > cfg.reid_look
-                rate = torch.where(off & ~fresh, 0.0, rate)
-            state.slot_appearance[idx] = cue.follow(state.slot_appearance[idx], looks, rate)
+            gate = cfg.reid_look if self.by_look else None
+            learn_looks(state.slot_appearance, idx, looks, fresh, cue, gate)
         grid = torch.zeros_like(state.slot_masks)
         if shown:
             masks = self._masks(frame, shown)

@@ -108,11 +108,20 @@ def remember_looks(f: Frame, seen: Seen | None) -> None:
     look as it is."""
     if seen is None:
         return
-    s = f.state
     idx = torch.tensor(seen.slots, device=f.device)
     fresh = torch.tensor([i in f.fresh_look for i in seen.slots], device=f.device)
+    gate = f.cfg.reid_look if f.by_look else None
+    learn_looks(f.state.slot_appearance, idx, seen.looks, fresh, seen.look, gate)
+
+
+def learn_looks(
+    remembered: Tensor, idx: Tensor, looks: Tensor, fresh: Tensor, look: Look, gate: float | None
+) -> None:
+    """``remembered[idx]`` (the identities' looks) move ``_LOOK_RATE`` towards ``looks``;
+    ``fresh`` ones take theirs as they are; with a ``gate``, a look further than it from
+    the remembered one leaves that as it is."""
     rate = torch.where(fresh, 1.0, _LOOK_RATE)
-    if f.by_look:
-        off = (seen.looks - s.slot_appearance[idx]).norm(dim=1) > f.cfg.reid_look
+    if gate is not None:
+        off = (looks - remembered[idx]).norm(dim=1) > gate
         rate = torch.where(off & ~fresh, 0.0, rate)
-    s.slot_appearance[idx] = seen.look.follow(s.slot_appearance[idx], seen.looks, rate)
+    remembered[idx] = look.follow(remembered[idx], looks, rate)

@@ -55,10 +55,7 @@ def repeats(f: Frame, tracks: Tracks) -> Tensor:
     if len(idx) < 2:
         return twin
     slots = torch.tensor(tracks.slots, device=seen.device)[idx]
-    now, before = masks_to_grid(masks[idx]), f.state.slot_masks[slots]
-    continuity = torch.minimum(now, before).sum((1, 2)) / torch.maximum(now, before).sum(
-        (1, 2)
-    ).clamp(min=1e-6)
+    continuity = history_continuity(masks_to_grid(masks[idx]), f.state.slot_masks[slots])
     order = sorted(range(len(idx)), key=lambda i: (-float(continuity[i]), int(slots[i])))
     ious = mask_iou(masks[idx], masks[idx])
     kept: list[int] = []
@@ -69,6 +66,14 @@ def repeats(f: Frame, tracks: Tracks) -> Tensor:
         else:
             kept.append(i)
     return twin
+
+
+def history_continuity(now: Tensor, before: Tensor) -> Tensor:
+    """How well masks on the 1/8 grid (..., h8, w8) continue their history masks: the
+    soft IoU of the two, 0 where both are empty."""
+    return torch.minimum(now, before).sum((-2, -1)) / torch.maximum(now, before).sum(
+        (-2, -1)
+    ).clamp(min=1e-6)
 
 
 def hide_repeats(tracks: Tracks, twin: Tensor) -> None:
