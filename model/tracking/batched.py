@@ -36,7 +36,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from ausm_stream.model.config import AUSMConfig
@@ -57,7 +56,7 @@ from ausm_stream.model.tracking.rules.jumps import jump_gates, moved_past
 from ausm_stream.model.tracking.rules.looks import learn_looks
 from ausm_stream.model.tracking.rules.tracks import history_continuity
 from ausm_stream.model.tracking.slots import sample_slots, seed_bits
-from ausm_stream.model.tracking.update import update_stream
+from ausm_stream.model.tracking.update import soft_history, update_stream
 
 
 def update_batch(
@@ -485,11 +484,7 @@ class _Batch:
             state.slot_age[idx] += 1
         state.slot_masks = grid
         if propagated is not None:
-            soft = torch.zeros_like(grid)
-            if shown:
-                near = F.max_pool2d(grid[idx][:, None], 3, stride=1, padding=1)[:, 0] > 0
-                soft[idx] = propagated[idx].to(grid.dtype) * near
-            state.slot_soft_masks = soft
+            state.slot_soft_masks = soft_history(grid, shown, set(), propagated)
         state.frames_seen += 1
 
     def _order(self, frame: _Quiet) -> list[int]:

@@ -44,7 +44,7 @@ def update_stream(
     ``"colour"``, and from ``look_features`` (look_dim, h, w) at any grid when it is
     ``"features"``; without it identities follow the ID queries and positions alone.
     ``propagated`` (N_id, h8, w8), the slots' masks propagated from the stream's memory,
-    is what the tracks leave as this frame's labels in that memory (``_soft_history``).
+    is what the tracks leave as this frame's labels in that memory (:func:`soft_history`).
     """
     tc = TrackerConfig.from_model(cfg)
     look = choose_look(tc, state.slot_appearance.shape[1], frame, look_features)
@@ -95,7 +95,7 @@ def _record(
         state.slot_age[slots] += 1
     state.slot_masks = grid  # M_t: unseen tracks keep an empty mask
     if propagated is not None:  # the model keeps a propagation memory
-        state.slot_soft_masks = _soft_history(f, slots, grid, propagated)
+        state.slot_soft_masks = soft_history(grid, slots, f.prompted, propagated)
     frame_index = state.frames_seen
     state.frames_seen += 1
 
@@ -123,17 +123,17 @@ def _record(
     )
 
 
-def _soft_history(f: Frame, slots: list[int], grid: Tensor, propagated: Tensor) -> Tensor:
+def soft_history(grid: Tensor, slots: list[int], prompted: set[int], propagated: Tensor) -> Tensor:
     """M_t as probabilities, the labels this frame leaves in the propagation memory
     (model/memory.py): where a track is shown, its propagated mask P_t within one cell of
     the mask shown; a prompt's mask as given. Propagating probabilities, not thresholded
     masks, keeps what was unsure unsure (on ``vos-dev``, propagation alone scored J&F 0.61
     from its own probabilities and 0.50 from thresholded masks)."""
     soft = torch.zeros_like(grid)
-    for slot in slots:
-        if slot in f.prompted:
-            soft[slot] = grid[slot]
-            continue
-        near = F.max_pool2d(grid[slot][None], 3, stride=1, padding=1)[0] > 0
-        soft[slot] = propagated[slot].to(grid.dtype) * near
+    if slots:
+        idx = torch.tensor(slots, dtype=torch.int64, device=grid.device)
+        near = F.max_pool2d(grid[idx][:, None], 3, stride=1, padding=1)[:, 0] > 0
+        soft[idx] = propagated[idx].to(grid.dtype) * near
+    for slot in prompted & set(slots):
+        soft[slot] = grid[slot]
     return soft
